@@ -1,0 +1,643 @@
+"""(c) Delivery: messages per second from ``planned`` to accepted by the provider, and (d) memory.
+
+Ours: the real ``worker`` process of the ``Procfile`` (``dramatiq workers.main``, 2 processes × 8
+threads, prefetch 64) on the real Redis, against local provider servers that accept every message
+at once and count it, each in a process of its own: SMTP (aiosmtpd) and Twilio
+(``tests/support/twilio_server.py``, with the product paced far above what it can take).
+Deliveries are planned by the product (``plan_campaign``, one birthday tick a day from the
+benchmark instant until there are enough; for SMS, a birthday campaign on the ``sms`` channel
+written for the benchmark, since the shipped ones send email), then enqueued as the actor does
+(``workers.actors.enqueue_deliveries``); the clock runs from the first enqueue to the moment the
+server accepted the last message.
+
+The floor: a bare loop of 16 threads (2 × 8), one connection each, sending the very same messages
+(the SMTP bytes, or the Twilio form, that the server received from our worker, recorded during our
+run) to the same server, with no queue and no database.
+
+Before the email run, the worker plans and delivers the birthday tick at the benchmark instant
+itself (``evaluate_campaign`` through Redis), so that its peak memory (d) covers planning at this
+size; memory is read during the email run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import pickle
+import secrets
+import signal
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from benchmarks.common import REDIS_URL, Bench, Mismatch, Row, plan_campaign, plan_context, worker_env
+from benchmarks.generate import AT
+from benchmarks.memory import TreeSampler
+
+TARGET = 0.5
+THREADS = 8
+PROCESSES = 2
+FALLBACK_COMMAND = (
+    "env dramatiq_queue_prefetch=${DRAMATIQ_PREFETCH:-64} dramatiq workers.main --processes ${WORKER_PROCESSES:-2}"
+    " --threads ${WORKER_THREADS:-8} --queues campaigns deliveries"
+)
+
+
+def repo_root() -> Path:
+    import workers
+
+    return Path(workers.__file__).resolve().parent.parent
+
+
+# --- the provider servers, each in a process of its own, counting what they accepted ------------
+
+def _serve_smtp(port: int, count, last, ready, control) -> None:
+    from aiosmtpd.controller import Controller
+
+    class Handler:
+        keep = False
+        kept: list = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+            if self.keep:
+                self.kept.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or envelope.content))
+            count.value += 1
+            last.value = time.monotonic()
+            return "250 OK"
+
+    handler = Handler()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    ready.set()
+
+    def dump():
+        kept, handler.kept = handler.kept, []
+        return kept
+
+    def keep(on):
+        handler.keep = on
+
+    _control_loop(control, keep, dump)
+    controller.stop()
+
+
+def _serve_twilio(port: int, count, last, ready, control) -> None:
+    from tests.support.twilio_server import TwilioServer
+
+    server = TwilioServer(port=port).start()
+    stop = threading.Event()
+    state = {"keep": False, "from": 0}
+
+    def watch():  # the server keeps its own records: read the count, note when it moves
+        seen = 0
+        while not stop.is_set():
+            now = server.calls.get("messages.create", 0)
+            if now != seen:
+                seen = count.value = now
+                last.value = time.monotonic()
+            stop.wait(0.002)
+
+    threading.Thread(target=watch, daemon=True).start()
+    ready.set()
+
+    def keep(on):
+        if on:
+            state["from"] = len(server.accepted)
+        state["keep"] = on
+
+    def dump():
+        accepted = server.accepted[state["from"]:]
+        return [{name: list(values) for name, values in m.params.items()} for m in accepted]
+
+    _control_loop(control, keep, dump)
+    stop.set()
+    server.stop()
+
+
+def _control_loop(control, keep, dump) -> None:
+    while True:
+        command, argument = control.recv()
+        if command == "keep":
+            keep(argument)
+        elif command == "dump":
+            with open(argument, "wb") as f:
+                pickle.dump(dump(), f)
+        elif command == "stop":
+            control.send("ok")
+            return
+        control.send("ok")
+
+
+class ProviderProcess:
+    """A local provider server (SMTP or Twilio) in another process, answering at once, counting."""
+
+    def __init__(self, kind: str) -> None:
+        target = {"smtp": _serve_smtp, "twilio": _serve_twilio}[kind]
+        # fork: the child runs nothing but the server, and it needs no importable __main__
+        context = multiprocessing.get_context("fork")
+        self.kind = kind
+        self.port = _free_port()
+        self._count = context.RawValue(ctypes.c_long, 0)
+        self._last = context.RawValue(ctypes.c_double, 0.0)
+        ready = context.Event()
+        self._control, child = context.Pipe()
+        self._process = context.Process(target=target, args=(self.port, self._count, self._last, ready, child),
+                                        name=f"bench-{kind}", daemon=True)
+        self._process.start()
+        if not ready.wait(30):
+            raise RuntimeError(f"the benchmark's {kind} server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def count(self) -> int:
+        return self._count.value
+
+    @property
+    def last_accepted(self) -> float:
+        return self._last.value
+
+    def _ask(self, command: str, argument=None) -> None:
+        self._control.send((command, argument))
+        self._control.recv()
+
+    def keep(self, on: bool) -> None:
+        self._ask("keep", on)
+
+    def take_kept(self) -> list:
+        with tempfile.NamedTemporaryFile(suffix=".pickle", delete=False) as f:
+            path = f.name
+        try:
+            self._ask("dump", path)
+            with open(path, "rb") as f:
+                return pickle.load(f)
+        finally:
+            os.unlink(path)
+
+    def stop(self) -> None:
+        try:
+            self._ask("stop")
+        finally:
+            self._process.join(10)
+            if self._process.is_alive():
+                self._process.terminate()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the worker, as the Procfile runs it --------------------------------------------------------------
+
+def worker_command() -> str:
+    procfile = repo_root() / "Procfile"
+    try:
+        for line in procfile.read_text().splitlines():
+            if line.startswith("worker:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return FALLBACK_COMMAND
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen
+    log_path: Path
+    namespace: str
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def first_failure(self) -> str | None:
+        """The last line of the first traceback a worker logged for a message, if any."""
+        import json
+
+        for line in self.log_text().splitlines():
+            if "unhandled exception" not in line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                return line[-300:]
+            trace = [t for t in str(event.get("exception", "")).splitlines() if t.strip()]
+            return trace[-1] if trace else str(event.get("event", ""))[-300:]
+        return None
+
+    def wait_ready(self, processes: int, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the worker exited with {self.process.returncode}:\n{self.log_text()[-3000:]}")
+            if self.log_text().count("ready for action") >= processes:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the worker was not ready after {timeout:.0f} s:\n{self.log_text()[-3000:]}")
+
+    def stop(self, timeout: float = 40) -> int | None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        return self.process.returncode
+
+
+def start_worker(database: str, namespace: str, log_path: Path, **extra: str) -> WorkerProcess:
+    env = dict(os.environ)
+    env.update(worker_env(database, REDIS_URL=REDIS_URL, LOYALTY_QUEUE_NAMESPACE=namespace, **extra))
+    env.update({
+        "WORKER_PROCESSES": str(PROCESSES), "WORKER_THREADS": str(THREADS), "DRAMATIQ_PREFETCH": "64",
+        "dramatiq_queue_prefetch": "64",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    })
+    log = open(log_path, "w")
+    process = subprocess.Popen(
+        ["sh", "-c", f"exec {worker_command()}"], env=env, cwd=repo_root(), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    return WorkerProcess(process, log_path, namespace)
+
+
+def _broker(bench: Bench, namespace: str):
+    from loyalty.settings import load_settings
+    from workers.broker import build_broker, install_broker
+
+    settings = load_settings(worker_env(bench.database, REDIS_URL=REDIS_URL))
+    return install_broker(build_broker(settings, namespace=namespace)), settings
+
+
+def _clean_redis(namespace: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(f"{namespace}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+# --- the steps -------------------------------------------------------------------------------------
+
+def _states(bench: Bench, ids: list[int] | None = None) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from models.delivery import Delivery
+
+    with bench.runtime.sessions() as session:
+        query = select(Delivery.state, func.count()).group_by(Delivery.state)
+        if ids is not None:
+            query = query.where(Delivery.id.in_(ids))
+        return dict(session.execute(query).all())
+
+
+def worker_tick(bench: Bench, campaign, timeout: float = 900) -> dict:
+    """The worker plans and delivers the birthday tick at the benchmark instant, through Redis."""
+    from campaigns.calendar import iso_utc
+    from workers.actors import evaluate_campaign
+
+    started = time.monotonic()
+    evaluate_campaign.send(campaign.id, iso_utc(AT))
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        states = _states(bench)
+        if sum(states.values()) and not states.get("planned", 0) + states.get("sending", 0):
+            return {"seconds": time.monotonic() - started, "states": states}
+        time.sleep(0.25)
+    raise RuntimeError(f"the worker's tick did not finish in {timeout:.0f} s: {_states(bench)}")
+
+
+def plan_for_delivery(bench: Bench, campaign, wanted: int) -> list[tuple[datetime, list[int]]]:
+    """Plan one tick a day after the benchmark instant until ``wanted`` ids are due at their tick.
+
+    A delivery planned for later (an SMS deferred past the member's quiet hours) is left out: the
+    benchmark measures sending what is due, not waiting for a morning."""
+    from sqlalchemy import select
+
+    from models.db import transaction
+    from models.delivery import Delivery
+
+    batches, total = [], 0
+    for day in range(1, 800):
+        at = AT + timedelta(days=day)
+        with transaction(bench.runtime.sessions) as session:
+            ids = plan_campaign(session, campaign, plan_context(session, bench, at)).planned_ids
+            if ids:
+                ids = sorted(session.scalars(select(Delivery.id).where(Delivery.id.in_(ids), Delivery.send_at <= at)))
+        ids = ids[: wanted - total]
+        if ids:
+            batches.append((at, ids))
+            total += len(ids)
+        if total >= wanted:
+            break
+    return batches
+
+
+def _wait_count(server: ProviderProcess, target: int, bench: Bench, ids: list[int], timeout: float,
+                worker: WorkerProcess | None = None) -> int:
+    """Wait until the server accepted ``target`` messages in all, or the deliveries are all final.
+
+    Gives up early, with the worker's first error, when nothing moved for a minute while the
+    worker's log reports messages it failed to process."""
+    deadline = time.monotonic() + timeout
+    last_count, last_progress = server.count, time.monotonic()
+    checked = last_progress
+    while time.monotonic() < deadline:
+        count = server.count
+        if count >= target:
+            return count
+        now = time.monotonic()
+        if count != last_count:
+            last_count, last_progress = count, now
+        elif now - checked > 15:
+            checked = now
+            if ids:
+                states = _states(bench, ids)
+                if not states.get("planned") and not states.get("sending"):
+                    return count  # everything is final: some were not sent (the states say why)
+            if worker is not None and now - last_progress > 60:
+                failure = worker.first_failure()
+                if failure:
+                    raise RuntimeError(f"the worker fails to process messages: {failure}")
+        time.sleep(0.005)
+    raise RuntimeError(f"delivery did not finish in {timeout:.0f} s ({server.count} of {target} accepted)")
+
+
+def _in_threads(work, shares: list[list]) -> None:
+    errors: list[BaseException] = []
+
+    def run(share):
+        try:
+            work(share)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(share,)) for share in shares]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def floor_smtp(server: ProviderProcess, messages: list[tuple[str, list[str], bytes]], threads: int) -> None:
+    """The bare loop: ``threads`` SMTP connections, each sending its share of the messages in turn."""
+    def work(share):
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as connection:
+            for mail_from, rcpt_tos, content in share:
+                connection.sendmail(mail_from, rcpt_tos, content)
+
+    _in_threads(work, [messages[i::threads] for i in range(threads)])
+
+
+def floor_twilio(server: ProviderProcess, messages: list[dict[str, list[str]]], threads: int) -> None:
+    """The bare loop: ``threads`` keep-alive HTTP connections posting the same message forms."""
+    import base64
+    import http.client
+    from urllib.parse import urlencode
+
+    from tests.support.twilio_server import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+
+    path = f"/2010-04-01/Accounts/{DEFAULT_ACCOUNT_SID}/Messages.json"
+    token = base64.b64encode(f"{DEFAULT_ACCOUNT_SID}:{DEFAULT_AUTH_TOKEN}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}", "Content-Type": "application/x-www-form-urlencoded"}
+
+    def work(share):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            for params in share:
+                connection.request("POST", path, body=urlencode(params, doseq=True), headers=headers)
+                answer = connection.getresponse()
+                answer.read()
+                if answer.status != 201:
+                    raise RuntimeError(f"the local Twilio answered {answer.status}")
+        finally:
+            connection.close()
+
+    _in_threads(work, [messages[i::threads] for i in range(threads)])
+
+
+SMS_CAMPAIGN = """\
+id: bench_sms
+kind: birthday
+name: Birthday text (benchmark)
+send_time: "09:00"
+channels: [sms]
+locales: [en]
+frequency_cap_exempt: true
+reward:
+  points_by_tier: {bronze: 100, silver: 250, gold: 500}
+  expires_after_days: 365
+messages:
+  sms:
+    text: bench_sms/sms.txt.j2
+    max_segments: 2
+"""
+SMS_TEXT = "Happy birthday {{ member.first_name }}! {{ reward.points }} points are waiting for you. Reply STOP to opt out."
+
+
+def sms_campaign_dirs(root: Path) -> tuple[Path, Path]:
+    """A definitions folder with one SMS birthday campaign (the shipped ones send email), and its template."""
+    campaigns, templates = root / "campaigns", root / "templates"
+    (templates / "en" / "bench_sms").mkdir(parents=True, exist_ok=True)
+    campaigns.mkdir(parents=True, exist_ok=True)
+    (campaigns / "bench_sms.yaml").write_text(SMS_CAMPAIGN)
+    (templates / "en" / "bench_sms" / "sms.txt.j2").write_text(SMS_TEXT)
+    return campaigns, templates
+
+
+@dataclass
+class ChannelRun:
+    ours_rate: float
+    floor_rate: float
+    messages: int
+    details: dict
+    memory: dict
+
+
+def run_channel(bench: Bench, kind: str, campaign, wanted: int, log_path: Path, *, extra_env: dict[str, str],
+                worker_tick_first: bool = False) -> ChannelRun:
+    """Ours against the floor on one channel: plan, enqueue, time to the last accepted message."""
+    from workers.actors import enqueue_deliveries
+
+    namespace = f"loyalty-bench-{secrets.token_hex(4)}"
+    with bench.runtime.engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE deliveries")
+    server = ProviderProcess(kind)
+    env = dict(extra_env)
+    if kind == "smtp":
+        env["SMTP_URL"] = f"smtp://127.0.0.1:{server.port}"
+    else:
+        from tests.support.twilio_server import (
+            DEFAULT_ACCOUNT_SID,
+            DEFAULT_AUTH_TOKEN,
+            DEFAULT_MESSAGING_SERVICE_SID,
+        )
+
+        env.update({
+            "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID, "TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN,
+            "TWILIO_MESSAGING_SERVICE_SID": DEFAULT_MESSAGING_SERVICE_SID, "TWILIO_API_BASE_URL": server.url,
+            "TWILIO_MAX_MESSAGES_PER_SECOND": str(TWILIO_RATE), "TWILIO_TIMEOUT_SECONDS": "30",
+        })
+    worker = sampler = None
+    tick = None
+    try:
+        _, settings = _broker(bench, namespace)
+        worker = start_worker(bench.database, namespace, log_path, **env)
+        sampler = TreeSampler(worker.pid).start()
+        worker.wait_ready(PROCESSES)
+        if worker_tick_first:
+            tick = worker_tick(bench, campaign)
+            tick["accepted"] = server.count
+
+        batches = plan_for_delivery(bench, campaign, wanted)
+        ids = [i for _, day_ids in batches for i in day_ids]
+        if len(ids) < wanted:
+            raise RuntimeError(f"only {len(ids)} deliveries of {campaign.id} could be planned for the delivery benchmark")
+
+        # Ours: enqueue as the actor does, time until the server has accepted them all.
+        server.keep(True)
+        base = server.count
+        cpu_before = sampler.cpu_seconds()
+        started = time.monotonic()
+        for at, day_ids in batches:
+            enqueue_deliveries(day_ids, as_of=at, batch_size=settings.delivery_batch_size)
+        enqueue_seconds = time.monotonic() - started
+        accepted = _wait_count(server, base + len(ids), bench, ids, timeout=3600, worker=worker) - base
+        ours_seconds = server.last_accepted - started
+        worker_cpu = sampler.cpu_seconds() - cpu_before
+        states = _states(bench, ids)
+        memory = sampler.stop()
+        sampler = None
+        kept = server.take_kept()
+        server.keep(False)
+        if not accepted or states.get("sent", 0) != accepted or len(kept) != accepted:
+            raise Mismatch(f"delivery {kind}: the server accepted {accepted} messages, the ledger says {states}")
+
+        # The floor: the same messages, the same server, the same concurrency, nothing else.
+        base = server.count
+        started = time.monotonic()
+        (floor_smtp if kind == "smtp" else floor_twilio)(server, kept, PROCESSES * THREADS)
+        _wait_count(server, base + len(kept), bench, [], timeout=900)
+        floor_seconds = server.last_accepted - started
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        if worker is not None:
+            code = worker.stop()
+            if code not in (0, None, -signal.SIGTERM):
+                print(f"(the worker exited with {code}; its log is {log_path})", file=sys.stderr)
+        server.stop()
+        _clean_redis(namespace)
+    return ChannelRun(
+        ours_rate=accepted / ours_seconds, floor_rate=len(kept) / floor_seconds, messages=accepted, memory=memory,
+        details={"messages": accepted, "ours_s": ours_seconds, "floor_s": floor_seconds, "enqueue_s": enqueue_seconds,
+                 "worker_cpu_s": worker_cpu, "worker_cpu_ms_per_message": worker_cpu * 1000 / max(accepted, 1),
+                 "worker_tick": tick, "states": states, "command": worker_command(), "log": str(log_path)},
+    )
+
+
+TWILIO_RATE = 10_000  # messages a second the product paces itself to: above what the local server takes
+
+
+def _failed(item: str, exc: Exception) -> Row:
+    status = "MISMATCH" if isinstance(exc, Mismatch) else "ERROR"
+    return Row("c. delivery", item, status=status, target=f"≥ {TARGET}×", note=f"{type(exc).__name__}: {exc}"[:600])
+
+
+def _row(item: str, run: ChannelRun, note: str) -> Row:
+    value = run.ours_rate / run.floor_rate
+    return Row(
+        "c. delivery", item, ours=run.ours_rate, floor=run.floor_rate, unit="msg/s", ratio=value,
+        target=f"≥ {TARGET}×", met=value >= TARGET,
+        note=(f"{run.messages:,} messages; {PROCESSES}×{THREADS} on Redis vs {PROCESSES * THREADS} bare "
+              f"{note}; {run.details['worker_cpu_ms_per_message']:.1f} ms of worker CPU a message"),
+        details=run.details,
+    )
+
+
+def measure(bench: Bench, results_dir: Path, *, deliveries: int | None = None) -> tuple[list[Row], dict]:
+    """Rows for (c), and the memory figures for (d) at this size (from the email run)."""
+    rows: list[Row] = []
+    memory: dict = {}
+    campaigns = bench.campaigns_of_kind("birthday")
+    if not campaigns:
+        rows.append(Row("c. delivery", "email (SMTP)", status="no campaign", target=f"≥ {TARGET}×"))
+    else:
+        wanted = deliveries or (2_000 if bench.quick else 20_000)
+        try:
+            run = run_channel(bench, "smtp", campaigns[0], wanted, results_dir / f"worker-smtp-{bench.members}.log",
+                              extra_env={}, worker_tick_first=True)
+        except Exception as exc:  # noqa: BLE001 - the SMS run still gets its turn
+            rows.append(_failed("email (SMTP)", exc))
+        else:
+            rows.append(_row("email (SMTP)", run, "SMTP connections"))
+            memory = run.memory
+            memory["worker_tick"] = run.details["worker_tick"]
+
+    unavailable = twilio_missing()
+    if unavailable:
+        rows.append(Row("c. delivery", "sms (Twilio)", status="not available yet", target=f"≥ {TARGET}×", note=unavailable))
+        return rows, memory
+    from campaigns.loader import load_campaigns
+
+    root = Path(tempfile.mkdtemp(prefix="loyalty-bench-sms-"))
+    try:
+        campaigns_dir, templates_dir = sms_campaign_dirs(root)
+        loaded = load_campaigns(campaigns_dir)
+        if loaded.errors:
+            raise RuntimeError(f"the benchmark's SMS campaign does not load: {loaded.errors[0]}")
+        wanted = max((deliveries or (2_000 if bench.quick else 20_000)) // 4, 500)
+        try:
+            run = run_channel(bench, "twilio", loaded.campaigns["bench_sms"], wanted,
+                              results_dir / f"worker-twilio-{bench.members}.log",
+                              extra_env={"LOYALTY_CAMPAIGNS_DIR": str(campaigns_dir),
+                                         "LOYALTY_TEMPLATES_DIR": str(templates_dir)})
+        except Exception as exc:  # noqa: BLE001
+            rows.append(_failed("sms (Twilio)", exc))
+        else:
+            rows.append(_row("sms (Twilio)", run, "HTTP connections"))
+    finally:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+    return rows, memory
+
+
+def twilio_missing() -> str | None:
+    """Why the Twilio variant cannot run, or None when it can."""
+    try:
+        import tests.support.twilio_server  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return "no local Twilio server (tests/support/twilio_server.py) yet"
+    try:
+        from workers.channels.sms import TwilioSmsChannel  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return "the local Twilio server exists; no Twilio SMS channel in workers/channels/ yet"
+    return None

@@ -1,0 +1,132 @@
+"""Building blocks every kind's audience query shares.
+
+A kind decides *who* is due and *which occurrence*; :func:`delivery_columns` adds what every
+campaign obeys: consent and channel fallback, the frequency cap, SMS quiet hours, and the shape of
+a send-ledger row. Per-zone values (the local date, the send instant) become a CASE on the member's
+time zone, so one statement serves every zone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import JSON, Integer, and_, case, cast, exists, func, literal, null, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from campaigns import calendar
+from campaigns.eligibility import Reason, channel_choice_sql
+from campaigns.program import Program
+from campaigns.schema import CampaignBase
+from models.base import UtcDateTime
+from models.delivery import Delivery, DeliveryState
+from models.member import Member
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What planning knows beyond the campaign: the instant, the zones in use, the program."""
+
+    at: datetime
+    zones: Sequence[str]
+    program: Program
+    capped_campaigns: tuple[str, ...] = ()  # campaigns that count toward the frequency cap
+
+
+@dataclass(frozen=True)
+class ZoneDue:
+    """In one time zone, at the tick's instant: the occurrence's local date and its send instant."""
+
+    local_date: date
+    send_at: datetime
+
+
+def due_today(send_time, at: datetime, zones: Sequence[str]) -> dict[str, ZoneDue]:
+    """The zones whose local ``send_time`` today has passed at ``at``, with today's local date there."""
+    due = {}
+    for zone_name in zones:
+        local_day = calendar.local_datetime(at, zone_name).date()
+        send_at = calendar.local_instant(local_day, send_time, zone_name)
+        if at >= send_at:
+            due[zone_name] = ZoneDue(local_day, send_at)
+    return due
+
+
+def by_zone(values: dict[str, Any], type_=None) -> ColumnElement:
+    """A value that depends on the member's zone: a literal when it does not, else a CASE."""
+    distinct = set(values.values())
+    if len(distinct) == 1:
+        return literal(distinct.pop(), type_)
+    return case({zone: literal(value, type_) for zone, value in values.items()}, value=Member.timezone)
+
+
+def zone_condition(dues: dict[str, Any], condition_for) -> ColumnElement:
+    return or_(*(and_(Member.timezone == zone, condition_for(zone, due)) for zone, due in dues.items()))
+
+
+def recent_capped_count(ctx: PlanContext) -> ColumnElement:
+    since = ctx.at - timedelta(days=ctx.program.frequency_cap.window_days)
+    return (
+        select(func.count())
+        .where(
+            Delivery.member_id == Member.id,
+            Delivery.campaign.in_(ctx.capped_campaigns),
+            Delivery.state.in_([DeliveryState.SENT, DeliveryState.SENDING, DeliveryState.PLANNED]),
+            Delivery.send_at > since,
+        )
+        .scalar_subquery()
+    )
+
+
+def delivery_columns(
+    campaign: CampaignBase,
+    ctx: PlanContext,
+    *,
+    key: ColumnElement,
+    dues: dict[str, ZoneDue],
+    kind_reason: ColumnElement | None = None,
+    reward: ColumnElement | None = None,
+    channels: Sequence[str] | None = None,
+    payload: dict | None = None,
+    occurrence_date: ColumnElement | None = None,
+) -> list[ColumnElement]:
+    """The labelled columns of a send-ledger row, ready for ``INSERT ... SELECT``."""
+    channel, no_channel_reason = channel_choice_sql(channels or campaign.channels)
+    whens = [(no_channel_reason.is_not(None), no_channel_reason)]
+    if kind_reason is not None:
+        whens.append((kind_reason.is_not(None), kind_reason))
+    if not campaign.frequency_cap_exempt:
+        whens.append((recent_capped_count(ctx) >= ctx.program.frequency_cap.max_messages, literal(Reason.FREQUENCY_CAP)))
+    reason = case(*whens, else_=None)
+    state = case((reason.is_(None), literal(DeliveryState.PLANNED)), else_=literal(DeliveryState.SKIPPED))
+
+    quiet = ctx.program.quiet_hours
+    email_send_at = by_zone({z: d.send_at for z, d in dues.items()}, UtcDateTime())
+    sms_send_at = by_zone({z: quiet.next_allowed(max(d.send_at, ctx.at), z) for z, d in dues.items()}, UtcDateTime())
+    send_at = case((channel == literal("sms"), sms_send_at), else_=email_send_at)
+    return [
+        key.label("occurrence_key"),
+        literal(campaign.id).label("campaign"),
+        Member.id.label("member_id"),
+        Member.external_id.label("member"),
+        channel.label("channel"),
+        state.label("state"),
+        reason.label("reason"),
+        (reward if reward is not None else cast(null(), Integer)).label("reward_points"),
+        (occurrence_date if occurrence_date is not None
+         else by_zone({z: d.local_date.isoformat() for z, d in dues.items()})).label("occurrence_date"),
+        send_at.label("send_at"),
+        (literal(payload, JSON()) if payload is not None else cast(null(), JSON)).label("payload"),
+    ]
+
+
+def not_in_ledger(key: ColumnElement) -> ColumnElement:
+    return ~exists().where(Delivery.occurrence_key == key)
+
+
+def tier_filter(campaign: CampaignBase) -> ColumnElement | None:
+    if campaign.audience.tiers is None:
+        return None
+    return Member.tier.in_(campaign.audience.tiers)

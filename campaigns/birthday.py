@@ -1,0 +1,75 @@
+"""The birthday gift: on the member's local birthday, after the local send time, once a year.
+
+Occurrence key: ``birthday:{member external id}:{year of the local birthday}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import Select, and_, case, literal, or_, select
+
+from campaigns import calendar
+from campaigns.audience_sql import PlanContext, ZoneDue, by_zone, delivery_columns, due_today, not_in_ledger, tier_filter
+from campaigns.eligibility import Reason
+from campaigns.kinds_api import SendCheck
+from campaigns.schema import BirthdayCampaign
+from models.member import Member
+
+
+def occurrence_key(external_id: str, year: int) -> str:
+    return f"birthday:{external_id}:{year}"
+
+
+def due_zones(campaign: BirthdayCampaign, at: datetime, zones: Iterable[str]) -> dict[str, ZoneDue]:
+    """The zones where the local send time has passed today, with today's local date."""
+    return due_today(campaign.send_time, at, list(zones))
+
+
+def audience(campaign: BirthdayCampaign, ctx: PlanContext) -> Select | None:
+    """Members whose birthday is celebrated today in their zone, not yet in the send ledger."""
+    dues = due_zones(campaign, ctx.at, ctx.zones)
+    if not dues:
+        return None
+    rule = campaign.birthday.leap_day_in_common_years
+    match = or_(
+        *(
+            and_(
+                Member.timezone == zone,
+                or_(*(and_(Member.birth_month == m, Member.birth_day == d)
+                      for m, d in calendar.celebrated_birthdays(due.local_date, rule))),
+            )
+            for zone, due in dues.items()
+        )
+    )
+    key = literal("birthday:") + Member.external_id + by_zone({z: f":{d.local_date.year}" for z, d in dues.items()})
+    known_since = ctx.at - timedelta(days=campaign.birthday.min_days_since_birthday_change)
+    recently_changed = case((Member.birthday_updated_at > known_since, literal(Reason.BIRTHDAY_RECENTLY_CHANGED)), else_=None)
+    reward = case(campaign.reward.points_by_tier, value=Member.tier, else_=None) if campaign.reward else None
+    columns = delivery_columns(campaign, ctx, key=key, dues=dues, kind_reason=recently_changed, reward=reward)
+    query = select(*columns).where(match, not_in_ledger(key))
+    tiers = tier_filter(campaign)
+    return query.where(tiers) if tiers is not None else query
+
+
+def recheck(check: SendCheck) -> str | None:
+    """Still the member's birthday gift to send? (Consent and tier are checked for every kind.)"""
+    campaign, member, delivery = check.campaign, check.member, check.delivery
+    if delivery.occurrence_date:
+        day = date.fromisoformat(delivery.occurrence_date)
+        if (member.birth_month, member.birth_day) not in calendar.celebrated_birthdays(day, campaign.birthday.leap_day_in_common_years):
+            return Reason.BIRTHDAY_CHANGED
+    known_since = check.at - timedelta(days=campaign.birthday.min_days_since_birthday_change)
+    if member.birthday_updated_at is not None and member.birthday_updated_at > known_since:
+        return Reason.BIRTHDAY_RECENTLY_CHANGED
+    return None
+
+
+def template_context(check: SendCheck) -> dict:
+    occurrence = check.delivery.occurrence_date
+    return {"birthday": {"date": date.fromisoformat(occurrence) if occurrence else None}}
+
+
+def sample_context(campaign: BirthdayCampaign, program) -> dict:
+    return {"birthday": {"date": date(2027, 2, 28)}}

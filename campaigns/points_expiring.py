@@ -1,0 +1,91 @@
+"""The expiring-points reminder: N days before some points expire, say exactly how many and when.
+
+On the member's local day ``days_before`` (30, then 7) before a local date on which some of their
+lots expire, at the local send time. Occurrence key:
+``points_expiring:{member}:{expiry local date}:{days before}``. Two lots expiring the same day make
+one reminder with their sum; points redeemed meanwhile lower the amount, or cancel the reminder.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+
+from sqlalchemy import Select, func, literal, select, union_all
+
+from campaigns import calendar
+from campaigns.audience_sql import PlanContext, ZoneDue, by_zone, delivery_columns, due_today, not_in_ledger, tier_filter
+from campaigns.eligibility import Reason
+from campaigns.kinds_api import SendCheck
+from campaigns.schema import PointsExpiringCampaign
+from models.base import UtcDateTime
+from models.member import Member
+from models.points import PointEntry
+
+MIDNIGHT = time(0, 0)
+
+
+def day_bounds(day: date, zone_name: str) -> tuple[datetime, datetime]:
+    """The UTC instants where ``day`` starts and ends in the zone."""
+    return calendar.local_instant(day, MIDNIGHT, zone_name), calendar.local_instant(day + timedelta(days=1), MIDNIGHT, zone_name)
+
+
+def _one_offset(campaign: PointsExpiringCampaign, ctx: PlanContext, offset: int, today: dict[str, tuple[date, datetime]]) -> Select:
+    dues = {z: ZoneDue(local_day + timedelta(days=offset), send_at) for z, (local_day, send_at) in today.items()}
+    bounds = {z: day_bounds(due.local_date, z) for z, due in dues.items()}
+    starts = by_zone({z: b[0] for z, b in bounds.items()}, UtcDateTime())
+    ends = by_zone({z: b[1] for z, b in bounds.items()}, UtcDateTime())
+    lowest, highest = min(b[0] for b in bounds.values()), max(b[1] for b in bounds.values())
+    lots_in_window = select(PointEntry.member_id).where(
+        PointEntry.remaining > 0, PointEntry.expires_at >= lowest, PointEntry.expires_at < highest
+    )
+    expiring_in_zone = (
+        select(literal(1))
+        .where(PointEntry.member_id == Member.id, PointEntry.remaining > 0,
+               PointEntry.expires_at >= starts, PointEntry.expires_at < ends)
+        .exists()
+    )
+    key = (literal("points_expiring:") + Member.external_id
+           + by_zone({z: f":{d.local_date.isoformat()}:{offset}" for z, d in dues.items()}))
+    query = select(*delivery_columns(campaign, ctx, key=key, dues=dues)).where(
+        Member.timezone.in_(list(dues)), Member.id.in_(lots_in_window), expiring_in_zone, not_in_ledger(key)
+    )
+    tiers = tier_filter(campaign)
+    return query.where(tiers) if tiers is not None else query
+
+
+def audience(campaign: PointsExpiringCampaign, ctx: PlanContext) -> Select | None:
+    today = {zone: (due.local_date, due.send_at) for zone, due in due_today(campaign.send_time, ctx.at, ctx.zones).items()}
+    if not today:
+        return None
+    parts = [_one_offset(campaign, ctx, offset, today) for offset in campaign.points_expiring.days_before]
+    return select(union_all(*parts).subquery()) if len(parts) > 1 else parts[0]
+
+
+def expiring_points(check: SendCheck) -> int:
+    """Points still expiring on the occurrence's local date, right now."""
+    start, end = day_bounds(date.fromisoformat(check.delivery.occurrence_date), check.member.timezone)
+    total = check.session.scalar(
+        select(func.coalesce(func.sum(PointEntry.remaining), 0)).where(
+            PointEntry.member_id == check.member.id, PointEntry.remaining > 0,
+            PointEntry.expires_at >= start, PointEntry.expires_at < end,
+        )
+    )
+    return int(total)
+
+
+def recheck(check: SendCheck) -> str | None:
+    return Reason.POINTS_NO_LONGER_EXPIRING if expiring_points(check) == 0 else None
+
+
+def _context(points: int, on: date, program) -> dict:
+    value = (Decimal(points) * program.points.value_per_point).quantize(Decimal("0.01"))
+    return {"expiring": {"points": points, "date": on, "value": value, "currency": program.points.currency}}
+
+
+def template_context(check: SendCheck) -> dict:
+    return _context(expiring_points(check), date.fromisoformat(check.delivery.occurrence_date), check.program)
+
+
+def sample_context(campaign: PointsExpiringCampaign, program) -> dict:
+    return _context(420, date(2027, 3, 31), program)

@@ -1,0 +1,129 @@
+"""``loyalty validate``: every definition parsed, every template rendered in every locale.
+
+Rendering against a sample member catches an undefined variable or a broken template before a
+deploy, not in a customer's inbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from campaigns import yaml_source
+from campaigns.context import sample_context
+from campaigns.loader import load_campaigns
+from campaigns.program import load_program
+from campaigns.rendering import Renderer, RenderError
+from campaigns.schema import CampaignBase
+from campaigns.sms_segments import measure, not_gsm7
+from loyalty.errors import DefinitionError
+
+
+@dataclass
+class ValidationResult:
+    checked: dict[str, list[str]] = field(default_factory=dict)  # campaign id → locales rendered
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def validate_all(campaigns_dir: Path, templates_dir: Path, program_file: Path) -> ValidationResult:
+    result = ValidationResult()
+    try:
+        program = load_program(program_file)
+    except DefinitionError as error:
+        result.problems.append(str(error))
+        return result
+    loaded = load_campaigns(campaigns_dir)
+    result.problems.extend(str(error) for error in loaded.errors)
+    renderer = Renderer(templates_dir)
+    for campaign in loaded.campaigns.values():
+        path = campaigns_dir / f"{campaign.id}.yaml"
+        problems = check_templates(campaign, renderer, path, program, warnings=result.warnings)
+        result.problems.extend(problems)
+        if not problems:
+            result.checked[campaign.id] = list(campaign.locales)
+    return result
+
+
+def check_templates(campaign: CampaignBase, renderer: Renderer, definition_path: Path, program,
+                    warnings: list[str] | None = None) -> list[str]:
+    """Render every message section in every locale (a winback step may use a channel the campaign's
+    own list does not name); an SMS longer than ``max_segments`` is a warning, in ``warnings``."""
+    problems = []
+    context = sample_context(campaign, program)
+    messages = campaign.messages
+    for locale in campaign.locales:
+        try:
+            if messages.email is not None:
+                renderer.render_email(campaign, locale, context)
+            if messages.sms is not None:
+                body = renderer.render_sms(campaign, locale, context)
+                if warnings is not None:
+                    warnings.extend(sms_length_warnings(campaign, locale, body, renderer.templates_dir))
+            if messages.mailchimp is not None:
+                renderer.render_properties(campaign, locale, messages.mailchimp.properties, context)
+        except RenderError as error:
+            if error.path.startswith(f"{campaign.id} email subject"):
+                line = _subject_line(definition_path, locale)
+                problems.append(f"{_shown(definition_path)}, line {line}: the email subject for {locale!r}: {error.problem}.")
+            elif error.path.startswith(f"{campaign.id} mailchimp property "):
+                name = error.path.rsplit(" ", 1)[1]
+                line = _line(definition_path, ["messages", "mailchimp", "properties", name])
+                problems.append(f"{_shown(definition_path)}, line {line}: the mailchimp property {name!r} "
+                                f"({locale!r}): {error.problem}.")
+            elif (key := _missing_template_key(campaign, renderer, locale, error)) is not None:
+                line = _line(definition_path, ["messages", *key])
+                problems.append(f"{_shown(definition_path)}, line {line}: messages.{'.'.join(key)} names a template "
+                                f"that does not exist for {locale!r} ({_shown(Path(error.path))}); create it or fix the path.")
+            else:
+                where = f"{_shown(Path(error.path))}, line {error.line}" if error.line else _shown(Path(error.path))
+                problems.append(f"{where}: {error.problem} (campaign {campaign.id!r}, locale {locale!r}).")
+    return problems
+
+
+def _missing_template_key(campaign: CampaignBase, renderer: Renderer, locale: str, error: RenderError):
+    """For a template file that does not exist: the YAML key naming it (e.g. ("email", "text"))."""
+    if Path(error.path).exists():
+        return None
+    messages = campaign.messages
+    named = []
+    if messages.email is not None:
+        named += [(("email", "text"), messages.email.text), (("email", "html"), messages.email.html)]
+    if messages.sms is not None:
+        named.append((("sms", "text"), messages.sms.text))
+    for key, relative in named:
+        if Path(error.path) == renderer.templates_dir / locale / relative:
+            return key
+    return None
+
+
+def sms_length_warnings(campaign: CampaignBase, locale: str, body: str, templates_dir: Path) -> list[str]:
+    """Warn when the SMS, rendered for the sample member, is longer than the campaign allows."""
+    length, cap = measure(body), campaign.messages.sms.max_segments
+    if length.segments <= cap:
+        return []
+    where = _shown(templates_dir / locale / campaign.messages.sms.text)
+    why = ""
+    if length.encoding == "UCS-2":
+        why = f"; {', '.join(repr(ch) for ch in not_gsm7(body)[:5])} make(s) the whole message UCS-2 (70 characters a segment)"
+    return [f"{where}: the SMS is {length} for the sample member, more than max_segments {cap} of campaign "
+            f"{campaign.id!r} ({locale}); such a message is not sent (failed: sms_too_long){why}."]
+
+
+def _subject_line(definition_path: Path, locale: str) -> int | None:
+    return _line(definition_path, ["messages", "email", "subject", locale])
+
+
+def _line(definition_path: Path, keys: list[str]) -> int | None:
+    try:
+        _, nodes = yaml_source.parse(definition_path.read_text(encoding="utf-8"))
+    except (OSError, yaml_source.YamlSyntaxError):
+        return None
+    return yaml_source.line_of(nodes, keys)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,3 @@
+"""The CLI's commands, one module per audience; importing this package registers them all."""
+
+from loyalty.commands import campaigns, data, keys, mailchimp, ops, report, simulate, support  # noqa: F401

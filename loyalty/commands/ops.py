@@ -1,0 +1,71 @@
+"""Operator commands: the Procfile's processes, migrations and the demo."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from loyalty import logs
+from loyalty.cli import cli, console, instant_option
+from loyalty.settings import get_settings
+
+
+@cli.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (the Procfile's release process).
+
+    Example: loyalty migrate
+    """
+    from models.db import make_engine
+    from models.db import migrate as run_migrations
+
+    engine = make_engine(get_settings().database_url)
+    applied = run_migrations(engine)
+    engine.dispose()
+    console.print("Schema upgraded to the newest revision." if applied else "Schema already up to date.")
+
+
+@cli.command()
+@click.option("--members", "member_count", default=240, show_default=True, help="How many demo members to seed.")
+@click.option("--at", "at", metavar="TIME", help="Pretend it is this instant (ISO 8601); default now.")
+@click.option("--providers", is_flag=True, help="Send SMS and Mailchimp steps to local Twilio and Mailchimp servers.")
+def demo(member_count: int, at: str | None, providers: bool) -> None:
+    """Seed a realistic member base on the embedded default, run today's tick, show what happened.
+
+    Example: loyalty demo
+    """
+    from loyalty.demo import run_demo
+
+    if providers:
+        from loyalty.demo_providers import run_demo_with_providers
+
+        run_demo_with_providers(get_settings(), console, member_count=member_count, now=instant_option(at))
+        return
+    run_demo(get_settings(), console, member_count=member_count, now=instant_option(at))
+
+
+@cli.command()
+def clock() -> None:
+    """Run the scheduler (the Procfile's clock process): exactly one per deployment.
+
+    Example: loyalty clock
+    """
+    from schedules.clock import run_clock
+
+    logs.configure()
+    run_clock(get_settings())
+
+
+@cli.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", "8000")), help="Default: $PORT or 8000.")
+def web(host: str, port: int) -> None:
+    """Run the small HTTP app (the Procfile's web process): health check and unsubscribe links.
+
+    Example: loyalty web --port 8000
+    """
+    import uvicorn
+
+    logs.configure()
+    uvicorn.run("loyalty.web:create_app", factory=True, host=host, port=port, log_config=None, access_log=False)

@@ -1,0 +1,152 @@
+"""``loyalty report``: the program's figures, as tables, one JSON object, or an HTML page."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from loyalty.cli import cli, runtime_for_cli
+from loyalty.cli import plain as console
+from loyalty.errors import InputError
+
+
+def parse_day(option: str, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"{option} {value!r} is not a date; write it like 2027-06-01.") from None
+
+
+def period_for(start: date | None, end: date | None):
+    """Whole UTC days, both ends included."""
+    from models.report import Period
+
+    if start and end and end < start:
+        raise InputError(f"--to {end.isoformat()} is before --from {start.isoformat()}; swap them.")
+    begin = datetime.combine(start, time(0), timezone.utc) if start else None
+    finish = datetime.combine(end + timedelta(days=1), time(0), timezone.utc) if end else None
+    return Period(begin, finish)
+
+
+def period_words(start: date | None, end: date | None) -> str:
+    if not start and not end:
+        return "all time"
+    return f"{start.isoformat() if start else 'the beginning'} to {end.isoformat() if end else 'now'} (UTC days)"
+
+
+@cli.command()
+@click.option("--from", "start", metavar="DATE", help="First day (YYYY-MM-DD, UTC); default: the beginning.")
+@click.option("--to", "end", metavar="DATE", help="Last day, included (YYYY-MM-DD, UTC); default: now.")
+@click.option("--conversion-days", default=7, show_default=True, type=click.IntRange(1, 365),
+              help="An order this many days after a message counts as a conversion.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(1, 1000), help="How many top earners to list.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with every figure, for scripts.")
+@click.option("--html", "html_path", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a self-contained HTML page with charts to FILE.")
+def report(start: str | None, end: str | None, conversion_days: int, top: int, as_json: bool, html_path: Path | None) -> None:
+    """Points issued, redeemed, expired and outstanding; top earners; tiers; sends, conversions and uplift.
+
+    Example: loyalty report --from 2027-06-01 --to 2027-06-30 --html report.html
+    """
+    from models.report import program_report
+
+    first, last = parse_day("--from", start), parse_day("--to", end)
+    period = period_for(first, last)
+    runtime = runtime_for_cli()
+    program = getattr(runtime, "program", None)
+    tiers = list(getattr(getattr(program, "tiers", None), "names", []) or [])
+    with runtime.sessions() as session:
+        data = program_report(session, period, conversion_days=conversion_days, top=top, tier_order=tiers)
+    data["period"]["words"] = period_words(first, last)
+    points_rules = getattr(program, "points", None)
+    if points_rules is not None:
+        worth = Decimal(data["points"]["outstanding"]) * points_rules.value_per_point
+        data["points"]["outstanding_value"] = {"amount": str(worth.quantize(Decimal("0.01"))), "currency": points_rules.currency}
+
+    if html_path is not None:
+        from loyalty.report_html import render_report
+
+        try:
+            html_path.write_text(render_report(data), encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"Cannot write {html_path} ({exc.strerror}); choose a folder you can write to.") from None
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False))
+        return
+    _print_tables(data)
+    if html_path is not None:
+        console.print(f"The HTML page is in {html_path}.")
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _table(title: str, *columns: str, text: int = 1) -> Table:
+    """A table whose first ``text`` columns are words (left) and the others numbers (right)."""
+    table = Table(title=title, title_justify="left")
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="left" if index < text else "right")
+    return table
+
+
+def _print_tables(data: dict) -> None:
+    console.print(f"Program report, {data['period']['words']}")
+    points, rates = data["points"], data["rates"]
+    table = _table("Points", "figure", "points")
+    for label, key in (("issued", "issued"), ("redeemed", "redeemed"), ("expired", "expired"),
+                       ("adjusted down", "adjusted_down"), ("outstanding", "outstanding")):
+        table.add_row(label, f"{points[key]:,}")
+    if "outstanding_value" in points:
+        value = points["outstanding_value"]
+        table.add_row("outstanding, worth", f"{value['amount']} {value['currency']}")
+    table.add_row("redemption rate", percent(rates["redemption_rate"]))
+    table.add_row("adoption rate", f"{percent(rates['adoption_rate'])} ({rates['redeemers']} of {rates['earners']} earners)")
+    console.print(table)
+
+    sources = _table("Points issued by source", "source", "points", "entries")
+    for row in data["points_by_source"]:
+        sources.add_row(row["source"], f"{row['points']:,}", str(row["entries"]))
+    earners = _table("Top earners", "member", "tier", "earned", "balance", text=2)
+    for row in data["top_earners"]:
+        earners.add_row(row["member"], row["tier"], f"{row['earned']:,}", f"{row['balance']:,}")
+    total = sum(data["members_by_tier"].values())
+    tiers = _table("Members by tier (today)", "tier", "members", "share")
+    for tier, count in data["members_by_tier"].items():
+        tiers.add_row(tier, str(count), percent(count / total if total else None))
+    for shown in (sources, earners, tiers):
+        console.print(shown)
+    _print_campaigns(data)
+
+
+def _print_campaigns(data: dict) -> None:
+    campaigns = data["campaigns"]
+    if not campaigns:
+        console.print("No campaign planned anything in this period.")
+        return
+    counted = ("planned", "sent", "skipped", "failed", "unknown", "held_out", "pending")
+    sends = _table("Campaign sends", "campaign", *(key.replace("_", " ") for key in counted))
+    for c in campaigns:
+        sends.add_row(c["campaign"], *(str(c[key]) for key in counted))
+    console.print(sends)
+    reasons = _table("Skipped, by reason", "campaign", "reason", "deliveries", text=2)
+    for c in campaigns:
+        for reason, count in c["skipped_by_reason"].items():
+            reasons.add_row(c["campaign"], reason, str(count))
+    if reasons.row_count:
+        console.print(reasons)
+    days = data["conversion_days"]
+    conversions = _table(f"Conversions (an order within {days} days)", "campaign", "sent", "converted", "rate",
+                         "held out", "converted ", "rate ", "uplift")
+    for c in campaigns:
+        uplift = "-" if c["uplift_pp"] is None else f"{c['uplift_pp']:+.1f} pp"
+        conversions.add_row(c["campaign"], str(c["sent"]), str(c["converted"]), percent(c["conversion_rate"]),
+                            str(c["held_out"]), str(c["held_out_converted"]), percent(c["held_out_conversion_rate"]), uplift)
+    console.print(conversions)

@@ -1,0 +1,75 @@
+"""Logs: one structured JSON event per line on stdout, for the processes of the Procfile.
+
+Events carry ids (member external id, delivery id, campaign), never an email address, a phone
+number or a name. ``LOYALTY_LOG_LEVEL`` sets the level (``info`` by default).
+
+Libraries log through the standard ``logging`` module (uvicorn, APScheduler, dramatiq): their
+records go through the same JSON rendering, a traceback included, so a line is always one event.
+As a last guard, anything that looks like an email address or an E.164 phone number is masked in
+every event (a provider's error text may quote the address it refused).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+
+import structlog
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_PHONE = re.compile(r"\+[1-9]\d{7,14}\b")
+QUIET_LIBRARIES = ("alembic",)  # "setup plugin ..." on import: noise in a process's log
+
+
+def _mask(value):
+    if isinstance(value, str):
+        return _PHONE.sub("<phone>", _EMAIL.sub("<email>", value))
+    if isinstance(value, dict):
+        return {key: _mask(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mask(item) for item in value]
+    return value
+
+
+def mask_personal_data(_logger, _method, event_dict):
+    event_dict.pop("color_message", None)  # uvicorn's copy of the message with terminal colours
+    return {key: _mask(value) for key, value in event_dict.items()}
+
+
+def configure(level: str | None = None, *, stream=None) -> None:
+    level_name = (level or os.environ.get("LOYALTY_LOG_LEVEL") or "info").upper()
+    numeric = getattr(logging, level_name, logging.INFO)
+    out = stream or sys.stdout
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            mask_personal_data,
+            structlog.processors.JSONRenderer(default=str),
+        ],
+    ))
+    logging.basicConfig(level=numeric, handlers=[handler], force=True)
+    for noisy in ("apscheduler", "dramatiq"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))
+    for quiet in QUIET_LIBRARIES:
+        logging.getLogger(quiet).setLevel(max(numeric, logging.WARNING))
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, mask_personal_data, structlog.processors.JSONRenderer()],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.WriteLoggerFactory(out),  # one write a line: several processes share a pipe
+        cache_logger_on_first_use=False,
+    )
+
+
+def configure_quiet() -> None:
+    """For the interactive CLI: only warnings, on stderr, so tables on stdout stay clean."""
+    configure("warning", stream=sys.stderr)

@@ -1,0 +1,335 @@
+"""Configuration, read once from the environment (12-factor) and validated.
+
+Every problem names the variable and says what to do. With nothing set, the product runs on its
+*embedded default*: a SQLite file, dramatiq's in-process broker and an outbox folder in place of
+the network, all under ``LOYALTY_HOME`` (``./.loyalty`` by default).
+
+Tests and tools build a ``Settings`` from any mapping with :func:`load_settings`, so nothing reads
+``os.environ`` at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel import Locale, UnknownLocaleError
+
+from loyalty.errors import ConfigurationError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CAMPAIGNS_DIR = PACKAGE_ROOT / "campaigns" / "definitions"
+DEFAULT_TEMPLATES_DIR = PACKAGE_ROOT / "campaigns" / "templates"
+DEFAULT_PROGRAM_FILE = PACKAGE_ROOT / "campaigns" / "program.yaml"
+EMBEDDED_SECRET = "embedded-default-secret-do-not-use-in-production"
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    security: str  # "none", "starttls" or "tls"
+    timeout: float
+
+
+@dataclass(frozen=True)
+class TwilioTarget:
+    """Twilio's Messaging API: the account, the Messaging Service every SMS goes through, pacing."""
+
+    account_sid: str
+    auth_token: str = field(repr=False)
+    messaging_service_sid: str
+    api_base_url: str  # https://api.twilio.com, or a local stand-in
+    max_messages_per_second: float
+    timeout: float
+
+
+@dataclass(frozen=True)
+class MailchimpTarget:
+    """Mailchimp's Marketing API: the key, its data center, the audience (list) members go to."""
+
+    api_key: str = field(repr=False)
+    server_prefix: str
+    list_id: str
+    api_base_url: str  # https://<prefix>.api.mailchimp.com/3.0, or a local stand-in
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str | None
+    smtp: SmtpTarget | None
+    secret: str
+    default_timezone: str
+    default_locale: str
+    email_from: str
+    public_base_url: str
+    home: Path
+    campaigns_dir: Path
+    templates_dir: Path
+    program_file: Path
+    outbox_dir: Path
+    delivery_batch_size: int
+    stale_after_seconds: int
+    max_delivery_attempts: int
+    data_keys: str | None = None  # LOYALTY_DATA_KEYS; None: derived from the secret
+    lookup_key: str | None = None  # LOYALTY_LOOKUP_KEY; None: derived from the secret
+    twilio: TwilioTarget | None = None  # None: SMS go to the outbox folder
+    mailchimp: MailchimpTarget | None = None  # None: Mailchimp steps go to the outbox folder
+
+    @property
+    def embedded(self) -> bool:
+        """True when no server is configured: SQLite, in-process queue, outbox channel."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.redis_url is not None
+
+
+def normalise_database_url(raw: str) -> str:
+    """Accept Heroku's ``postgres://`` and plain ``postgresql://``; use the psycopg 3 driver."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        raise ConfigurationError(
+            f"DATABASE_URL {raw!r} is not a URL: set it like postgresql://user@host:5432/dbname."
+        )
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+        return f"postgresql+psycopg://{rest}"
+    if scheme.startswith("sqlite"):
+        return raw
+    raise ConfigurationError(
+        f"DATABASE_URL uses the scheme {scheme!r}; use postgresql:// (or postgres://), or unset it "
+        "for the embedded SQLite default."
+    )
+
+
+def parse_redis_url(raw: str) -> str:
+    scheme = raw.partition("://")[0]
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigurationError(
+            f"REDIS_URL uses the scheme {scheme!r}; use redis:// or rediss:// (TLS), or unset it for "
+            "the in-process queue."
+        )
+    return raw
+
+
+def parse_smtp_url(raw: str) -> SmtpTarget:
+    """``smtp://host:25`` (no TLS), ``smtp+starttls://user:pass@host:587``, ``smtps://user:pass@host:465``."""
+    parts = urlsplit(raw)
+    security = {"smtp": "none", "smtp+starttls": "starttls", "smtps": "tls"}.get(parts.scheme)
+    if security is None:
+        raise ConfigurationError(
+            f"SMTP_URL uses the scheme {parts.scheme!r}; use smtp://, smtp+starttls:// or smtps://."
+        )
+    if not parts.hostname:
+        raise ConfigurationError("SMTP_URL has no host: set it like smtp+starttls://user:pass@host:587.")
+    default_port = {"none": 25, "starttls": 587, "tls": 465}[security]
+    query = parse_qs(parts.query)
+    try:
+        port = parts.port or default_port
+        timeout = float(query.get("timeout", ["30"])[0])
+    except ValueError as exc:
+        raise ConfigurationError(f"SMTP_URL has a bad port or timeout ({exc}).") from None
+    return SmtpTarget(
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        security=security,
+        timeout=timeout,
+    )
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, not {raw!r}.") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be greater than zero, not {value}.")
+    return value
+
+
+def _positive_number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, not {raw!r}.") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigurationError(f"{name} must be greater than zero, not {raw}.")
+    return value
+
+
+def _base_url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name) or default
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigurationError(f"{name} {raw!r} is not an http(s) base URL; set it like {default}.")
+    return raw.rstrip("/")
+
+
+def _all_or_none(env: Mapping[str, str], names: tuple[str, ...], what: str) -> bool:
+    """True when every variable is set, False when none is; an error naming the missing one else."""
+    present = [name for name in names if env.get(name)]
+    if not present:
+        return False
+    missing = [name for name in names if not env.get(name)]
+    if missing:
+        raise ConfigurationError(
+            f"{missing[0]} is not set although {present[0]} is: set all of {', '.join(names)} to {what}, "
+            "or none of them to use the outbox folder."
+        )
+    return True
+
+
+def parse_twilio(env: Mapping[str, str]) -> TwilioTarget | None:
+    names = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_MESSAGING_SERVICE_SID")
+    if not _all_or_none(env, names, "send SMS through Twilio"):
+        return None
+    for name, prefix in (("TWILIO_ACCOUNT_SID", "AC"), ("TWILIO_MESSAGING_SERVICE_SID", "MG")):
+        if not re.fullmatch(prefix + r"[0-9a-fA-F]{32}", env[name]):
+            raise ConfigurationError(
+                f"{name} must be {prefix} followed by 32 hexadecimal characters; copy it from the Twilio console."
+            )
+    return TwilioTarget(
+        account_sid=env["TWILIO_ACCOUNT_SID"],
+        auth_token=env["TWILIO_AUTH_TOKEN"],
+        messaging_service_sid=env["TWILIO_MESSAGING_SERVICE_SID"],
+        api_base_url=_base_url(env, "TWILIO_API_BASE_URL", "https://api.twilio.com"),
+        max_messages_per_second=_positive_number(env, "TWILIO_MAX_MESSAGES_PER_SECOND", 10.0),
+        timeout=_positive_number(env, "TWILIO_TIMEOUT_SECONDS", 10.0),
+    )
+
+
+def parse_mailchimp(env: Mapping[str, str]) -> MailchimpTarget | None:
+    names = ("MAILCHIMP_API_KEY", "MAILCHIMP_SERVER_PREFIX", "MAILCHIMP_LIST_ID")
+    if not _all_or_none(env, names, "sync members and send campaign steps to Mailchimp"):
+        return None
+    prefix = env["MAILCHIMP_SERVER_PREFIX"]
+    if not re.fullmatch(r"[a-z]{2,4}[0-9]{1,3}", prefix):
+        raise ConfigurationError(
+            f"MAILCHIMP_SERVER_PREFIX {prefix!r} is not a Mailchimp data center; it looks like us21 "
+            "(the end of the API key, after the dash)."
+        )
+    key_center = env["MAILCHIMP_API_KEY"].rpartition("-")[2] if "-" in env["MAILCHIMP_API_KEY"] else None
+    if key_center is not None and key_center != prefix:
+        raise ConfigurationError(
+            f"MAILCHIMP_SERVER_PREFIX {prefix!r} is not the data center MAILCHIMP_API_KEY belongs to "
+            f"({key_center!r}); set it to {key_center}."
+        )
+    list_id = env["MAILCHIMP_LIST_ID"]
+    if not re.fullmatch(r"[0-9A-Za-z]{1,32}", list_id):
+        raise ConfigurationError(
+            "MAILCHIMP_LIST_ID must be the audience id (letters and digits, like a1b2c3d4e5): "
+            "Audience > Settings > Audience name and defaults."
+        )
+    return MailchimpTarget(
+        api_key=env["MAILCHIMP_API_KEY"],
+        server_prefix=prefix,
+        list_id=list_id,
+        api_base_url=_base_url(env, "MAILCHIMP_API_BASE_URL", f"https://{prefix}.api.mailchimp.com/3.0"),
+        timeout=_positive_number(env, "MAILCHIMP_TIMEOUT_SECONDS", 10.0),
+    )
+
+
+def _check_timezone(name: str, value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(
+            f"{name} {value!r} is not an IANA time zone; use a name like Europe/Paris."
+        ) from None
+    return value
+
+
+def _check_locale(name: str, value: str) -> str:
+    try:
+        Locale.parse(value)
+    except (UnknownLocaleError, ValueError):
+        raise ConfigurationError(f"{name} {value!r} is not a known locale; use a code like en or fr.") from None
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build and validate the settings from ``env`` (``os.environ`` when omitted)."""
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("LOYALTY_HOME") or ".loyalty").resolve()
+
+    raw_db = env.get("DATABASE_URL")
+    database_url = normalise_database_url(raw_db) if raw_db else f"sqlite:///{home / 'loyalty.db'}"
+    redis_url = parse_redis_url(env["REDIS_URL"]) if env.get("REDIS_URL") else None
+    smtp = parse_smtp_url(env["SMTP_URL"]) if env.get("SMTP_URL") else None
+
+    secret = env.get("LOYALTY_SECRET") or ""
+    if not secret:
+        if raw_db:
+            raise ConfigurationError(
+                "LOYALTY_SECRET is not set: it signs unsubscribe links, so set it to a long random "
+                "string (for example `openssl rand -hex 32`) whenever DATABASE_URL is set."
+            )
+        secret = EMBEDDED_SECRET
+    elif len(secret) < 16:
+        raise ConfigurationError("LOYALTY_SECRET is too short: use at least 16 random characters.")
+
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        smtp=smtp,
+        secret=secret,
+        default_timezone=_check_timezone(
+            "LOYALTY_DEFAULT_TIMEZONE", env.get("LOYALTY_DEFAULT_TIMEZONE") or "UTC"
+        ),
+        default_locale=_check_locale("LOYALTY_DEFAULT_LOCALE", env.get("LOYALTY_DEFAULT_LOCALE") or "en"),
+        email_from=env.get("LOYALTY_EMAIL_FROM") or "Loyalty Club <club@example.com>",
+        public_base_url=(env.get("LOYALTY_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),
+        home=home,
+        campaigns_dir=Path(env.get("LOYALTY_CAMPAIGNS_DIR") or DEFAULT_CAMPAIGNS_DIR),
+        templates_dir=Path(env.get("LOYALTY_TEMPLATES_DIR") or DEFAULT_TEMPLATES_DIR),
+        program_file=Path(env.get("LOYALTY_PROGRAM_FILE") or DEFAULT_PROGRAM_FILE),
+        outbox_dir=Path(env.get("LOYALTY_OUTBOX_DIR") or home / "outbox"),
+        delivery_batch_size=_positive_int(env, "LOYALTY_DELIVERY_BATCH_SIZE", 100),
+        stale_after_seconds=_positive_int(env, "LOYALTY_STALE_AFTER_SECONDS", 600),
+        max_delivery_attempts=_positive_int(env, "LOYALTY_MAX_DELIVERY_ATTEMPTS", 6),
+        data_keys=_check_data_keys(env.get("LOYALTY_DATA_KEYS")),
+        lookup_key=env.get("LOYALTY_LOOKUP_KEY") or None,
+        twilio=parse_twilio(env),
+        mailchimp=parse_mailchimp(env),
+    )
+
+
+def _check_data_keys(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    from cryptography.fernet import Fernet
+
+    for position, key in enumerate((k.strip() for k in raw.split(",")), start=1):
+        try:
+            Fernet(key.encode())
+        except ValueError:
+            raise ConfigurationError(
+                f"LOYALTY_DATA_KEYS has a malformed key in position {position}; each key must be a Fernet key "
+                "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
+            ) from None
+    return raw
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return load_settings()

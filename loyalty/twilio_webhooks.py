@@ -1,0 +1,141 @@
+"""What Twilio's webhooks change: message status callbacks and inbound messages (STOP, START, HELP).
+
+Both are refused by the web app unless ``X-Twilio-Signature`` validates against the URL Twilio
+called, which is ``LOYALTY_PUBLIC_URL`` + the path (behind Heroku's router the request itself
+arrives as plain http on another host, so its own URL would never validate).
+
+A webhook is handled once: its key (``twilio:status:{MessageSid}:{MessageStatus}``,
+``twilio:inbound:{MessageSid}``) is inserted in ``processed_webhooks`` in the same transaction as
+its effect; a duplicate finds the key taken and changes nothing.
+
+Status callbacks (the delivery is found by its ``provider_message_id``):
+
+- ``delivered``: the delivery stays ``sent``; its detail says ``delivered``;
+- ``undelivered`` / ``failed``: ``sent → failed`` with the reason of Twilio's ``ErrorCode``
+  (``sms_opted_out``, ``sms_invalid_number``, ``sms_not_mobile`` as for a refused send, with the
+  same effect on the member; any other code as ``twilio_<code>``);
+- other statuses (queued, sent...) are steps on the way and change nothing.
+
+Inbound messages, by Twilio's keywords (the whole message, any case; or Twilio's ``OptOutType``):
+STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT withdraw SMS consent (source
+``sms:STOP``); START, YES, UNSTOP give it (``sms:START``); HELP, INFO change nothing and get a
+help text back. Every member with that phone number is changed, and audited; nothing else is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+from twilio.request_validator import RequestValidator
+
+from models.audit import AuditEntry
+from models.base import utcnow
+from models.db import transaction
+from models.delivery import Delivery, DeliveryState
+from models.member import Member
+from models.personal_data import lookup
+from models.webhooks import ProcessedWebhook
+from workers.channels.base import PermanentFailure
+from workers.channels.sms import failure_for_code
+
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
+START_WORDS = frozenset({"START", "YES", "UNSTOP"})
+HELP_WORDS = frozenset({"HELP", "INFO"})
+FINAL_STATUSES = ("delivered", "undelivered", "failed")
+
+
+def signature_is_valid(auth_token: str, url: str, form, signature: str | None) -> bool:
+    if not signature:
+        return False
+    return RequestValidator(auth_token).validate(url, form, signature)
+
+
+def keyword_of(form: Mapping[str, str]) -> str | None:
+    """``STOP``, ``START`` or ``HELP`` when the message is one of their keywords, else None."""
+    opt_out_type = (form.get("OptOutType") or "").strip().upper()  # Twilio's Advanced Opt-Out says it
+    word = opt_out_type or (form.get("Body") or "").strip().strip(".!").strip().upper()
+    if word in STOP_WORDS:
+        return "STOP"
+    if word in START_WORDS:
+        return "START"
+    if word in HELP_WORDS:
+        return "HELP"
+    return None
+
+
+def first_time(session: Session, key: str) -> bool:
+    """Record the webhook ``key``; False if it was already recorded (a duplicate)."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    inserted = session.execute(
+        insert(ProcessedWebhook).values(key=key[:200], received_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["key"]).returning(ProcessedWebhook.id)
+    ).first()
+    return inserted is not None
+
+
+def apply_status(sessions: sessionmaker[Session], form: Mapping[str, str]) -> str:
+    """Apply a status callback; returns what happened (for the log)."""
+    sid, status = form.get("MessageSid") or form.get("SmsSid"), (form.get("MessageStatus") or "").lower()
+    if not sid or status not in FINAL_STATUSES:
+        return "ignored"
+    with transaction(sessions) as session:
+        delivery = session.scalars(
+            select(Delivery).where(Delivery.provider_message_id == sid, Delivery.channel == "sms").with_for_update()
+        ).first()
+        if delivery is None:  # not ours, or its send not recorded yet: not marked handled, a retry may apply
+            return "unknown_message"
+        if not first_time(session, f"twilio:status:{sid}:{status}"):
+            return "duplicate"
+        if delivery.state != DeliveryState.SENT:
+            return "not_sent"
+        now = utcnow()
+        if status == "delivered":
+            delivery.detail, delivery.updated_at = "delivered", now
+            return "delivered"
+        code = _int(form.get("ErrorCode"))
+        failure = failure_for_code(code, None, form.get("ErrorMessage") or status, now=now)
+        reason = failure.reason if isinstance(failure, PermanentFailure) and failure.member_updates else None
+        delivery.state = DeliveryState.FAILED
+        delivery.reason = reason or (f"twilio_{code}" if code else f"sms_{status}")
+        delivery.detail = f"{status} {code or ''}".strip()
+        delivery.updated_at = delivery.finished_at = now
+        if reason:
+            session.execute(update(Member).where(Member.id == delivery.member_id).values(**failure.member_updates))
+            session.add(AuditEntry(actor="provider:sms", action="member.updated_by_provider", member_id=delivery.member_id,
+                                   reason=reason, details={"columns": sorted(failure.member_updates),
+                                                           "delivery_id": delivery.id}))
+        return status
+
+
+def apply_inbound(sessions: sessionmaker[Session], form: Mapping[str, str]) -> tuple[str | None, int]:
+    """Apply an inbound message; returns (its keyword or None, how many members changed)."""
+    sid, phone = form.get("MessageSid") or form.get("SmsSid"), (form.get("From") or "").strip()
+    keyword = keyword_of(form)
+    if not sid or not phone or keyword in (None, "HELP"):
+        return keyword, 0
+    opt_in = keyword == "START"
+    now = utcnow()
+    changed = 0
+    with transaction(sessions) as session:
+        if not first_time(session, f"twilio:inbound:{sid}"):
+            return keyword, 0
+        members = session.execute(
+            select(Member.id).where(Member.phone_lookup == lookup("phone", phone), Member.sms_opt_in.is_not(opt_in)).with_for_update()
+        ).scalars().all()
+        for member_id in members:
+            session.execute(update(Member).where(Member.id == member_id).values(
+                sms_opt_in=opt_in, sms_consent_at=now, sms_consent_source=f"sms:{keyword}"))
+            session.add(AuditEntry(actor="member", action="optin.sms" if opt_in else "optout.sms", member_id=member_id,
+                                   reason=f"texted {keyword}", details={"message_sid": sid}))
+            changed += 1
+    return keyword, changed
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,26 @@
+"""The data: members, orders, the points ledger, the send ledger and the audit log."""
+
+from models.audit import AuditEntry
+from models.base import Base, utcnow
+from models.delivery import Delivery, DeliveryState
+from models.member import ContactStatus, Member
+from models.order import Order, OrderStatus
+from models.points import EntryKind, PointEntry
+from models.tier import TierChange
+from models.webhooks import ProcessedWebhook
+
+__all__ = [
+    "AuditEntry",
+    "Base",
+    "ContactStatus",
+    "Delivery",
+    "DeliveryState",
+    "EntryKind",
+    "Member",
+    "Order",
+    "OrderStatus",
+    "PointEntry",
+    "ProcessedWebhook",
+    "TierChange",
+    "utcnow",
+]

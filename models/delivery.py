@@ -1,0 +1,91 @@
+"""The send ledger: one row per occurrence of a campaign for a member, whatever the outcome.
+
+The unique ``occurrence_key`` (``birthday:M0042:2027``) is what makes every send idempotent: the
+planner inserts with ON CONFLICT DO NOTHING, and the sender claims a row by moving it from
+``planned`` to ``sending`` in one conditional UPDATE, so two workers, two clocks or a retried
+message can never both send it.
+
+States::
+
+    planned ──► sending ──► sent
+       │           ├──────► failed   (permanent provider error, or retries exhausted)
+       │           ├──────► unknown  (the provider may or may not have it: never re-sent blindly)
+       │           └──────► planned  (retryable error: back in line, with a later send_at)
+       ├──► skipped   (re-checked at send time and no longer eligible; reason says why)
+    skipped, held_out     (decided at planning: not eligible, or in the campaign's holdout)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, BigIntKey, UtcDateTime, utcnow
+
+
+class DeliveryState:
+    PLANNED = "planned"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UNKNOWN = "unknown"
+    HELD_OUT = "held_out"
+
+    FINAL = frozenset({SENT, FAILED, SKIPPED, UNKNOWN, HELD_OUT})
+    ALL = (PLANNED, SENDING, SENT, FAILED, SKIPPED, UNKNOWN, HELD_OUT)
+
+    TRANSITIONS = {
+        PLANNED: frozenset({SENDING, SKIPPED}),
+        SENDING: frozenset({SENT, FAILED, UNKNOWN, PLANNED, SKIPPED}),
+        SENT: frozenset({FAILED}),
+    }
+
+    @classmethod
+    def can_move(cls, current: str, new: str) -> bool:
+        return new in cls.TRANSITIONS.get(current, frozenset())
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True)
+    occurrence_key: Mapped[str] = mapped_column(String(200), unique=True)
+    campaign: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    channel: Mapped[str | None] = mapped_column(String(16))  # None when skipped before a channel was chosen
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PLANNED)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)  # provider error text, never personal data
+    reward_points: Mapped[int | None] = mapped_column(Integer)
+    coupon_code: Mapped[str | None] = mapped_column(String(64))
+    occurrence_date: Mapped[str | None] = mapped_column(String(10))  # the member's local date, ISO
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the kind's facts at planning (points expiring...)
+    send_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    requested_by: Mapped[str | None] = mapped_column(String(120))  # a one-off send: who asked
+    planned_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    sending_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_deliveries_member_planned", "member_id", "planned_at"),
+        Index("ix_deliveries_campaign_state", "campaign", "state"),
+        Index("ix_deliveries_member_campaign_date", "member_id", "campaign", "occurrence_date"),
+        # Status callbacks find their delivery by the provider's message id.
+        Index("ix_deliveries_provider_message_id", "provider_message_id"),
+        # The sweeper's view: rows that are not final yet.
+        Index(
+            "ix_deliveries_unfinished",
+            "state",
+            "send_at",
+            postgresql_where=text("state IN ('planned', 'sending')"),
+            sqlite_where=text("state IN ('planned', 'sending')"),
+        ),
+    )

@@ -1,0 +1,41 @@
+"""Orders placed by members: they drive points earning, lapse and tier qualification."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import ForeignKey, Index, Integer, Numeric, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, UtcDateTime, utcnow
+
+
+class OrderStatus:
+    PLACED = "placed"
+    REFUNDED = "refunded"
+    CANCELLED = "cancelled"
+    ALL = (PLACED, REFUNDED, CANCELLED)
+
+
+class Order(Base):
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    placed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    total: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16), default=OrderStatus.PLACED)
+    # The status whose effects (points, last order, tier) were last applied; differs from
+    # ``status`` while an imported or updated order waits for models.program_ops.apply_pending_orders.
+    applied_status: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        Index("ix_orders_member_placed", "member_id", "placed_at"),
+        Index("ix_orders_pending", "id", postgresql_where=text("applied_status IS DISTINCT FROM status"),
+              sqlite_where=text("applied_status IS NOT status")),
+    )

@@ -1,0 +1,168 @@
+"""What orders and time do to a member: points earned and reversed, tiers, expiry.
+
+Every write is keyed so that applying the same order, refund or expiry twice changes nothing:
+``order:{order id}`` (earned), ``first_order:{member}`` (bonus), ``refund:{order id}`` (reversal),
+``expire:{lot id}`` (expiry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from campaigns import calendar
+from campaigns.program import Program
+from models import ledger
+from models.member import Member
+from models.order import Order, OrderStatus
+from models.points import EntryKind, PointEntry
+from models.tier import TierChange
+
+
+@dataclass
+class RefundOutcome:
+    taken_back: int
+    not_recoverable: int
+
+
+def apply_order(session: Session, program: Program, order: Order, *, now: datetime) -> None:
+    """Earn (or reverse) the order's points, move the member's last order, recalculate the tier."""
+    # Locked: two orders of one member applied at once must not both take the first-order bonus.
+    member = session.get(Member, order.member_id, with_for_update=True)
+    if order.status == OrderStatus.PLACED:
+        _earn_for_order(session, program, member, order)
+    else:
+        reverse_order(session, program, member, order, now=now)
+    last = session.scalar(
+        select(func.max(Order.placed_at)).where(Order.member_id == member.id, Order.status == OrderStatus.PLACED)
+    )
+    member.last_order_at = last
+    member.last_order_local_date = calendar.local_datetime(last, member.timezone).date().isoformat() if last else None
+    recalculate_tier(session, program, member, now=max(now, order.placed_at), cause=f"order:{order.order_id}")
+    order.applied_status = order.status
+
+
+def apply_pending_orders(session: Session, program: Program, *, now: datetime, limit: int = 5_000) -> int:
+    """Apply the orders whose status changed since their effects were last applied (oldest first).
+
+    Imports and live events only store orders; this is the one place their effects happen, so an
+    order imported twice, or an event retried, is applied once.
+    """
+    pending = session.scalars(
+        select(Order)
+        .where(Order.applied_status.is_distinct_from(Order.status))
+        .order_by(Order.placed_at, Order.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for order in pending:
+        apply_order(session, program, order, now=now)
+    return len(pending)
+
+
+def _earn_for_order(session: Session, program: Program, member: Member, order: Order) -> None:
+    rules = program.points
+    expires_at = order.placed_at + timedelta(days=rules.expires_after_days)
+    points = rules.for_order_total(Decimal(order.total))
+    if points > 0:
+        ledger.credit(session, member_id=member.id, entry_key=f"order:{order.order_id}", kind=EntryKind.EARN,
+                      points=points, occurred_at=order.placed_at, expires_at=expires_at, source=f"order:{order.order_id}")
+    if rules.first_order_bonus:
+        ledger.credit(session, member_id=member.id, entry_key=f"first_order:{member.external_id}", kind=EntryKind.EARN,
+                      points=rules.first_order_bonus, occurred_at=order.placed_at, expires_at=expires_at,
+                      source=f"first_order_bonus:{order.order_id}")
+
+
+def reverse_order(session: Session, program: Program, member: Member, order: Order, *, now: datetime) -> RefundOutcome:
+    """Take back what the order earned, never below zero; what was already spent is recorded."""
+    earned = session.scalar(select(PointEntry.points).where(PointEntry.entry_key == f"order:{order.order_id}")) or 0
+    key = f"refund:{order.order_id}"
+    if earned <= 0 or ledger.entry_exists(session, key):
+        return RefundOutcome(0, 0)
+    available = session.scalar(
+        select(func.coalesce(func.sum(PointEntry.remaining), 0)).where(PointEntry.member_id == member.id, PointEntry.remaining > 0)
+    )
+    taken = min(earned, int(available))
+    short = earned - taken
+    source = f"refund:{order.order_id}" + (f" ({short} points already spent, not recoverable)" if short else "")
+    if taken:
+        ledger.debit(session, member_id=member.id, entry_key=key, kind=EntryKind.ADJUST, points=taken,
+                     occurred_at=now, source=source)
+    return RefundOutcome(taken, short)
+
+
+def spend_in_window(session: Session, program: Program, member_id: int, now: datetime) -> Decimal:
+    since = now - timedelta(days=program.tiers.window_days)
+    total = session.scalar(
+        select(func.coalesce(func.sum(Order.total), 0)).where(
+            Order.member_id == member_id, Order.status == OrderStatus.PLACED, Order.placed_at > since, Order.placed_at <= now
+        )
+    )
+    return Decimal(total)
+
+
+def recalculate_tier(session: Session, program: Program, member: Member, *, now: datetime, cause: str) -> TierChange | None:
+    """Upgrade at once; downgrade only after the grace period below the tier's spend."""
+    rules = program.tiers
+    target = rules.qualifying(spend_in_window(session, program, member.id, now))
+    current = member.tier
+    if rules.rank(target) > rules.rank(current) or current not in rules.names:
+        return _change(session, member, target, "up", now, cause)
+    if rules.rank(target) == rules.rank(current):
+        member.tier_below_since = None
+        return None
+    if member.tier_below_since is None:
+        member.tier_below_since = now
+        return None
+    if now - member.tier_below_since >= timedelta(days=rules.downgrade_grace_days):
+        return _change(session, member, target, "down", now, cause)
+    return None
+
+
+def _change(session: Session, member: Member, target: str, direction: str, now: datetime, cause: str) -> TierChange:
+    local_date = calendar.local_datetime(now, member.timezone).date().isoformat()
+    change = TierChange(member_id=member.id, from_tier=member.tier, to_tier=target, direction=direction, at=now,
+                        local_date=local_date, cause=cause)
+    member.tier, member.tier_reached_at, member.tier_below_since = target, now, None
+    session.add(change)
+    session.flush()
+    return change
+
+
+def recalculate_all_tiers(session: Session, program: Program, *, now: datetime) -> int:
+    """The nightly recalculation: members whose spend says another tier, or in a grace period."""
+    changes = 0
+    for member in session.scalars(select(Member).where(Member.last_order_at.is_not(None) | (Member.tier != program.tiers.names[0]))):
+        if recalculate_tier(session, program, member, now=now, cause="recalculation"):
+            changes += 1
+    return changes
+
+
+def expire_due_lots(session: Session, *, now: datetime, limit: int = 10_000) -> int:
+    """Write each lot's expiry entry once, at or after its expiry time; returns lots expired."""
+    lots = session.execute(
+        select(PointEntry.id, PointEntry.member_id, PointEntry.remaining, PointEntry.expires_at)
+        .where(PointEntry.remaining > 0, PointEntry.expires_at <= now)
+        .order_by(PointEntry.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not lots:
+        return 0
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(
+        insert(PointEntry)
+        .values([
+            {"entry_key": f"expire:{lot.id}", "member_id": lot.member_id, "kind": EntryKind.EXPIRE,
+             "points": -lot.remaining, "occurred_at": lot.expires_at, "source": "expiry", "created_at": now}
+            for lot in lots
+        ])
+        .on_conflict_do_nothing(index_elements=["entry_key"])
+    )
+    session.execute(update(PointEntry).where(PointEntry.id.in_([lot.id for lot in lots])).values(remaining=0))
+    return len(lots)

@@ -1,0 +1,1 @@
+"""The clock: exactly one APScheduler process that only enqueues small messages."""

@@ -1,0 +1,135 @@
+"""The `loyalty` command as a marketer or an operator uses it: real processes, real output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO_ROOT
+from tests.support.members import add_members, make_member
+
+
+def loyalty(env: dict, *args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+    return subprocess.run(
+        [sys.executable, "-m", "loyalty.cli", *args], env={**clean, **env}, cwd=cwd,
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_preview_json_lists_who_is_due_what_and_writes_nothing(env, pg_sessions):
+    add_members(
+        pg_sessions,
+        make_member("M0042", timezone_name="Europe/Paris", birthday=(2, 28), tier="silver"),
+        make_member("M0043", timezone_name="Europe/Paris", birthday=(2, 28), email_opt_in=False),
+        make_member("M0044", timezone_name="America/Los_Angeles", birthday=(2, 28)),  # 01:00 there: not yet
+    )
+    result = loyalty(env, "preview", "birthday", "--at", "2027-02-28T10:00:00Z", "--json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines == [
+        {"member": "M0042", "campaign": "birthday", "channel": "email", "occurrence_key": "birthday:M0042:2027",
+         "send_at": "2027-02-28T08:00:00Z", "reward": {"points": 250}, "status": "planned"},
+        {"member": "M0043", "campaign": "birthday", "channel": None, "occurrence_key": "birthday:M0043:2027",
+         "send_at": "2027-02-28T08:00:00Z", "reward": {"points": 100}, "status": "skipped", "reason": "no_consent"},
+    ]
+    again = loyalty(env, "preview", "birthday", "--at", "2027-02-28T10:00:00Z", "--json")
+    assert again.stdout == result.stdout  # nothing was written by the first preview
+
+    table = loyalty(env, "preview", "birthday", "--at", "2027-02-28T10:00:00Z")
+    assert "M0042" in table.stdout and "1 planned, 1 skipped (no_consent)" in table.stdout
+
+
+def test_an_unknown_campaign_and_a_bad_instant_are_one_sentence(env):
+    unknown = loyalty(env, "preview", "birthdya", "--at", "2027-02-28T10:00:00Z")
+    assert unknown.returncode == 2
+    assert "There is no valid campaign 'birthdya'; the known ones are: birthday, member_day, points_expiring, tier_upgrade, winback." in unknown.stderr
+    bad_time = loyalty(env, "run", "--at", "tomorrow-ish")
+    assert bad_time.returncode == 2
+    assert "--at 'tomorrow-ish' is not an ISO 8601 instant" in bad_time.stderr
+    for result in (unknown, bad_time):
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_unreachable_database_is_one_sentence_naming_the_variable(env):
+    result = loyalty({**env, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}, "preview", "birthday")
+    assert result.returncode == 3
+    assert "The database cannot be reached" in result.stderr and "DATABASE_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _campaigns_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "definitions"
+    shutil.copytree(REPO_ROOT / "campaigns" / "definitions", target)
+    return target
+
+
+def test_validate_names_the_file_and_line_of_malformed_yaml(env, tmp_path):
+    definitions = _campaigns_copy(tmp_path)
+    (definitions / "broken.yaml").write_text("id: broken\nkind: birthday\nchannels: [email\nname: x\n")
+    result = loyalty({**env, "LOYALTY_CAMPAIGNS_DIR": str(definitions)}, "validate")
+    assert result.returncode == 1
+    assert f"{definitions / 'broken.yaml'}, line 4: the YAML is malformed" in result.stderr
+    assert "ok    birthday (en, fr)" in result.stdout  # the valid campaign is still checked
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_names_an_unknown_key_and_its_line(env, tmp_path):
+    definitions = _campaigns_copy(tmp_path)
+    text = (definitions / "birthday.yaml").read_text().replace("  min_days_since_birthday_change: 30", "  min_days_since_change: 30")
+    (definitions / "birthday.yaml").write_text(text)
+    line = text.splitlines().index("  min_days_since_change: 30  # a birthday added or changed more recently is not rewarded") + 1
+    result = loyalty({**env, "LOYALTY_CAMPAIGNS_DIR": str(definitions)}, "validate")
+    assert result.returncode == 1
+    assert (f"{definitions / 'birthday.yaml'}, line {line}: unknown key 'birthday.min_days_since_change'; "
+            "remove it or correct its spelling.") in result.stderr
+
+
+def test_validate_names_the_template_line_with_an_undefined_variable(env, tmp_path):
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO_ROOT / "campaigns" / "templates", templates)
+    path = templates / "fr" / "birthday" / "email.txt.j2"
+    lines = path.read_text().splitlines()
+    lines.insert(2, "Votre code : {{ coupon.code }}")
+    path.write_text("\n".join(lines) + "\n")
+    result = loyalty({**env, "LOYALTY_TEMPLATES_DIR": str(templates)}, "validate")
+    assert result.returncode == 1
+    assert f"{path}, line 3: 'coupon' is undefined; define it or remove it from the template" in result.stderr
+    assert "(campaign 'birthday', locale 'fr')" in result.stderr
+
+
+def _campaign_rows(stdout: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip("│ ").split("│")]
+        if len(cells) == 7 and cells[1].isdigit() and cells[0] in ("birthday", "member_day", "points_expiring", "tier_upgrade", "winback"):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_the_demo_runs_every_kind_on_the_embedded_default_with_no_server(tmp_path):
+    """No DATABASE_URL, REDIS_URL or SMTP_URL: SQLite, in-process queue, outbox folder."""
+    env = {"LOYALTY_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    at = "2027-06-01T12:00:00Z"  # a Tuesday, the first of the month: a member day too
+    result = loyalty(env, "demo", "--members", "150", "--at", at, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = _campaign_rows(result.stdout)
+    assert set(rows) == {"birthday", "member_day", "points_expiring", "tier_upgrade", "winback"}
+    sent = {campaign: int(cells[0]) for campaign, cells in rows.items()}
+    assert all(count > 0 for count in sent.values()), rows  # every kind sent something today
+
+    outbox = tmp_path / "home" / "outbox"
+    emails, sms = sorted((outbox / "email").glob("*.eml")), sorted((outbox / "sms").glob("*.json"))
+    assert len(emails) == sum(int(cells[1]) for cells in rows.values())
+    assert len(sms) == sum(int(cells[2]) for cells in rows.values())
+    assert (tmp_path / "home" / "loyalty.db").exists()
+
+    again = loyalty(env, "demo", "--members", "150", "--at", at, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert _campaign_rows(again.stdout) == rows  # the same day, seen again
+    assert sorted((outbox / "email").glob("*.eml")) == emails  # and nothing sent twice
+    assert sorted((outbox / "sms").glob("*.json")) == sms

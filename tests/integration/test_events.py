@@ -1,0 +1,78 @@
+"""Live events from the shop, through a real dramatiq worker on the real Redis."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from dramatiq import Worker
+from sqlalchemy import select
+
+from loyalty.settings import load_settings
+from models import ledger
+from models.member import Member
+from models.tier import TierChange
+from tests.conftest import REDIS_URL
+from workers.broker import build_broker, install_broker
+from workers.event_actors import member_updated, order_placed, order_refunded, points_redeemed
+
+
+@pytest.fixture
+def worker(env, runtime, redis_namespace):
+    broker = install_broker(build_broker(load_settings({**env, "REDIS_URL": REDIS_URL}), namespace=redis_namespace))
+    running = Worker(broker, worker_threads=2)
+    running.start()
+    yield broker
+    running.stop()
+    broker.close()
+
+
+def settle(broker) -> None:
+    broker.join("events", timeout=30_000)
+    time.sleep(0.1)
+
+
+def member_state(sessions, external_id: str):
+    with sessions() as session:
+        member = session.scalar(select(Member).where(Member.external_id == external_id))
+        if member is None:
+            return None
+        changes = session.scalars(select(TierChange.to_tier).where(TierChange.member_id == member.id)).all()
+        return member, ledger.balance(session, member.id), changes
+
+
+def test_a_member_their_orders_a_refund_and_a_redemption_arrive_as_events(worker, pg_sessions):
+    member_updated.send({"external_id": "E1", "email": "e1@members.example", "timezone": "Europe/Paris",
+                         "locale": "fr_FR", "email_opt_in": "true", "birthday": "--03-14"})
+    settle(worker)
+    order_placed.send({"order_id": "EO1", "member_id": "E1", "placed_at": "2027-05-01T10:00:00Z", "total": "420.50",
+                       "currency": "eur"})
+    order_placed.send({"order_id": "EO2", "member_id": "E1", "placed_at": "2027-05-02T10:00:00Z", "total": "99.99",
+                       "currency": "EUR"})
+    order_placed.send({"order_id": "EO2", "member_id": "E1", "placed_at": "2027-05-02T10:00:00Z", "total": "99.99",
+                       "currency": "EUR"})  # the same event twice: applied once
+    settle(worker)
+    member, balance, changes = member_state(pg_sessions, "E1")
+    assert (member.birth_month, member.birth_day, member.locale) == (3, 14, "fr_FR")
+    assert balance == 420 + 99 + 50  # a point per whole euro, and the first-order bonus
+    assert member.tier == "silver" and changes == ["silver"]  # 520.49 of spend over 365 days
+    assert member.last_order_local_date == "2027-05-02"
+
+    points_redeemed.send({"entry_id": "ER1", "member_id": "E1", "points": "500", "occurred_at": "2027-05-03T09:00:00Z"})
+    settle(worker)
+    order_refunded.send("EO1", "2027-05-04T09:00:00Z")
+    settle(worker)
+    member, balance, _ = member_state(pg_sessions, "E1")
+    assert balance == 0  # 69 were left, the refund took them back and recorded the 351 already spent
+    assert member.last_order_local_date == "2027-05-02"
+
+
+def test_an_event_that_cannot_apply_is_dropped_with_its_reason_and_changes_nothing(worker, pg_sessions, capsys):
+    order_placed.send({"order_id": "X1", "member_id": "NOBODY", "placed_at": "2027-05-01T10:00:00Z", "total": "10",
+                       "currency": "EUR"})
+    member_updated.send({"external_id": "E2", "email": "not-an-email", "timezone": "Mars/Base"})
+    settle(worker)
+    assert member_state(pg_sessions, "E2") is None
+    output = capsys.readouterr().out
+    assert output.count("event.rejected") == 2
+    assert "not-an-email" not in output

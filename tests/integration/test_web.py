@@ -1,0 +1,248 @@
+"""The web process's Twilio webhooks: signatures, status callbacks, STOP/START/HELP, duplicates."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from loyalty.settings import load_settings
+from loyalty.web import create_app
+from models.audit import AuditEntry
+from models.delivery import Delivery
+from models.member import Member
+from models.webhooks import ProcessedWebhook
+from tests.conftest import free_port
+from tests.support.http_server import BackgroundServer
+from tests.support.members import add_members, make_member
+from tests.support.providers import AT, deliver_until_done, provider_env
+from tests.support.twilio_server import DEFAULT_AUTH_TOKEN, TwilioServer, twilio_signature
+from workers.runtime import build_runtime, set_runtime
+
+PHONE = "+33612345678"
+PUBLIC = "https://club.example.com"
+
+
+@pytest.fixture
+def web_env(env, tmp_path):
+    return provider_env(env, tmp_path, twilio=SimpleNamespace(url="http://127.0.0.1:9"))  # nothing is sent
+
+
+@contextmanager
+def serving(settings):
+    """The web app on a port of its own, and an HTTP client for it."""
+    app = create_app(settings)
+    server = BackgroundServer(app).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            yield http
+    finally:
+        server.stop()
+        app.state.engine.dispose()
+
+
+@pytest.fixture
+def client(web_env, pg_engine):
+    with serving(load_settings(web_env)) as http:  # reached at http://127.0.0.1:<port>, as behind a router
+        yield http
+
+
+def signed_post(client, path: str, form: dict, *, token: str = DEFAULT_AUTH_TOKEN, url: str | None = None):
+    signature = twilio_signature(token, url or PUBLIC + path, form)
+    return client.post(path, data=form, headers={"X-Twilio-Signature": signature})
+
+
+def texter(external_id: str = "S1", phone: str = PHONE, **kwargs) -> Member:
+    return make_member(external_id, tier="silver", phone=phone, sms_opt_in=True, email_opt_in=False, **kwargs)
+
+
+def inbound(body: str, sid: str = "SM" + "1" * 32, phone: str = PHONE, **extra) -> dict:
+    return {"MessageSid": sid, "SmsSid": sid, "AccountSid": "AC" + "0" * 32, "From": phone, "To": "+15005550006",
+            "Body": body, **extra}
+
+
+def consent(sessions, external_id: str = "S1") -> tuple[bool, str | None]:
+    with sessions() as session:
+        member = session.scalars(select(Member).where(Member.external_id == external_id)).one()
+    return member.sms_opt_in, member.sms_consent_source
+
+
+def count(sessions, model) -> int:
+    with sessions() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+# -- signatures ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("forgery", ["no signature", "wrong token", "another url", "altered body"])
+def test_a_forged_webhook_is_refused_and_changes_nothing(client, pg_sessions, forgery):
+    add_members(pg_sessions, texter())
+    form = inbound("STOP")
+    if forgery == "no signature":
+        response = client.post("/twilio/inbound", data=form)
+    elif forgery == "wrong token":
+        response = signed_post(client, "/twilio/inbound", form, token="0" * 32)
+    elif forgery == "another url":
+        response = signed_post(client, "/twilio/inbound", form, url="https://evil.example/twilio/inbound")
+    else:
+        signature = twilio_signature(DEFAULT_AUTH_TOKEN, PUBLIC + "/twilio/inbound", inbound("HELP"))
+        response = client.post("/twilio/inbound", data=form, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 403
+    status = client.post("/twilio/status", data={"MessageSid": "SM1", "MessageStatus": "failed"},
+                         headers={"X-Twilio-Signature": "bm9wZQ=="})
+    assert status.status_code == 403
+    assert consent(pg_sessions) == (True, None)
+    assert count(pg_sessions, ProcessedWebhook) == 0 and count(pg_sessions, AuditEntry) == 0
+
+
+def test_the_url_signed_is_the_public_one_not_the_one_behind_the_router(client, pg_sessions):
+    add_members(pg_sessions, texter())
+    # The request reaches us as http://127.0.0.1:<port>/...; Twilio signed https://club.example.com/...
+    assert signed_post(client, "/twilio/inbound", inbound("STOP")).status_code == 200
+    assert consent(pg_sessions)[0] is False
+
+
+def test_without_twilio_configured_every_webhook_is_refused(env, pg_engine, pg_sessions):
+    add_members(pg_sessions, texter())
+    with serving(load_settings(env)) as client:
+        assert signed_post(client, "/twilio/inbound", inbound("STOP")).status_code == 403
+    assert consent(pg_sessions)[0] is True
+
+
+# -- inbound keywords ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", ["STOP", "stop", " Stop. ", "STOPALL", "UNSUBSCRIBE", "cancel", "End", "QUIT"])
+def test_stop_and_its_synonyms_withdraw_sms_consent_with_its_source_and_an_audit_entry(client, pg_sessions, body):
+    add_members(pg_sessions, texter(), texter("OTHER", phone="+33699999999"))
+    response = signed_post(client, "/twilio/inbound", inbound(body))
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/xml")
+    assert "<Message>" not in response.text  # Twilio's Messaging Service confirms STOP itself
+    assert consent(pg_sessions) == (False, "sms:STOP")
+    assert consent(pg_sessions, "OTHER") == (True, None)
+    with pg_sessions() as session:
+        audit = session.scalars(select(AuditEntry)).one()
+    assert (audit.actor, audit.action, audit.reason) == ("member", "optout.sms", "texted STOP")
+    assert PHONE not in str(audit.details)
+
+
+@pytest.mark.parametrize("body", ["START", "yes", "UNSTOP"])
+def test_start_and_its_synonyms_give_consent_back(client, pg_sessions, body):
+    add_members(pg_sessions, make_member("S1", phone=PHONE, sms_opt_in=False))
+    signed_post(client, "/twilio/inbound", inbound(body))
+    assert consent(pg_sessions) == (True, "sms:START")
+
+
+def test_help_answers_a_help_text_and_changes_nothing(client, pg_sessions):
+    add_members(pg_sessions, texter())
+    for body in ("HELP", "info"):
+        response = signed_post(client, "/twilio/inbound", inbound(body, sid="SM" + body.upper().ljust(32, "0")))
+        assert response.status_code == 200
+        assert "<Message>Loyalty Club: reply STOP" in response.text and PUBLIC in response.text
+    assert signed_post(client, "/twilio/inbound", inbound("Stop sending me birthday stuff?")).status_code == 200
+    assert consent(pg_sessions) == (True, None)  # only the keyword alone counts, as Twilio does
+    assert count(pg_sessions, AuditEntry) == 0
+
+
+def test_twilio_s_opt_out_type_is_trusted(client, pg_sessions):
+    add_members(pg_sessions, texter())
+    signed_post(client, "/twilio/inbound", inbound("Arrêt", OptOutType="STOP"))  # a keyword set in the console
+    assert consent(pg_sessions) == (False, "sms:STOP")
+
+
+def test_a_duplicate_inbound_changes_nothing_twice(client, pg_sessions):
+    add_members(pg_sessions, texter())
+    stop = inbound("STOP", sid="SM" + "a" * 32)
+    start = inbound("START", sid="SM" + "b" * 32)
+    for form in (stop, start, stop):  # the STOP delivered again after the START: not applied again
+        assert signed_post(client, "/twilio/inbound", form).status_code == 200
+    assert consent(pg_sessions) == (True, "sms:START")
+    assert count(pg_sessions, AuditEntry) == 2
+
+
+# -- status callbacks ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def live(env, tmp_path, pg_engine):
+    """The web app on a real port, as Twilio's callbacks reach it, and a Twilio server that calls it."""
+    port = free_port()
+    twilio = TwilioServer().start()
+    web_env = {**provider_env(env, tmp_path, twilio=twilio), "LOYALTY_PUBLIC_URL": f"http://127.0.0.1:{port}"}
+    settings = load_settings(web_env)
+    app = create_app(settings)
+    web = BackgroundServer(app, port=port).start()
+    runtime = build_runtime(settings)
+    set_runtime(runtime)
+    yield runtime, twilio
+    set_runtime(None)
+    runtime.close()
+    web.stop()
+    app.state.engine.dispose()
+    twilio.stop()
+
+
+def sms_delivery(sessions) -> Delivery:
+    with sessions() as session:
+        return session.scalars(select(Delivery)).one()
+
+
+def test_delivered_keeps_the_delivery_sent_and_says_so(live, pg_sessions):
+    runtime, twilio = live
+    add_members(pg_sessions, texter())
+    deliver_until_done(runtime)
+    sid = sms_delivery(pg_sessions).provider_message_id
+    for status in ("sent", "delivered"):
+        assert twilio.send_status_callback(sid, status).status_code == 200  # to the URL the send gave
+    delivery = sms_delivery(pg_sessions)
+    assert (delivery.state, delivery.reason, delivery.detail) == ("sent", None, "delivered")
+
+
+def test_undelivered_fails_the_delivery_with_twilio_s_error_code_once(live, pg_sessions):
+    runtime, twilio = live
+    add_members(pg_sessions, texter())
+    deliver_until_done(runtime)
+    sid = sms_delivery(pg_sessions).provider_message_id
+    for _ in range(2):  # Twilio may call twice
+        assert twilio.send_status_callback(sid, "undelivered", error_code=30003).status_code == 200
+    delivery = sms_delivery(pg_sessions)
+    assert (delivery.state, delivery.reason, delivery.detail) == ("failed", "twilio_30003", "undelivered 30003")
+    assert count(pg_sessions, ProcessedWebhook) == 1
+
+
+def test_a_stop_reported_late_by_the_messaging_service_withdraws_consent(live, pg_sessions):
+    runtime, twilio = live
+    twilio.messaging_service_defers_errors = True  # accepted now, failed with 21610 a moment later
+    twilio.opt_out(PHONE)
+    add_members(pg_sessions, texter())
+    deliver_until_done(runtime)
+    sid = sms_delivery(pg_sessions).provider_message_id
+    twilio.send_status_callback(sid, "failed", error_code=21610)
+    delivery = sms_delivery(pg_sessions)
+    assert (delivery.state, delivery.reason) == ("failed", "sms_opted_out")
+    assert consent(pg_sessions) == (False, "twilio:21610")
+
+
+def test_a_member_who_texts_stop_gets_no_further_sms(live, pg_sessions):
+    runtime, twilio = live
+    add_members(pg_sessions, texter())
+    deliver_until_done(runtime)
+    assert len(twilio.accepted) == 1
+    public = runtime.settings.public_base_url
+    form = inbound("STOP", sid="SM" + "c" * 32)
+    reply = httpx.post(public + "/twilio/inbound", data=form,
+                       headers={"X-Twilio-Signature": twilio_signature(DEFAULT_AUTH_TOKEN, public + "/twilio/inbound", form)})
+    assert reply.status_code == 200
+    deliver_until_done(runtime, AT.replace(year=2028))  # next year's birthday text
+    assert len(twilio.accepted) == 1
+    with pg_sessions() as session:
+        next_year = session.scalars(select(Delivery).where(Delivery.occurrence_key.like("%2028"))).one()
+    assert (next_year.state, next_year.reason) == ("skipped", "no_consent")
+
+
+def test_health_check(client):
+    assert client.get("/healthz").json() == {"status": "ok"}

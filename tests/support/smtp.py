@@ -1,0 +1,59 @@
+"""A real SMTP server (aiosmtpd) that keeps every message it accepted, for tests and the demo."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import threading
+from email.message import EmailMessage
+
+from aiosmtpd.controller import Controller
+
+
+class _Handler:
+    def __init__(self, sink: SmtpSink):
+        self.sink = sink
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if address in self.sink.reject:
+            return f"550 5.1.1 <{address}>: recipient address rejected: user unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+        message = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        with self.sink.lock:
+            self.sink.messages.append(message)
+            self.sink.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 Message accepted for delivery"
+
+
+class SmtpSink:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+        self.lock = threading.Lock()
+        self.messages: list[EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self.reject: set[str] = set()  # recipients refused with a 550 that quotes the address
+        self.controller = Controller(_Handler(self), hostname=host, port=port or _free_port())
+
+    @property
+    def port(self) -> int:
+        return self.controller.port
+
+    def start(self) -> None:
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def to(self, address: str) -> list[EmailMessage]:
+        with self.lock:
+            return [m for m, (_, rcpts) in zip(self.messages, self.envelopes) if address in rcpts]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

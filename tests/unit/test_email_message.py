@@ -1,0 +1,28 @@
+from workers.channels.base import OutgoingEmail
+from workers.channels.email import WIRE_POLICY, build_message, message_id_for
+from workers.delivery import retry_delay
+
+EMAIL = OutgoingEmail(
+    occurrence_key="birthday:M1:2027", to="m1@members.example", sender="Club <club@shop.example>",
+    subject="Joyeux anniversaire !", text="Bonjour é\n", html="<p>Bonjour é</p>\n",
+    unsubscribe_url="https://club.example.com/unsubscribe/" + "x" * 120,
+)
+
+
+def test_the_message_id_is_stable_per_occurrence_and_uses_the_sender_domain():
+    assert message_id_for("birthday:M1:2027", EMAIL.sender) == message_id_for("birthday:M1:2027", EMAIL.sender)
+    assert message_id_for("birthday:M1:2027", EMAIL.sender) != message_id_for("birthday:M1:2028", EMAIL.sender)
+    assert message_id_for("birthday:M1:2027", EMAIL.sender).endswith("@shop.example>")
+
+
+def test_a_long_unsubscribe_link_stays_one_readable_header_line_on_the_wire():
+    wire = build_message(EMAIL).as_bytes(policy=WIRE_POLICY)
+    header = next(line for line in wire.split(b"\r\n") if line.startswith(b"List-Unsubscribe:"))
+    assert header == f"List-Unsubscribe: <{EMAIL.unsubscribe_url}>".encode()
+    assert b"\n" not in wire.replace(b"\r\n", b"")  # every line ends in CRLF
+
+
+def test_retries_back_off_within_minutes_not_days():
+    delays = [retry_delay(attempt).total_seconds() for attempt in range(1, 9)]
+    assert delays[:5] == [30, 60, 120, 240, 480]
+    assert max(delays) == 900

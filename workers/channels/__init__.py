@@ -1,0 +1,1 @@
+"""Channels: one small interface (``workers.channels.base.Channel``), one module per way out."""

@@ -1,0 +1,81 @@
+"""What every channel implements, and how a failed send is sorted.
+
+A channel sends one prepared message and returns the provider's message id, or raises one of:
+
+- :class:`PermanentFailure`: it will never work (bad address, opted out); recorded, not retried;
+- :class:`RetryableFailure`: try again later (time-out before the request went out, 429, 5xx);
+- :class:`AmbiguousFailure`: the provider may or may not have it (the connection dropped after
+  the message was handed over); recorded as ``unknown`` and never re-sent blindly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class ChannelFailure(Exception):
+    """``member_updates``: what the failure teaches about the member (e.g. ``{"sms_opt_in": False}``
+    after a STOP), written with the delivery's outcome."""
+
+    def __init__(self, reason: str, detail: str = "", member_updates: dict | None = None):
+        self.reason = reason
+        self.detail = detail
+        self.member_updates = member_updates or {}
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class PermanentFailure(ChannelFailure):
+    pass
+
+
+class RetryableFailure(ChannelFailure):
+    pass
+
+
+class AmbiguousFailure(ChannelFailure):
+    pass
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    occurrence_key: str
+    to: str
+    sender: str
+    subject: str
+    text: str
+    html: str
+    unsubscribe_url: str
+
+
+@dataclass(frozen=True)
+class OutgoingSms:
+    occurrence_key: str
+    to: str  # E.164
+    body: str
+
+
+@dataclass(frozen=True)
+class OutgoingMailchimp:
+    """A campaign step on Mailchimp: the member upserted (with ``merge_fields``), then ``tags``
+    applied and/or the ``event`` posted with ``properties`` (strings; ``occurrence_key`` included)."""
+
+    occurrence_key: str
+    email: str
+    tags: tuple[str, ...]
+    event: str | None
+    properties: dict[str, str]
+    merge_fields: dict[str, object]
+
+
+Outgoing = OutgoingEmail | OutgoingSms | OutgoingMailchimp
+
+
+class Channel(Protocol):
+    name: str
+
+    def send(self, message: Outgoing) -> str:
+        """Send one message; return the provider's id for it."""
+
+    def close(self) -> None:
+        """Release connections kept between sends."""

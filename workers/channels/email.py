@@ -1,0 +1,138 @@
+"""Email: the MIME message (pure) and SMTP (the outbox lives in ``workers/channels/outbox.py``)."""
+
+from __future__ import annotations
+
+import email.policy
+import hashlib
+import smtplib
+import socket
+import ssl
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from email.utils import format_datetime, getaddresses
+
+from loyalty.settings import SmtpTarget
+from workers.channels.base import (
+    AmbiguousFailure,
+    OutgoingEmail,
+    PermanentFailure,
+    RetryableFailure,
+)
+
+
+def message_id_for(occurrence_key: str, sender: str) -> str:
+    """A stable Message-ID: the same occurrence always carries the same id, on every attempt."""
+    digest = hashlib.sha256(occurrence_key.encode()).hexdigest()[:32]
+    addresses = getaddresses([sender])
+    domain = addresses[0][1].rpartition("@")[2] if addresses and "@" in addresses[0][1] else "loyalty.invalid"
+    return f"<{digest}@{domain}>"
+
+
+#: Headers are not folded below 998 characters: a folded (RFC 2047-encoded) List-Unsubscribe URL
+#: is unreadable to mail clients. Lines end in CRLF on the wire.
+WIRE_POLICY = email.policy.SMTP.clone(max_line_length=998)
+FILE_POLICY = email.policy.default.clone(max_line_length=998)
+
+
+def build_message(email: OutgoingEmail, *, now: datetime | None = None) -> EmailMessage:
+    message = EmailMessage(policy=FILE_POLICY)
+    message["From"] = email.sender
+    message["To"] = email.to
+    message["Subject"] = email.subject
+    message["Date"] = format_datetime(now or datetime.now(timezone.utc))
+    message["Message-ID"] = message_id_for(email.occurrence_key, email.sender)
+    message["List-Unsubscribe"] = f"<{email.unsubscribe_url}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(email.text)
+    message.add_alternative(email.html, subtype="html")
+    return message
+
+
+class SmtpEmailChannel:
+    """SMTP with a time-out on every step and one connection reused across a batch.
+
+    Failures before the message body is handed over are retryable (nothing was sent); a failure
+    while the server acknowledges the body is ambiguous: the server may have queued it.
+    """
+
+    name = "email"
+
+    def __init__(self, target: SmtpTarget, sender: str):
+        self.target = target
+        self.sender = sender
+        self._connection: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        if self._connection is not None:
+            return self._connection
+        t = self.target
+        try:
+            if t.security == "tls":
+                connection: smtplib.SMTP = smtplib.SMTP_SSL(t.host, t.port, timeout=t.timeout, context=ssl.create_default_context())
+            else:
+                connection = smtplib.SMTP(t.host, t.port, timeout=t.timeout)
+                if t.security == "starttls":
+                    connection.starttls(context=ssl.create_default_context())
+            if t.username:
+                connection.login(t.username, t.password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise RetryableFailure("smtp_auth_failed", f"the SMTP server refused the login ({exc.smtp_code})") from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise RetryableFailure("smtp_unreachable", f"{type(exc).__name__}: {exc}") from None
+        self._connection = connection
+        return connection
+
+    def send(self, email: OutgoingEmail) -> str:
+        message = build_message(email)
+        envelope_from = getaddresses([self.sender])[0][1]
+        connection = self._connect()
+        try:
+            connection.ehlo_or_helo_if_needed()
+            code, reply = connection.mail(envelope_from)
+            if code != 250:
+                self._reset()
+                raise _sorted_failure(code, reply, "sender refused")
+            code, reply = connection.rcpt(email.to)
+            if code not in (250, 251):
+                connection.rset()
+                raise _sorted_failure(code, reply, "recipient refused")
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            self._reset()
+            raise RetryableFailure("smtp_connection_lost", type(exc).__name__) from None
+        try:
+            code, reply = connection.data(message.as_bytes(policy=WIRE_POLICY))
+        except smtplib.SMTPDataError as exc:
+            self._reset()
+            raise _sorted_failure(exc.smtp_code, exc.smtp_error, "message refused") from None
+        except (OSError, smtplib.SMTPServerDisconnected, socket.timeout) as exc:
+            self._reset()
+            raise AmbiguousFailure("smtp_no_answer_after_data", type(exc).__name__) from None
+        if code != 250:
+            raise _sorted_failure(code, reply, "message refused")
+        return message["Message-ID"]
+
+    def _reset(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except OSError:
+                pass
+        self._connection = None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.quit()
+            except (OSError, smtplib.SMTPException):
+                pass
+        self._connection = None
+
+
+def _sorted_failure(code: int, reply: bytes | str, what: str):
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+    detail = f"{what}: {code} {text}"[:500]
+    if 400 <= code < 500:
+        return RetryableFailure("smtp_temporary_error", detail)
+    return PermanentFailure("email_rejected", detail)
+

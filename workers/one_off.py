@@ -1,0 +1,249 @@
+"""A one-off send by support staff (``loyalty send``), through the same pipeline as a scheduled one.
+
+It is one more row of the send ledger, with the occurrence key ``oneoff:{campaign}:{member}:{n}``
+(``n`` is 1 for the first; only ``--force`` writes the next), so it is sent once whatever happens,
+and it is delivered by :func:`workers.delivery.deliver`, which re-checks consent, renders, records
+the outcome and grants the reward exactly as for a scheduled send. The request itself (who, why)
+is an audit row written in the same transaction as the ledger row.
+
+Consent is never overridden, not even by ``--force``: a member who has withdrawn it is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from campaigns import calendar
+from campaigns.context import message_context
+from campaigns.eligibility import Reason, choose_channel
+from campaigns.kinds_api import SendCheck
+from campaigns.rendering import RenderError
+from loyalty.errors import InputError
+from loyalty.tokens import unsubscribe_url
+from models import ledger
+from models.audit import AuditEntry
+from models.base import utcnow
+from models.db import transaction
+from models.delivery import Delivery, DeliveryState
+from models.history import get_member
+from models.member import Member
+from models.points import PointEntry
+from workers.delivery import deliver
+from workers.runtime import Runtime
+
+AUDIT_ACTION = "send.oneoff"
+
+_WHY_NOT = {
+    Reason.NO_CONSENT: "the member has not consented to it",
+    Reason.NO_USABLE_ADDRESS: "the member has no usable address for it",
+}
+
+
+@dataclass
+class Rendered:
+    channel: str
+    locale: str
+    subject: str | None  # None for SMS
+    text: str
+
+
+@dataclass
+class OneOffResult:
+    campaign: str
+    member: str
+    channel: str
+    occurrence_key: str
+    state: str  # the delivery's state after the send, or "dry_run"
+    reason: str | None
+    reward_points: int | None
+    requested_by: str
+    delivery_id: int | None = None
+    rendered: Rendered | None = None  # --dry-run only
+    due_at: datetime | None = None  # still planned: when (an SMS in quiet hours, a retry)
+
+    def as_json(self) -> dict[str, Any]:
+        data = {
+            "campaign": self.campaign, "member": self.member, "channel": self.channel,
+            "occurrence_key": self.occurrence_key, "state": self.state, "reason": self.reason,
+            "reward": {"points": self.reward_points} if self.reward_points else {},
+            "requested_by": self.requested_by, "delivery_id": self.delivery_id,
+        }
+        if self.state == DeliveryState.PLANNED and self.due_at is not None:
+            data["due_at"] = calendar.iso_utc(self.due_at)
+        if self.rendered is not None:
+            data["message"] = {"locale": self.rendered.locale, "subject": self.rendered.subject, "text": self.rendered.text}
+        return data
+
+
+def oneoff_prefix(campaign_id: str, member_external_id: str) -> str:
+    return f"oneoff:{campaign_id}:{member_external_id}:"
+
+
+def send_one_off(
+    runtime: Runtime,
+    *,
+    campaign_id: str,
+    member_external_id: str,
+    reason: str,
+    actor: str,
+    channel: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> OneOffResult:
+    """Plan and deliver one send of ``campaign_id`` to one member; raises InputError when refused."""
+    now = now or utcnow()
+    reason = (reason or "").strip()
+    if not reason:
+        raise InputError("--reason is empty; say in a few words why this send is made, for the audit log.")
+    campaign = runtime.campaigns.get(campaign_id)
+    if not campaign.enabled:
+        raise InputError(f"The campaign {campaign.id!r} is disabled; enable it before sending it to anyone.")
+    if channel is not None and channel not in campaign.channels:
+        raise InputError(
+            f"The campaign {campaign.id!r} has no {channel} message; its channels are: {', '.join(campaign.channels)}."
+        )
+
+    with runtime.sessions() as session:
+        member = get_member(session, member_external_id)
+        tiers = campaign.audience.tiers
+        if tiers is not None and member.tier not in tiers:
+            raise InputError(
+                f"{member.external_id} is {member.tier}, and {campaign.id!r} is only for {', '.join(tiers)} members."
+            )
+        chosen, why_not = choose_channel(member, [channel] if channel else campaign.channels)
+        if chosen is None:
+            over = f"by {channel}" if channel else f"by any of its channels ({', '.join(campaign.channels)})"
+            raise InputError(
+                f"{member.external_id} cannot be sent {campaign.id!r} {over}: {_WHY_NOT.get(why_not, why_not)} "
+                f"({why_not}); consent is never overridden."
+            )
+        occurrence_date, payload = occurrence_facts(session, campaign, member, now)
+        number = _next_number(session, campaign.id, member.external_id, force)
+        reward = getattr(campaign, "reward", None)
+        points = reward.points_for(member.tier) if reward is not None and hasattr(reward, "points_for") else None
+        delivery = Delivery(
+            occurrence_key=f"{oneoff_prefix(campaign.id, member.external_id)}{number}",
+            campaign=campaign.id, member_id=member.id, channel=chosen, state=DeliveryState.PLANNED,
+            reward_points=points or None, occurrence_date=occurrence_date.isoformat(), payload=payload,
+            send_at=now, attempts=0, requested_by=actor[:120], planned_at=now, updated_at=now,
+        )
+        result = OneOffResult(campaign.id, member.external_id, chosen, delivery.occurrence_key, "dry_run", None,
+                              delivery.reward_points, delivery.requested_by)
+        if dry_run:
+            result.rendered = render_for(runtime, session, campaign, member, delivery, now)
+            return result
+        member_id = member.id
+
+    with transaction(runtime.sessions) as session:
+        result.delivery_id = _insert(session, delivery)
+        session.add(AuditEntry(at=now, actor=actor[:120], action=AUDIT_ACTION, member_id=member_id, reason=reason,
+                               details={"campaign": campaign.id, "channel": chosen, "occurrence_key": delivery.occurrence_key,
+                                        "delivery_id": result.delivery_id, "force": force}))
+
+    deliver(runtime, [result.delivery_id], as_of=now)
+    with runtime.sessions() as session:
+        final = session.get(Delivery, result.delivery_id)
+        result.state, result.reason, result.due_at = final.state, final.reason, final.send_at
+    return result
+
+
+def occurrence_facts(session: Session, campaign, member: Member, now: datetime) -> tuple[date, dict | None]:
+    """The occurrence a one-off send stands for, as the kind's messages read it.
+
+    A birthday gift or a member-day offer is today's (in the member's zone); an expiring-points
+    reminder is about the member's next expiry; a win-back message about their last order, at the
+    step that its age has reached.
+    """
+    today = calendar.local_datetime(now, member.timezone).date()
+    if campaign.kind in ("birthday", "member_day"):
+        return today, None
+    if campaign.kind == "points_expiring":
+        expiry = session.scalar(
+            select(func.min(PointEntry.expires_at)).where(PointEntry.member_id == member.id, PointEntry.remaining > 0)
+        )
+        if expiry is None:
+            raise InputError(f"{member.external_id} has no points that expire; there is nothing to remind them of.")
+        return calendar.local_datetime(expiry, member.timezone).date(), None
+    if campaign.kind == "winback":
+        if not member.last_order_local_date:
+            raise InputError(f"{member.external_id} has never ordered, so there is no last order to win them back from.")
+        last = date.fromisoformat(member.last_order_local_date)
+        days = (today - last).days
+        reached = [step for step in campaign.winback.steps if step.from_day <= days]
+        if not reached:
+            first = min(step.from_day for step in campaign.winback.steps)
+            raise InputError(f"{member.external_id} last ordered {days} days ago; the first win-back step is at day {first}.")
+        return last, {"step": max(reached, key=lambda step: step.from_day).step}
+    if campaign.kind == "tier_upgrade":
+        return today, {"tier": member.tier}
+    raise InputError(f"A one-off {campaign.kind} send is not possible.")
+
+
+def _next_number(session: Session, campaign_id: str, external_id: str, force: bool) -> int:
+    """1 for a first one-off send; refuses a second unless ``force``, which takes the next number."""
+    prefix = oneoff_prefix(campaign_id, external_id)
+    previous = session.execute(
+        select(Delivery.occurrence_key, Delivery.planned_at, Delivery.state)
+        .where(Delivery.occurrence_key.startswith(prefix, autoescape=True))
+    ).all()
+    if not previous:
+        return 1
+    numbers = {int(key[len(prefix):]): (at, state) for key, at, state in previous if key[len(prefix):].isdigit()}
+    first_at, first_state = numbers[min(numbers)] if numbers else (previous[0][1], previous[0][2])
+    if not force:
+        raise InputError(
+            f"{external_id} already had a one-off {campaign_id!r} send on {first_at.date().isoformat()} ({first_state}); "
+            "add --force to send it again."
+        )
+    return max(numbers, default=0) + 1
+
+
+def _insert(session: Session, delivery: Delivery) -> int:
+    """Insert the ledger row unless its occurrence key exists (a concurrent identical send)."""
+    dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    columns = {c.name: getattr(delivery, c.key) for c in Delivery.__table__.columns if c.name != "id"}
+    columns = {name: value for name, value in columns.items() if value is not None}
+    inserted = session.execute(
+        dialect_insert(Delivery).values(**columns)
+        .on_conflict_do_nothing(index_elements=["occurrence_key"]).returning(Delivery.id)
+    ).scalar()
+    if inserted is None:
+        raise InputError(f"{delivery.occurrence_key} was written by another send a moment ago; nothing was sent twice.")
+    return inserted
+
+
+def render_for(runtime: Runtime, session: Session, campaign, member: Member, delivery: Delivery, at: datetime) -> Rendered:
+    """The message a delivery would carry, rendered as the sender renders it; writes nothing."""
+    settings = runtime.settings
+    channel = delivery.channel or campaign.channels[0]
+    check = SendCheck(campaign=campaign, member=member, delivery=delivery, at=at, session=session,
+                      program=runtime.program, secret=settings.secret)
+    context = message_context(
+        check,
+        points_balance=ledger.balance(session, member.id),
+        unsubscribe_url=unsubscribe_url(settings.public_base_url, settings.secret, member.external_id, channel),
+        reward_expires_on=_reward_expiry(campaign, member, at),
+    )
+    locale = runtime.renderer.choose_locale(campaign, member.locale)
+    try:
+        if channel == "sms":
+            return Rendered(channel, locale, None, runtime.renderer.render_sms(campaign, locale, context))
+        email = runtime.renderer.render_email(campaign, locale, context)
+    except RenderError as exc:
+        raise InputError(f"The {campaign.id!r} message cannot be rendered: {exc}.") from None
+    return Rendered(channel, locale, email.subject, email.text)
+
+
+def _reward_expiry(campaign, member: Member, at: datetime) -> date | None:
+    reward = getattr(campaign, "reward", None)
+    days = getattr(reward, "expires_after_days", None)
+    if days is None:
+        return None
+    return calendar.local_datetime(at + timedelta(days=days), member.timezone).date()

@@ -1,0 +1,102 @@
+"""Pacing sends under a provider's rate, shared by every worker process (dynos included).
+
+Both limiters hand out *send slots* one ``1 / rate`` seconds apart (a GCRA, or "virtual
+scheduling" leaky bucket): a caller reserves the next free slot and sleeps until it. So however
+many processes and threads send at once, requests leave at most ``rate`` per second, evenly
+spaced, with no burst that the provider could count as one too many.
+
+- :class:`RedisRateLimiter`: the slot schedule lives in one Redis key per account, advanced by
+  a Lua script that reads Redis's own clock, so dynos with drifting clocks still agree.
+- :class:`LocalRateLimiter`: the same in one process, for the embedded default (no Redis).
+
+A reservation further away than ``max_wait`` is not made: the caller is told to retry later
+instead of holding a worker thread for minutes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol
+
+import redis
+
+
+class RateLimited(Exception):
+    """The next slot is more than ``max_wait`` seconds away."""
+
+    def __init__(self, wait: float):
+        self.wait = wait
+        super().__init__(f"the next send slot is {wait:.1f} s away")
+
+
+class RateLimiter(Protocol):
+    def acquire(self) -> float:
+        """Wait for a send slot; returns the seconds waited. Raises :class:`RateLimited`."""
+
+
+# KEYS[1]: the account's key. ARGV: interval (µs), max wait (µs). Returns the wait in µs, or -1
+# when it would exceed the max wait (nothing is reserved then).
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local slot = tonumber(redis.call('GET', KEYS[1]) or '0')
+if slot < now then slot = now end
+local wait = slot - now
+if wait > tonumber(ARGV[2]) then return -1 end
+local following = slot + interval
+redis.call('SET', KEYS[1], string.format('%d', following), 'PX', math.floor((following - now) / 1000) + 1000)
+return wait
+"""
+
+
+class RedisRateLimiter:
+    """At most ``rate`` acquisitions a second across every process sharing ``key`` on Redis."""
+
+    def __init__(self, client: redis.Redis, key: str, rate: float, *, max_wait: float = 30.0):
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.client = client
+        self.key = key
+        self.interval_us = max(int(1_000_000 / rate), 1)
+        self.max_wait_us = int(max_wait * 1_000_000)
+        self._reserve = client.register_script(_RESERVE)
+
+    def acquire(self) -> float:
+        wait_us = int(self._reserve(keys=[self.key], args=[self.interval_us, self.max_wait_us]))
+        if wait_us < 0:
+            raise RateLimited(self.max_wait_us / 1_000_000)
+        wait = wait_us / 1_000_000
+        if wait > 0:
+            time.sleep(wait)
+        return wait
+
+
+class LocalRateLimiter:
+    """The same schedule for the threads of one process (the embedded default has no Redis)."""
+
+    def __init__(self, rate: float, *, max_wait: float = 30.0):
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.interval = 1.0 / rate
+        self.max_wait = max_wait
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        with self._lock:
+            now = time.monotonic()
+            slot = max(self._next, now)
+            wait = slot - now
+            if wait > self.max_wait:
+                raise RateLimited(wait)
+            self._next = slot + self.interval
+        if wait > 0:
+            time.sleep(wait)
+        return wait
+
+
+def twilio_rate_key(account_sid: str) -> str:
+    """One schedule per Twilio account, whatever deployment or queue namespace sends through it."""
+    return f"loyalty:rate:twilio:{account_sid}"

@@ -1,0 +1,121 @@
+"""Everything a process needs to do work, built once from the settings.
+
+Actors receive ids and plain values; they find the database, the campaigns and the channels
+here. Tests install a runtime of their own with :func:`set_runtime`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from campaigns.loader import CampaignSet, load_campaigns
+from campaigns.program import Program, load_program
+from campaigns.rendering import Renderer
+from loyalty.settings import Settings, get_settings
+from models.db import engine_for, make_sessionmaker, migrate
+from workers.channels.email import SmtpEmailChannel
+from workers.channels.outbox import OutboxEmailChannel, OutboxMailchimpChannel, OutboxSmsChannel
+from workers.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter, twilio_rate_key
+
+#: Where Twilio posts message status changes (served by ``loyalty/web.py``).
+TWILIO_STATUS_PATH = "/twilio/status"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    campaigns: CampaignSet
+    program: Program
+    renderer: Renderer
+    _sms_limiter: RateLimiter | None = field(default=None, repr=False)
+    _limiter_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def email_channel(self):
+        if self.settings.smtp is not None:
+            return SmtpEmailChannel(self.settings.smtp, self.settings.email_from)
+        return OutboxEmailChannel(self.settings.outbox_dir / "email")
+
+    def sms_channel(self):
+        twilio = self.settings.twilio
+        if twilio is None:
+            return OutboxSmsChannel(self.settings.outbox_dir / "sms")
+        from workers.channels.sms import TwilioSmsChannel
+
+        return TwilioSmsChannel(twilio, self.sms_limiter(),
+                                status_callback_url=self.settings.public_base_url + TWILIO_STATUS_PATH)
+
+    def sms_limiter(self) -> RateLimiter:
+        """One per process, shared by its threads; on Redis, shared by every process and dyno."""
+        with self._limiter_lock:
+            if self._sms_limiter is None:
+                twilio = self.settings.twilio
+                rate = twilio.max_messages_per_second if twilio else 10.0
+                if self.settings.redis_url:
+                    from workers.broker import redis_client
+
+                    key = twilio_rate_key(twilio.account_sid if twilio else "outbox")
+                    self._sms_limiter = RedisRateLimiter(redis_client(self.settings.redis_url), key, rate)
+                else:
+                    self._sms_limiter = LocalRateLimiter(rate)
+            return self._sms_limiter
+
+    def mailchimp_channel(self):
+        if self.settings.mailchimp is None:
+            return OutboxMailchimpChannel(self.settings.outbox_dir / "mailchimp")
+        from workers.channels.mailchimp import MailchimpChannel
+
+        return MailchimpChannel(self.settings.mailchimp)
+
+    def channel(self, name: str):
+        """A new channel object (each delivery batch keeps its own, so threads share nothing but
+        the SMS rate limiter)."""
+        if name == "email":
+            return self.email_channel()
+        if name == "sms":
+            return self.sms_channel()
+        if name == "mailchimp":
+            return self.mailchimp_channel()
+        raise LookupError(f"no channel named {name!r} is configured")
+
+    def close(self) -> None:
+        if isinstance(self._sms_limiter, RedisRateLimiter):
+            self._sms_limiter.client.close()
+        self.engine.dispose()
+
+
+def build_runtime(settings: Settings, *, pool_size: int = 5) -> Runtime:
+    engine = engine_for(settings, pool_size=pool_size)
+    if settings.embedded:
+        migrate(engine)  # on the embedded default, any command creates or migrates the database
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        campaigns=load_campaigns(settings.campaigns_dir),
+        program=load_program(settings.program_file),
+        renderer=Renderer(settings.templates_dir),
+    )
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = build_runtime(get_settings())
+        return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    global _runtime
+    with _lock:
+        _runtime = runtime

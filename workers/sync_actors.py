@@ -1,0 +1,33 @@
+"""The Mailchimp bulk sync as a queue actor, enqueued by the clock every 15 minutes.
+
+It takes no arguments: each run sends the members changed since their last sync (see
+``workers/mailchimp_sync.py``). A run that fails is not retried by dramatiq: the next one, a
+quarter of an hour later, picks up whatever was left, and a PostgreSQL advisory lock keeps two
+runs (two clocks, a slow run) from syncing at once.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+import structlog
+
+from workers.actors import CAMPAIGN_QUEUE, _placeholder
+from workers.mailchimp_sync import sync_members
+from workers.runtime import get_runtime
+
+log = structlog.get_logger("loyalty.mailchimp")
+
+
+@dramatiq.actor(broker=_placeholder, queue_name=CAMPAIGN_QUEUE, max_retries=0, time_limit=3_600_000)
+def sync_mailchimp_members() -> None:
+    """Upsert the members changed since the last sync into the Mailchimp audience, 500 per call."""
+    runtime = get_runtime()
+    if runtime.settings.mailchimp is None:
+        log.info("mailchimp.not_configured", detail="MAILCHIMP_API_KEY is not set: nothing to sync")
+        return
+    report = sync_members(runtime)
+    if report.skipped:
+        log.info("mailchimp.sync_skipped", reason="another sync is running")
+
+
+ACTORS = [sync_mailchimp_members]
