@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from loyalty.settings import load_settings
 from models.base import Base
@@ -56,10 +57,24 @@ def pg_engine(pg_database):
     """The session's database, emptied before the test (committed data is visible to workers)."""
     engine = make_engine(pg_database)
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '20s'"))
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    except OperationalError:
+        engine.dispose()
+        pytest.fail("Could not empty the test database: an earlier test left a transaction open "
+                    f"(close its session): {_open_transactions(pg_database)}", pytrace=False)
     yield engine
     engine.dispose()
+
+
+def _open_transactions(database_url: str) -> list[str]:
+    name = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(_pg_database_url("postgres"), autocommit=True) as conn:
+        rows = conn.execute("SELECT state, left(query, 200) FROM pg_stat_activity "
+                            "WHERE datname = %s AND state LIKE 'idle in transaction%%'", (name,)).fetchall()
+    return [f"{state}: {query}" for state, query in rows]
 
 
 @pytest.fixture

@@ -118,7 +118,8 @@ def test_the_expiry_entry_is_written_once_however_often_the_job_runs(runtime, pg
     add_members(pg_sessions, make_member("XP"))
     give_lot(runtime, "XP", "lot", 300, datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
     redeem(runtime, "XP", "spend", 100, datetime(2026, 6, 1, tzinfo=UTC))
-    assert expire_due_lots(pg_sessions(), now=datetime(2026, 12, 31, tzinfo=UTC)) == 0
+    with pg_sessions() as session:
+        assert expire_due_lots(session, now=datetime(2026, 12, 31, tzinfo=UTC)) == 0
     for _ in range(3):
         with transaction(pg_sessions) as session:
             expire_due_lots(session, now=datetime(2027, 1, 2, tzinfo=UTC))
