@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models.points import EntryKind, PointEntry, allocate_oldest_first
@@ -58,6 +59,29 @@ def credit(
     )
     session.flush()
     return True
+
+
+def credit_once_statement(dialect_name: str, *, member_id: int, entry_key: str, kind: str, points: int,
+                          occurred_at: datetime, expires_at: datetime | None, source: str | None):
+    """:func:`credit` as one Core statement (``INSERT ... ON CONFLICT (entry_key) DO NOTHING``), for
+    the delivery path, which writes its outcome and its reward on a bare connection."""
+    if points <= 0:
+        raise ValueError("a credit must be of a positive number of points")
+    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    return insert(PointEntry).values(
+        entry_key=entry_key, member_id=member_id, kind=kind, points=points, occurred_at=occurred_at,
+        expires_at=expires_at, remaining=points, source=source,
+    ).on_conflict_do_nothing(index_elements=["entry_key"])
+
+
+def balances(session: Session, member_ids) -> dict[int, int]:
+    """Several members' balances in one query (members without entries are absent: 0)."""
+    ids = sorted(set(member_ids))
+    if not ids:
+        return {}
+    rows = session.execute(select(PointEntry.member_id, func.coalesce(func.sum(PointEntry.points), 0))
+                           .where(PointEntry.member_id.in_(ids)).group_by(PointEntry.member_id))
+    return {member_id: int(total) for member_id, total in rows}
 
 
 def debit(

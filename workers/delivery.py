@@ -1,19 +1,29 @@
-"""Delivering planned sends: claim, gate, re-check, render, send, record, reward.
+"""Delivering planned sends: read, re-check and render a few at a time, then claim, send, record.
 
-Each delivery is claimed alone, right before its send, by moving it ``planned → sending`` in one
-conditional UPDATE, committed first: whoever wins the claim is the only one to send it. So a killed
-worker leaves at most the message it was sending in ``sending`` (the sweeper later marks it
-``unknown``), never a batch of untouched rows.
+A batch is worked through in chunks of :data:`PREPARE_CHUNK`. For a chunk, one read-only session
+loads the deliveries, their members and their balances (a few queries, not a few per message),
+re-checks each against the campaign's rules and renders it. Then each message, one at a time:
 
-Two rules across campaigns are enforced inside the claim's transaction:
+1. **claim**: ``planned → sending`` in one conditional UPDATE, committed before anything goes out;
+   whoever wins the claim is the only one to send it. A killed worker leaves at most the message
+   it was sending in ``sending`` (the sweeper later marks it ``unknown``), never a batch of
+   untouched rows: nothing is claimed ahead of its send.
+2. **send** through the channel;
+3. **record** the outcome and the reward in one transaction, guarded by ``state = 'sending'``; the
+   reward's ledger key is derived from the occurrence, so it is granted once whatever happens.
 
-- **quiet hours** for SMS: a claim inside the member's night goes back to ``planned`` for the end
-  of it (deferred, never dropped);
+The claims and results of a batch go through one database connection (one pool check-out, one
+liveness ping), in Core statements: the per-message cost is two short transactions.
+
+Two rules across campaigns are enforced at the claim:
+
+- **quiet hours** for SMS: a message due inside the member's night goes back to ``planned`` for
+  the end of it (deferred, never dropped);
 - **the frequency cap**: the member's row is locked while their recent marketing messages are
   counted, so two campaigns claiming at once cannot both pass a cap of one more.
 
-The result and the reward are written in one transaction, guarded by ``state = 'sending'``; the
-reward's ledger key is derived from the occurrence, so it is granted once whatever happens.
+A message that ends before its send (skipped by a re-check, a template error) is recorded straight
+from ``planned``, guarded by that state, so a row another worker has claimed meanwhile is left alone.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -40,7 +50,6 @@ from loyalty.tokens import unsubscribe_url
 from models import ledger
 from models.audit import AuditEntry
 from models.base import utcnow
-from models.db import transaction
 from models.delivery import Delivery, DeliveryState
 from models.member import Member
 from models.points import EntryKind
@@ -61,6 +70,13 @@ log = structlog.get_logger("loyalty.delivery")
 
 RETRY_BASE = timedelta(seconds=30)
 RETRY_CAP = timedelta(minutes=15)
+
+#: Messages read, re-checked and rendered together. Small, so that what a re-check saw is at most
+#: a few seconds old when the message is claimed and sent.
+PREPARE_CHUNK = 20
+
+#: Attempts to record an outcome while the database is away (the send already happened).
+RECORD_ATTEMPTS = 8
 
 
 def retry_delay(attempt: int) -> timedelta:
@@ -98,122 +114,211 @@ class _Prepared:
     coupon_code: str | None
 
 
+@dataclass
+class _Item:
+    """One due delivery of a chunk, after its re-check and rendering."""
+
+    delivery: Delivery
+    member: Member
+    prepared: _Prepared | None = None
+    ended: _Outcome | None = None
+
+
+class _Link:
+    """The batch's database connection for claims and results, opened again after a failure."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self._connection: Connection | None = None
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            self._connection = self.runtime.engine.connect()
+        return self._connection
+
+    @property
+    def dialect(self) -> str:
+        return self.runtime.engine.dialect.name
+
+    def drop(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except Exception:  # noqa: BLE001 - already broken; the pool replaces it
+                pass
+        self._connection = None
+
+    def retried(self, work) -> None:
+        """Run ``work(connection)`` in a transaction, again on a new connection while the database
+        is away (for a while): what it records has already happened and must not be lost."""
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                with self.connection.begin():
+                    work(self.connection)
+                return
+            except OperationalError:
+                self.drop()
+                if attempt == RECORD_ATTEMPTS - 1:
+                    raise
+                time.sleep(min(2**attempt * 0.25, 15))
+
+
 def deliver(runtime: Runtime, delivery_ids: list[int], *, as_of: datetime | None = None) -> DeliveryReport:
     """Deliver the given planned deliveries that are due at ``as_of`` (now by default)."""
     report = DeliveryReport()
     channels: dict[str, object] = {}
+    link = _Link(runtime)
     try:
-        for delivery_id in delivery_ids:
-            _deliver_one(runtime, delivery_id, as_of or utcnow(), channels, report)
+        for start in range(0, len(delivery_ids), PREPARE_CHUNK):
+            instant = as_of or utcnow()
+            for item in _prepare_chunk(runtime, delivery_ids[start:start + PREPARE_CHUNK], instant, report):
+                if item.ended is not None:
+                    _end_unclaimed(link, item, instant, report)
+                else:
+                    _claim_and_send(runtime, link, item, instant, channels, report)
     finally:
+        link.drop()
         for channel in channels.values():
             channel.close()
     return report
 
 
-def _deliver_one(runtime: Runtime, delivery_id: int, as_of: datetime, channels: dict, report: DeliveryReport) -> None:
-    with transaction(runtime.sessions) as session:
-        if not _claim_and_gate(runtime, session, delivery_id, as_of, report):
+def _prepare_chunk(runtime: Runtime, ids: list[int], as_of: datetime, report: DeliveryReport) -> list[_Item]:
+    """The chunk's due deliveries, each re-checked and rendered (or ended), in id order."""
+    with runtime.sessions() as session:  # read-only; closed (connection released) before any send
+        deliveries = session.scalars(select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id)).all()
+        due = []
+        for delivery in deliveries:
+            if delivery.state != DeliveryState.PLANNED:
+                continue  # someone else has it, or it is already final: nothing to do
+            if delivery.send_at > as_of:
+                report.later[delivery.id] = delivery.send_at
+                continue
+            due.append(delivery)
+        if not due:
+            return []
+        member_ids = {d.member_id for d in due}
+        members = {m.id: m for m in session.scalars(select(Member).where(Member.id.in_(member_ids)))}
+        balances = ledger.balances(session, member_ids)
+        on_mailchimp = [members[d.member_id] for d in due if d.channel == "mailchimp"]
+        fields = merge_fields(session, on_mailchimp, as_of) if on_mailchimp else {}
+        items = []
+        for delivery in due:
+            item = _Item(delivery, members[delivery.member_id])
+            try:
+                item.prepared = _prepare(runtime, session, delivery, item.member, as_of,
+                                         balance=balances.get(item.member.id, 0), fields=fields)
+            except _Outcome as outcome:
+                item.ended = outcome
+            items.append(item)
+        return items
+
+
+def _end_unclaimed(link: _Link, item: _Item, as_of: datetime, report: DeliveryReport) -> None:
+    """Record an outcome reached before the send (a skip, a template error) straight from ``planned``."""
+    outcome, delivery = item.ended, item.delivery
+    now = utcnow()
+    moved = []
+
+    def write(connection: Connection) -> None:
+        moved[:] = connection.execute(
+            update(Delivery).where(Delivery.id == delivery.id, Delivery.state == DeliveryState.PLANNED)
+            .values(state=outcome.state, reason=outcome.reason, detail=redact(outcome.detail),
+                    finished_at=now, updated_at=now)
+            .returning(Delivery.id)
+        ).all()
+
+    link.retried(write)
+    if moved:
+        report.count(outcome.state, outcome.reason)
+        log.info("delivery.finished", delivery_id=delivery.id, campaign=delivery.campaign, channel=delivery.channel,
+                 state=outcome.state, reason=outcome.reason, detail=redact(outcome.detail), attempt=delivery.attempts)
+
+
+def _claim_and_send(runtime: Runtime, link: _Link, item: _Item, as_of: datetime, channels: dict,
+                    report: DeliveryReport) -> None:
+    delivery = item.delivery
+    if delivery.channel == "sms":
+        allowed = runtime.program.quiet_hours.next_allowed(as_of, item.member.timezone)
+        if allowed > as_of:  # the member's night: put off, unclaimed, to its end
+            with link.connection.begin():
+                link.connection.execute(
+                    update(Delivery).where(Delivery.id == delivery.id, Delivery.state == DeliveryState.PLANNED)
+                    .values(send_at=allowed, updated_at=utcnow()))
+            report.later[delivery.id] = allowed
             return
 
-    try:
-        with runtime.sessions() as session:  # closed (connection released) before the network call
-            delivery = session.get(Delivery, delivery_id)
-            try:
-                prepared, early_end = _prepare(runtime, session, delivery, as_of), None
-            except _Outcome as outcome:
-                prepared, early_end = None, outcome
-    except OperationalError:
-        # Our claim is committed, so the row is ours alone; nothing was sent: put it back.
-        _release_claim(runtime, delivery_id)
-        raise
-    if early_end is not None:
-        _finish(runtime, delivery, early_end.state, early_end.reason, early_end.detail, as_of, report)
-        return
+    with link.connection.begin():
+        if not _claim_and_gate(runtime, link.connection, delivery, as_of, report):
+            return
+    delivery.attempts += 1
 
     channel = channels.get(delivery.channel) or channels.setdefault(delivery.channel, runtime.channel(delivery.channel))
+    prepared = item.prepared
     try:
         provider_id = channel.send(prepared.message)
     except PermanentFailure as exc:
-        _finish(runtime, delivery, DeliveryState.FAILED, exc.reason, exc.detail, as_of, report, failure=exc)
+        _finish(link, runtime, delivery, DeliveryState.FAILED, exc.reason, exc.detail, as_of, report, failure=exc)
     except AmbiguousFailure as exc:
-        _finish(runtime, delivery, DeliveryState.UNKNOWN, exc.reason, exc.detail, as_of, report)
+        _finish(link, runtime, delivery, DeliveryState.UNKNOWN, exc.reason, exc.detail, as_of, report)
     except RetryableFailure as exc:
         if delivery.attempts >= runtime.settings.max_delivery_attempts:
-            _finish(runtime, delivery, DeliveryState.FAILED, Reason.RETRIES_EXHAUSTED, f"{exc.reason}: {exc.detail}", as_of, report)
+            _finish(link, runtime, delivery, DeliveryState.FAILED, Reason.RETRIES_EXHAUSTED,
+                    f"{exc.reason}: {exc.detail}", as_of, report)
         else:
-            _finish(runtime, delivery, DeliveryState.PLANNED, exc.reason, exc.detail, as_of, report,
+            _finish(link, runtime, delivery, DeliveryState.PLANNED, exc.reason, exc.detail, as_of, report,
                     send_at=as_of + retry_delay(delivery.attempts))
+    except Exception as exc:  # a fault of ours inside the channel: whether it went out is not known
+        _finish(link, runtime, delivery, DeliveryState.UNKNOWN, "send_crashed", type(exc).__name__, as_of, report)
+        raise
     else:
-        _finish(runtime, delivery, DeliveryState.SENT, None, None, as_of, report,
+        _finish(link, runtime, delivery, DeliveryState.SENT, None, None, as_of, report,
                 provider_id=provider_id, coupon_code=prepared.coupon_code)
 
 
-def _release_claim(runtime: Runtime, delivery_id: int) -> None:
-    """Put a claimed delivery back to ``planned``: nothing was sent, so sending it later is safe
-    (left in ``sending``, the sweeper would have to record it ``unknown``)."""
-    for attempt in range(8):
-        try:
-            with transaction(runtime.sessions) as session:
-                session.execute(update(Delivery).where(Delivery.id == delivery_id, Delivery.state == DeliveryState.SENDING)
-                                .values(state=DeliveryState.PLANNED, attempts=Delivery.attempts - 1, updated_at=utcnow()))
-            return
-        except OperationalError:
-            time.sleep(min(2**attempt * 0.25, 15))
-
-
-def _claim_and_gate(runtime: Runtime, session: Session, delivery_id: int, as_of: datetime, report: DeliveryReport) -> bool:
-    """Claim the delivery and apply quiet hours and the frequency cap; True if it is ours to send."""
+def _claim_and_gate(runtime: Runtime, connection: Connection, delivery: Delivery, as_of: datetime,
+                    report: DeliveryReport) -> bool:
+    """Claim the delivery and apply the frequency cap; True if it is ours to send."""
     now = utcnow()
-    claimed = session.execute(
+    claimed = connection.execute(
         update(Delivery)
-        .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.PLANNED, Delivery.send_at <= as_of)
+        .where(Delivery.id == delivery.id, Delivery.state == DeliveryState.PLANNED, Delivery.send_at <= as_of)
         .values(state=DeliveryState.SENDING, sending_at=now, attempts=Delivery.attempts + 1, updated_at=now)
-        .returning(Delivery.member_id, Delivery.campaign, Delivery.channel, Delivery.occurrence_key)
+        .returning(Delivery.id)
     ).first()
     if claimed is None:
-        row = session.execute(select(Delivery.state, Delivery.send_at).where(Delivery.id == delivery_id)).first()
-        if row is not None and row.state == DeliveryState.PLANNED:
-            report.later[delivery_id] = row.send_at
-        return False  # someone else has it, or it is already final: nothing to do
+        return False  # someone else had it first, or it was put off meanwhile
 
-    program = runtime.program
-    if claimed.channel == "sms":
-        zone = session.scalar(select(Member.timezone).where(Member.id == claimed.member_id))
-        allowed = program.quiet_hours.next_allowed(as_of, zone)
-        if allowed > as_of:
-            session.execute(update(Delivery).where(Delivery.id == delivery_id).values(
-                state=DeliveryState.PLANNED, send_at=allowed, attempts=Delivery.attempts - 1, updated_at=now))
-            report.later[delivery_id] = allowed
-            return False
-
-    campaign = runtime.campaigns.campaigns.get(claimed.campaign)
-    deliberate = claimed.occurrence_key.startswith("oneoff:")  # a support send is not capped
+    campaign = runtime.campaigns.campaigns.get(delivery.campaign)
+    deliberate = delivery.occurrence_key.startswith("oneoff:")  # a support send is not capped
     if campaign is not None and not campaign.frequency_cap_exempt and not deliberate:
-        session.execute(select(Member.id).where(Member.id == claimed.member_id).with_for_update())
+        program = runtime.program
+        connection.execute(select(Member.id).where(Member.id == delivery.member_id).with_for_update())
         capped = [c.id for c in runtime.campaigns.campaigns.values() if not c.frequency_cap_exempt]
-        recent = session.scalar(
+        recent = connection.scalar(
             select(func.count()).where(
-                Delivery.member_id == claimed.member_id,
-                Delivery.id != delivery_id,
+                Delivery.member_id == delivery.member_id,
+                Delivery.id != delivery.id,
                 Delivery.campaign.in_(capped),
                 Delivery.state.in_([DeliveryState.SENT, DeliveryState.SENDING]),
                 Delivery.send_at > as_of - timedelta(days=program.frequency_cap.window_days),
             )
         )
         if recent >= program.frequency_cap.max_messages:
-            session.execute(update(Delivery).where(Delivery.id == delivery_id).values(
+            connection.execute(update(Delivery).where(Delivery.id == delivery.id).values(
                 state=DeliveryState.SKIPPED, reason=Reason.FREQUENCY_CAP, finished_at=now, updated_at=now))
             report.count(DeliveryState.SKIPPED, Reason.FREQUENCY_CAP)
             return False
     return True
 
 
-def _prepare(runtime: Runtime, session: Session, delivery: Delivery, as_of: datetime) -> _Prepared:
+def _prepare(runtime: Runtime, session: Session, delivery: Delivery, member: Member, as_of: datetime, *,
+             balance: int, fields: dict[int, dict]) -> _Prepared:
+    """Re-check and render one delivery (``fields``: Mailchimp merge fields by member id)."""
     campaign = runtime.campaigns.campaigns.get(delivery.campaign)
     if campaign is None or not campaign.enabled:
         raise _Outcome(DeliveryState.SKIPPED, Reason.CAMPAIGN_DISABLED)
-    member = session.get(Member, delivery.member_id)
     if campaign.audience.tiers is not None and member.tier not in campaign.audience.tiers:
         raise _Outcome(DeliveryState.SKIPPED, Reason.NOT_IN_AUDIENCE)
     if delivery.channel is None or not channel_ready(member, delivery.channel):
@@ -230,7 +335,7 @@ def _prepare(runtime: Runtime, session: Session, delivery: Delivery, as_of: date
     expires_on = _reward_expiry(campaign, as_of)
     context = message_context(
         check,
-        points_balance=ledger.balance(session, member.id),
+        points_balance=balance,
         unsubscribe_url=link,
         reward_expires_on=calendar.local_datetime(expires_on, member.timezone).date() if expires_on else None,
     )
@@ -250,9 +355,8 @@ def _prepare(runtime: Runtime, session: Session, delivery: Delivery, as_of: date
         if delivery.channel == "mailchimp":
             step = campaign.messages.mailchimp
             properties = runtime.renderer.render_properties(campaign, locale, step.properties, context)
-            fields = merge_fields(session, [member], as_of)[member.id]
             return _Prepared(OutgoingMailchimp(delivery.occurrence_key, member.email, tuple(step.tags), step.event,
-                                               properties, fields), coupon)
+                                               properties, fields[member.id]), coupon)
         rendered = runtime.renderer.render_email(campaign, locale, context)
     except RenderError as exc:
         raise _Outcome(DeliveryState.FAILED, "template_error", str(exc)[:500]) from None
@@ -271,6 +375,7 @@ def _reward_expiry(campaign, as_of: datetime) -> datetime | None:
 
 
 def _finish(
+    link: _Link,
     runtime: Runtime,
     delivery: Delivery,
     state: str,
@@ -284,12 +389,13 @@ def _finish(
     coupon_code: str | None = None,
     failure: ChannelFailure | None = None,
 ) -> None:
-    """Record the outcome (and the reward, once). Retried for a while if the database is away,
-    because the send itself already happened and must not be repeated."""
+    """Record the outcome of a send (and its reward, once). Retried for a while if the database is
+    away, because the send itself already happened and must not be repeated."""
     detail = redact(detail)  # providers quote the address or number they refused
-    values = {"state": state, "reason": reason, "detail": detail, "updated_at": utcnow()}
+    now = utcnow()
+    values = {"state": state, "reason": reason, "detail": detail, "updated_at": now}
     if state in DeliveryState.FINAL:
-        values["finished_at"] = utcnow()
+        values["finished_at"] = now
     if provider_id is not None:
         values["provider_message_id"] = provider_id
     if send_at is not None:
@@ -297,28 +403,25 @@ def _finish(
     if coupon_code is not None:
         values["coupon_code"] = coupon_code
 
-    for attempt in range(8):
-        try:
-            with transaction(runtime.sessions) as session:
-                moved = session.execute(
-                    update(Delivery)
-                    .where(Delivery.id == delivery.id, Delivery.state == DeliveryState.SENDING)
-                    .values(**values)
-                    .returning(Delivery.id)
-                ).first()
-                if moved and state == DeliveryState.SENT and delivery.reward_points:
-                    _grant_reward(runtime, session, delivery, as_of)
-                if moved and failure is not None and failure.member_updates:
-                    session.execute(update(Member).where(Member.id == delivery.member_id).values(**failure.member_updates))
-                    session.add(AuditEntry(actor=f"provider:{delivery.channel}", action="member.updated_by_provider",
-                                           member_id=delivery.member_id, reason=failure.reason,
-                                           details={"columns": sorted(failure.member_updates), "delivery_id": delivery.id}))
-            break
-        except OperationalError:
-            if attempt == 7:
-                raise
-            time.sleep(min(2**attempt * 0.25, 15))
+    def write(connection: Connection) -> None:
+        moved = connection.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery.id, Delivery.state == DeliveryState.SENDING)
+            .values(**values)
+            .returning(Delivery.id)
+        ).first()
+        if not moved:
+            return
+        if state == DeliveryState.SENT and delivery.reward_points:
+            connection.execute(_reward_statement(runtime, link.dialect, delivery, as_of))
+        if failure is not None and failure.member_updates:
+            connection.execute(update(Member).where(Member.id == delivery.member_id).values(**failure.member_updates))
+            connection.execute(AuditEntry.__table__.insert().values(
+                actor=f"provider:{delivery.channel}", action="member.updated_by_provider", member_id=delivery.member_id,
+                reason=failure.reason, details={"columns": sorted(failure.member_updates), "delivery_id": delivery.id},
+                at=now))
 
+    link.retried(write)
     if state == DeliveryState.PLANNED:
         report.later[delivery.id] = send_at
     else:
@@ -327,10 +430,10 @@ def _finish(
              state=state, reason=reason, detail=detail, attempt=delivery.attempts)
 
 
-def _grant_reward(runtime: Runtime, session: Session, delivery: Delivery, as_of: datetime) -> None:
+def _reward_statement(runtime: Runtime, dialect: str, delivery: Delivery, as_of: datetime):
     campaign = runtime.campaigns.campaigns[delivery.campaign]
-    ledger.credit(
-        session,
+    return ledger.credit_once_statement(
+        dialect,
         member_id=delivery.member_id,
         entry_key=f"reward:{delivery.occurrence_key}",
         kind=EntryKind.EARN,
