@@ -21,6 +21,7 @@ from campaigns.calendar import iso_utc, parse_instant
 from models.base import utcnow
 from models.db import transaction
 from models.program_ops import apply_pending_orders, expire_due_lots, recalculate_all_tiers
+from workers import shutdown
 from workers.delivery import deliver
 from workers.planning import plan_campaign, plan_context
 from workers.runtime import get_runtime
@@ -53,7 +54,10 @@ def evaluate_campaign(campaign_id: str, at: str) -> None:
 def deliver_batch(delivery_ids: list[int], as_of: str | None = None) -> None:
     """Deliver a batch of planned deliveries; ones not due yet are enqueued again for their time."""
     instant = parse_instant(as_of) if as_of else None
-    report = deliver(get_runtime(), delivery_ids, as_of=instant)
+    report = deliver(get_runtime(), delivery_ids, as_of=instant, stopping=shutdown.stopping.is_set)
+    if report.unstarted:  # the worker is stopping: the rest waits in the queue for the next one
+        deliver_batch.send(report.unstarted, as_of)
+        log.info("delivery.handed_back", count=len(report.unstarted))
     reference = instant or utcnow()
     by_time: dict[datetime, list[int]] = {}
     for delivery_id, due in report.later.items():

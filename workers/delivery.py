@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -89,11 +90,13 @@ class DeliveryReport:
     outcomes: Counter = field(default_factory=Counter)  # final state → count
     reasons: Counter = field(default_factory=Counter)  # skip/failure reason → count
     later: dict[int, datetime] = field(default_factory=dict)  # still planned: id → when it is due
+    unstarted: list[int] = field(default_factory=list)  # not looked at: the worker is stopping
 
     def merge(self, other: DeliveryReport) -> None:
         self.outcomes.update(other.outcomes)
         self.reasons.update(other.reasons)
         self.later.update(other.later)
+        self.unstarted.extend(other.unstarted)
 
     def count(self, state: str, reason: str | None) -> None:
         self.outcomes[state] += 1
@@ -164,15 +167,27 @@ class _Link:
                 time.sleep(min(2**attempt * 0.25, 15))
 
 
-def deliver(runtime: Runtime, delivery_ids: list[int], *, as_of: datetime | None = None) -> DeliveryReport:
-    """Deliver the given planned deliveries that are due at ``as_of`` (now by default)."""
+def deliver(runtime: Runtime, delivery_ids: list[int], *, as_of: datetime | None = None,
+            stopping: Callable[[], bool] = lambda: False) -> DeliveryReport:
+    """Deliver the given planned deliveries that are due at ``as_of`` (now by default).
+
+    When ``stopping()`` turns true, the ids not started yet are left untouched and listed in
+    ``report.unstarted`` (the actor enqueues them again)."""
     report = DeliveryReport()
     channels: dict[str, object] = {}
     link = _Link(runtime)
     try:
         for start in range(0, len(delivery_ids), PREPARE_CHUNK):
+            if stopping():
+                report.unstarted.extend(delivery_ids[start:])
+                break
             instant = as_of or utcnow()
-            for item in _prepare_chunk(runtime, delivery_ids[start:start + PREPARE_CHUNK], instant, report):
+            items = _prepare_chunk(runtime, delivery_ids[start:start + PREPARE_CHUNK], instant, report)
+            for position, item in enumerate(items):
+                if stopping():  # nothing of these was written: they are still planned
+                    report.unstarted.extend(i.delivery.id for i in items[position:])
+                    report.unstarted.extend(delivery_ids[start + PREPARE_CHUNK:])
+                    return report
                 if item.ended is not None:
                     _end_unclaimed(link, item, instant, report)
                 else:

@@ -7,6 +7,10 @@ without finishing the message in hand, which leaves a delivery in ``sending`` (l
 ``unknown``) although there was time to finish it. So in a worker process, only the first SIGTERM
 is passed on to dramatiq's handler; the platform's SIGKILL (30 s after SIGTERM on Heroku) still
 ends a worker that is truly stuck.
+
+The first SIGTERM also sets :data:`stopping`: a delivery batch checks it between messages and hands
+the ids it has not started back to the queue, so the worker stops within a message's time, not a
+batch's.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import threading
 import structlog
 
 log = structlog.get_logger("loyalty.worker")
+
+#: Set when this worker process has been asked to stop.
+stopping = threading.Event()
 
 
 def pass_on_first_sigterm_only() -> None:
@@ -33,6 +40,7 @@ def pass_on_first_sigterm_only() -> None:
             log.info("worker.sigterm_again", detail="already stopping: finishing the messages in hand")
             return
         received = True
+        stopping.set()
         previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)

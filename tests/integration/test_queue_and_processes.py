@@ -101,3 +101,29 @@ def test_two_workers_delivering_the_same_batch_send_each_email_once(runtime, pg_
 
     assert sorted(m["To"].addresses[0].username for m in smtp_sink.messages) == [f"d{i:03d}" for i in range(60)]
     assert sum(report.outcomes["sent"] for report in reports) == 60
+
+
+def test_a_stopping_worker_ends_after_the_message_in_hand_and_leaves_the_rest_planned(runtime, pg_sessions, smtp_sink):
+    from models.db import transaction
+    from workers.delivery import deliver
+    from workers.planning import plan_campaign, plan_context
+
+    add_members(pg_sessions, *(make_member(f"S{i:03d}") for i in range(50)))
+    at = datetime(2027, 6, 15, 12, tzinfo=UTC)
+    with transaction(pg_sessions) as session:
+        ids = plan_campaign(session, runtime.campaigns.get("birthday"),
+                            plan_context(session, runtime.campaigns, runtime.program, at)).planned_ids
+    assert len(ids) == 50
+
+    # SIGTERM arrives while the 7th message is being sent (the sink has taken six).
+    report = deliver(runtime, ids, as_of=at, stopping=lambda: len(smtp_sink.messages) >= 7)
+
+    with pg_sessions() as session:
+        states = dict(session.execute(select(Delivery.id, Delivery.state).where(Delivery.id.in_(ids))).all())
+    sent = [i for i in ids if states[i] == "sent"]
+    assert len(smtp_sink.messages) == len(sent) == 7
+    assert sorted(report.unstarted) == sorted(set(ids) - set(sent))
+    assert {states[i] for i in report.unstarted} == {"planned"}  # nothing claimed, nothing lost
+
+    again = deliver(runtime, report.unstarted, as_of=at)  # the next worker takes the rest
+    assert again.outcomes["sent"] == 43 and len(smtp_sink.messages) == 50
