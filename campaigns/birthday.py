@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Select, and_, case, literal, or_, select
+from sqlalchemy import Select, case, literal, select, tuple_
 
 from campaigns import calendar
-from campaigns.audience_sql import PlanContext, ZoneDue, by_zone, delivery_columns, due_today, not_in_ledger, tier_filter
+from campaigns.audience_sql import PlanContext, ZoneDue, delivery_columns, due_today, not_in_ledger, tier_filter
 from campaigns.eligibility import Reason
 from campaigns.kinds_api import SendCheck
 from campaigns.schema import BirthdayCampaign
@@ -33,17 +33,10 @@ def audience(campaign: BirthdayCampaign, ctx: PlanContext) -> Select | None:
     if not dues:
         return None
     rule = campaign.birthday.leap_day_in_common_years
-    match = or_(
-        *(
-            and_(
-                Member.timezone == zone,
-                or_(*(and_(Member.birth_month == m, Member.birth_day == d)
-                      for m, d in calendar.celebrated_birthdays(due.local_date, rule))),
-            )
-            for zone, due in dues.items()
-        )
-    )
-    key = literal("birthday:") + Member.external_id + by_zone({z: f":{d.local_date.year}" for z, d in dues.items()})
+    # One row-value IN list: an index probe on (timezone, birth_month, birth_day) per entry.
+    match = tuple_(Member.timezone, Member.birth_month, Member.birth_day).in_(
+        [(zone, m, d) for zone, due in dues.items() for m, d in calendar.celebrated_birthdays(due.local_date, rule)])
+    key = literal("birthday:") + Member.external_id + ctx.by_zone({z: f":{d.local_date.year}" for z, d in dues.items()})
     known_since = ctx.at - timedelta(days=campaign.birthday.min_days_since_birthday_change)
     recently_changed = case((Member.birthday_updated_at > known_since, literal(Reason.BIRTHDAY_RECENTLY_CHANGED)), else_=None)
     reward = case(campaign.reward.points_by_tier, value=Member.tier, else_=None) if campaign.reward else None

@@ -12,7 +12,7 @@ from functools import lru_cache
 from dateutil.rrule import rrulestr
 from sqlalchemy import Select, literal, select
 
-from campaigns.audience_sql import PlanContext, by_zone, delivery_columns, due_today, not_in_ledger, tier_filter
+from campaigns.audience_sql import PlanContext, delivery_columns, due_today, not_in_ledger, tier_filter
 from campaigns.kinds_api import SendCheck
 from campaigns.schema import MemberDayCampaign
 from models.member import Member
@@ -33,7 +33,7 @@ def audience(campaign: MemberDayCampaign, ctx: PlanContext) -> Select | None:
             if is_member_day(campaign.member_day.rrule, due.local_date)}
     if not dues:
         return None
-    key = literal("member_day:") + Member.external_id + by_zone({z: f":{d.local_date.isoformat()}" for z, d in dues.items()})
+    key = literal("member_day:") + Member.external_id + ctx.by_zone({z: f":{d.local_date.isoformat()}" for z, d in dues.items()})
     query = select(*delivery_columns(campaign, ctx, key=key, dues=dues)).where(
         Member.timezone.in_(list(dues)), not_in_ledger(key)
     )

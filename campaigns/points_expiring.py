@@ -14,7 +14,7 @@ from decimal import Decimal
 from sqlalchemy import Select, func, literal, select, union_all
 
 from campaigns import calendar
-from campaigns.audience_sql import PlanContext, ZoneDue, by_zone, delivery_columns, due_today, not_in_ledger, tier_filter
+from campaigns.audience_sql import PlanContext, ZoneDue, delivery_columns, due_today, not_in_ledger, tier_filter
 from campaigns.eligibility import Reason
 from campaigns.kinds_api import SendCheck
 from campaigns.schema import PointsExpiringCampaign
@@ -33,8 +33,8 @@ def day_bounds(day: date, zone_name: str) -> tuple[datetime, datetime]:
 def _one_offset(campaign: PointsExpiringCampaign, ctx: PlanContext, offset: int, today: dict[str, tuple[date, datetime]]) -> Select:
     dues = {z: ZoneDue(local_day + timedelta(days=offset), send_at) for z, (local_day, send_at) in today.items()}
     bounds = {z: day_bounds(due.local_date, z) for z, due in dues.items()}
-    starts = by_zone({z: b[0] for z, b in bounds.items()}, UtcDateTime())
-    ends = by_zone({z: b[1] for z, b in bounds.items()}, UtcDateTime())
+    starts = ctx.by_zone({z: b[0] for z, b in bounds.items()}, UtcDateTime())
+    ends = ctx.by_zone({z: b[1] for z, b in bounds.items()}, UtcDateTime())
     lowest, highest = min(b[0] for b in bounds.values()), max(b[1] for b in bounds.values())
     lots_in_window = select(PointEntry.member_id).where(
         PointEntry.remaining > 0, PointEntry.expires_at >= lowest, PointEntry.expires_at < highest
@@ -46,7 +46,7 @@ def _one_offset(campaign: PointsExpiringCampaign, ctx: PlanContext, offset: int,
         .exists()
     )
     key = (literal("points_expiring:") + Member.external_id
-           + by_zone({z: f":{d.local_date.isoformat()}:{offset}" for z, d in dues.items()}))
+           + ctx.by_zone({z: f":{d.local_date.isoformat()}:{offset}" for z, d in dues.items()}))
     query = select(*delivery_columns(campaign, ctx, key=key, dues=dues)).where(
         Member.timezone.in_(list(dues)), Member.id.in_(lots_in_window), expiring_in_zone, not_in_ledger(key)
     )

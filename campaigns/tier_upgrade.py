@@ -13,7 +13,7 @@ from datetime import timedelta
 from sqlalchemy import Select, and_, literal, select
 
 from campaigns import calendar
-from campaigns.audience_sql import PlanContext, ZoneDue, by_zone, delivery_columns, not_in_ledger, tier_filter
+from campaigns.audience_sql import PlanContext, ZoneDue, delivery_columns, not_in_ledger, tier_filter
 from campaigns.eligibility import Reason
 from campaigns.kinds_api import SendCheck
 from campaigns.schema import TierUpgradeCampaign
@@ -49,7 +49,7 @@ def audience(campaign: TierUpgradeCampaign, ctx: PlanContext) -> Select | None:
         .join(Member, and_(Member.id == TierChange.member_id, Member.tier == TierChange.to_tier,
                            Member.tier_reached_at == TierChange.at))
         .where(TierChange.direction == "up", TierChange.at >= since, TierChange.at <= ctx.at,
-               TierChange.local_date <= by_zone(last_due_date), not_in_ledger(key))
+               TierChange.local_date <= ctx.by_zone(last_due_date), not_in_ledger(key))
     )
     tiers = tier_filter(campaign)
     return query.where(tiers) if tiers is not None else query

@@ -54,7 +54,8 @@ class PlanResult:
 
 def plan_context(session: Session, campaigns: CampaignSet, program: Program, at: datetime) -> PlanContext:
     capped = tuple(sorted(c.id for c in campaigns.campaigns.values() if not c.frequency_cap_exempt))
-    return PlanContext(at=at, zones=zones_in_use(session), program=program, capped_campaigns=capped)
+    return PlanContext(at=at, zones=zones_in_use(session), program=program, capped_campaigns=capped,
+                       dialect=session.get_bind().dialect.name)
 
 
 def audience_query(campaign: CampaignBase, ctx: PlanContext) -> Select | None:
