@@ -13,11 +13,13 @@ yet" and why; it never estimates.
 from __future__ import annotations
 
 import importlib
+import math
 import time
 
 from benchmarks.common import Bench, Mismatch, Row, worker_env
 
 TARGET = 20
+MAILCHIMP_BATCH_MAX = 500  # members per batch subscribe call
 
 #: The audience's merge fields as the product sends them (see the sync's module doc).
 MERGE_FIELDS = {"TIER": "text", "POINTS": "number", "EXPPOINTS": "number", "EXPDATE": "date", "BDAY": "birthday",
@@ -83,10 +85,14 @@ def measure(bench: Bench) -> list[Row]:
     if in_mailchimp < report.created:
         raise Mismatch(f"mailchimp: the sync says it created {report.created} members, the server holds {in_mailchimp}")
     per_10k = calls * 10_000 / synced
+    # 20 calls per 10,000 is 500 members a call, Mailchimp's maximum: the fewest calls that can sync
+    # N members is ceil(N / 500), which is a little over 20 per 10,000 when the last call is not full.
+    fewest = math.ceil(synced / MAILCHIMP_BATCH_MAX)
     return [Row(
-        "e. mailchimp", item, ours=per_10k, unit="calls", target=target, met=per_10k <= TARGET,
-        note=f"{synced:,} members in {calls:,} calls ({seconds:.0f} s); {report.errors} errors, "
-             f"{report.failed_chunks} failed chunks",
+        "e. mailchimp", item, ours=per_10k, unit="calls", target=target,
+        met=per_10k <= TARGET or calls <= fewest,
+        note=f"{synced:,} members in {calls:,} calls ({seconds:.0f} s), the fewest possible being {fewest:,} "
+             f"(500 a call); {report.errors} errors, {report.failed_chunks} failed chunks",
         details={"entry_point": name, "calls": calls, "synced": synced, "seconds": seconds,
                  "candidates": report.candidates, "created": report.created, "updated": report.updated,
                  "errors": report.errors, "failed_chunks": report.failed_chunks, "server_members": in_mailchimp,

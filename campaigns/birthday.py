@@ -1,6 +1,7 @@
 """The birthday gift: on the member's local birthday, after the local send time, once a year.
 
 Occurrence key: ``birthday:{member external id}:{year of the local birthday}``.
+(``birthday`` is the campaign's id: the shipped campaign is named after its kind.)
 """
 
 from __future__ import annotations
@@ -18,10 +19,6 @@ from campaigns.schema import BirthdayCampaign
 from models.member import Member
 
 
-def occurrence_key(external_id: str, year: int) -> str:
-    return f"birthday:{external_id}:{year}"
-
-
 def due_zones(campaign: BirthdayCampaign, at: datetime, zones: Iterable[str]) -> dict[str, ZoneDue]:
     """The zones where the local send time has passed today, with today's local date."""
     return due_today(campaign.send_time, at, list(zones))
@@ -36,7 +33,7 @@ def audience(campaign: BirthdayCampaign, ctx: PlanContext) -> Select | None:
     # One row-value IN list: an index probe on (timezone, birth_month, birth_day) per entry.
     match = tuple_(Member.timezone, Member.birth_month, Member.birth_day).in_(
         [(zone, m, d) for zone, due in dues.items() for m, d in calendar.celebrated_birthdays(due.local_date, rule)])
-    key = literal("birthday:") + Member.external_id + ctx.by_zone({z: f":{d.local_date.year}" for z, d in dues.items()})
+    key = literal(f"{campaign.id}:") + Member.external_id + ctx.by_zone({z: f":{d.local_date.year}" for z, d in dues.items()})
     known_since = ctx.at - timedelta(days=campaign.birthday.min_days_since_birthday_change)
     recently_changed = case((Member.birthday_updated_at > known_since, literal(Reason.BIRTHDAY_RECENTLY_CHANGED)), else_=None)
     reward = case(campaign.reward.points_by_tier, value=Member.tier, else_=None) if campaign.reward else None

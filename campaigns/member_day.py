@@ -2,6 +2,7 @@
 
 Shipped: the first Tuesday of every month, 10:00 local, silver and gold, by email. Occurrence key:
 ``member_day:{member}:{local date}``.
+(``member_day`` is the campaign's id: the shipped campaign is named after its kind.)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def audience(campaign: MemberDayCampaign, ctx: PlanContext) -> Select | None:
             if is_member_day(campaign.member_day.rrule, due.local_date)}
     if not dues:
         return None
-    key = literal("member_day:") + Member.external_id + ctx.by_zone({z: f":{d.local_date.isoformat()}" for z, d in dues.items()})
+    key = literal(f"{campaign.id}:") + Member.external_id + ctx.by_zone({z: f":{d.local_date.isoformat()}" for z, d in dues.items()})
     query = select(*delivery_columns(campaign, ctx, key=key, dues=dues)).where(
         Member.timezone.in_(list(dues)), not_in_ledger(key)
     )

@@ -4,6 +4,7 @@ On the member's local day ``days_before`` (30, then 7) before a local date on wh
 lots expire, at the local send time. Occurrence key:
 ``points_expiring:{member}:{expiry local date}:{days before}``. Two lots expiring the same day make
 one reminder with their sum; points redeemed meanwhile lower the amount, or cancel the reminder.
+(``points_expiring`` is the campaign's id: the shipped campaign is named after its kind.)
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _one_offset(campaign: PointsExpiringCampaign, ctx: PlanContext, offset: int,
                PointEntry.expires_at >= starts, PointEntry.expires_at < ends)
         .exists()
     )
-    key = (literal("points_expiring:") + Member.external_id
+    key = (literal(f"{campaign.id}:") + Member.external_id
            + ctx.by_zone({z: f":{d.local_date.isoformat()}:{offset}" for z, d in dues.items()}))
     query = select(*delivery_columns(campaign, ctx, key=key, dues=dues)).where(
         Member.timezone.in_(list(dues)), Member.id.in_(lots_in_window), expiring_in_zone, not_in_ledger(key)

@@ -4,6 +4,7 @@ An upgrade reached on a member's local date D is announced from the send time on
 if reached later that day). Two upgrades before the notice goes out make one notice, for the
 highest tier: only the upgrade to the member's *current* tier is ever announced. Occurrence key:
 ``tier_upgrade:{member}:{tier}:{local date reached}``.
+(``tier_upgrade`` is the campaign's id: the shipped campaign is named after its kind.)
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def audience(campaign: TierUpgradeCampaign, ctx: PlanContext) -> Select | None:
         last_due_date[zone_name] = (local_day if past_send_time else local_day - timedelta(days=1)).isoformat()
     if not dues:
         return None
-    key = literal("tier_upgrade:") + Member.external_id + literal(":") + Member.tier + literal(":") + TierChange.local_date
+    key = literal(f"{campaign.id}:") + Member.external_id + literal(":") + Member.tier + literal(":") + TierChange.local_date
     columns = delivery_columns(campaign, ctx, key=key, dues=dues, occurrence_date=TierChange.local_date)
     since = ctx.at - timedelta(days=campaign.tier_upgrade.announce_within_days)
     query = (

@@ -4,6 +4,7 @@ Shipped: step 1 (email) from day 60 to 89, step 2 (SMS with a unique coupon, ema
 consent) from day 90 to 179, at 10:00 local. Occurrence key:
 ``winback:{member}:{local date of the last order}:{step}``, so a later lapse (a new last order)
 starts a new episode.
+(``winback`` is the campaign's id: the shipped campaign is named after its kind.)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _step_query(campaign: WinbackCampaign, ctx: PlanContext, step: WinbackStep, 
     windows = {z: ((d.local_date - timedelta(days=step.to_day)).isoformat(),
                    (d.local_date - timedelta(days=step.from_day)).isoformat()) for z, d in today.items()}
     in_window = zone_condition(windows, lambda zone, w: Member.last_order_local_date.between(w[0], w[1]))
-    key = literal("winback:") + Member.external_id + literal(":") + Member.last_order_local_date + literal(f":{step.step}")
+    key = literal(f"{campaign.id}:") + Member.external_id + literal(":") + Member.last_order_local_date + literal(f":{step.step}")
     columns = delivery_columns(
         campaign, ctx, key=key, dues=today, channels=step.channels, payload={"step": step.step},
         occurrence_date=Member.last_order_local_date,

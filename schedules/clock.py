@@ -62,6 +62,12 @@ def enqueue_tier_recalculation() -> None:
     recalculate_tiers.send()
 
 
+def enqueue_webhook_pruning() -> None:
+    from workers.actors import prune_webhooks
+
+    prune_webhooks.send()
+
+
 def enqueue_mailchimp_sync() -> None:
     from workers.sync_actors import sync_mailchimp_members
 
@@ -81,6 +87,8 @@ def build_scheduler(settings: Settings, *, tick_minutes: int, sweep_minutes: int
                       id="points.maintain", replace_existing=True)
     scheduler.add_job(enqueue_tier_recalculation, CronTrigger(hour=2, minute=30, timezone=timezone.utc),
                       id="tiers.recalculate", replace_existing=True)
+    scheduler.add_job(enqueue_webhook_pruning, CronTrigger(hour=3, minute=15, timezone=timezone.utc),
+                      id="webhooks.prune", replace_existing=True)
     if settings.mailchimp is not None:
         scheduler.add_job(enqueue_mailchimp_sync, IntervalTrigger(minutes=15, timezone=timezone.utc),
                           id="mailchimp.sync", replace_existing=True)

@@ -21,6 +21,7 @@ from campaigns.calendar import iso_utc, parse_instant
 from models.base import utcnow
 from models.db import transaction
 from models.program_ops import apply_pending_orders, expire_due_lots, recalculate_all_tiers
+from models.webhooks import prune_processed_webhooks
 from workers import shutdown
 from workers.delivery import deliver
 from workers.planning import plan_campaign, plan_context
@@ -106,6 +107,15 @@ def recalculate_tiers() -> None:
     log.info("tiers.recalculated", changes=changes)
 
 
+@dramatiq.actor(broker=_placeholder, queue_name=CAMPAIGN_QUEUE, max_retries=3)
+def prune_webhooks() -> None:
+    """Nightly: forget provider webhooks handled long ago (kept only to recognise duplicates)."""
+    runtime = get_runtime()
+    with transaction(runtime.sessions) as session:
+        pruned = prune_processed_webhooks(session, utcnow())
+    log.info("webhooks.pruned", count=pruned)
+
+
 def enqueue_deliveries(ids: list[int], *, as_of: datetime | None, batch_size: int) -> int:
     """Enqueue ``ids`` in batches (one message per batch); call only after the planning commit."""
     stamp = iso_utc(as_of) if as_of else None
@@ -116,4 +126,4 @@ def enqueue_deliveries(ids: list[int], *, as_of: datetime | None, batch_size: in
     return count
 
 
-ACTORS = [evaluate_campaign, deliver_batch, sweep_unfinished, maintain_points, recalculate_tiers]
+ACTORS = [evaluate_campaign, deliver_batch, sweep_unfinished, maintain_points, recalculate_tiers, prune_webhooks]

@@ -308,3 +308,21 @@ def test_an_sms_planned_at_2300_local_leaves_at_0800(env, tmp_path, pg_engine, p
         assert send_at == datetime(2027, 4, 2, 6, 0, tzinfo=UTC)
     finally:
         runtime.close()
+
+
+def test_two_campaigns_of_the_same_kind_each_send_once_without_blocking_each_other(env, tmp_path, pg_engine, pg_sessions, smtp_sink):
+    definitions = tmp_path / "definitions"
+    shutil.copytree(REPO_ROOT / "campaigns" / "definitions", definitions)
+    shipped = (definitions / "birthday.yaml").read_text()
+    assert "id: birthday\n" in shipped
+    (definitions / "birthday_vip.yaml").write_text(shipped.replace("id: birthday\n", "id: birthday_vip\n"))
+    runtime = build_runtime(load_settings({**env, "LOYALTY_CAMPAIGNS_DIR": str(definitions)}))
+    try:
+        add_members(pg_sessions, make_member("TWICE", tier="gold", birthday=(6, 15)))
+        for _ in range(2):  # a second tick (a retry, a second clock) changes nothing
+            run_tick(runtime, datetime(2027, 6, 15, 12, tzinfo=UTC))
+        assert ledger_rows(pg_sessions, "birthday") == {"birthday:TWICE:2027": ("sent", None)}
+        assert ledger_rows(pg_sessions, "birthday_vip") == {"birthday_vip:TWICE:2027": ("sent", None)}
+        assert len(texts_to(smtp_sink, "twice")) == 2
+    finally:
+        runtime.close()

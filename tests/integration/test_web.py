@@ -164,6 +164,25 @@ def test_a_duplicate_inbound_changes_nothing_twice(client, pg_sessions):
     assert count(pg_sessions, AuditEntry) == 2
 
 
+def test_handled_webhooks_are_remembered_thirty_days_then_forgotten_by_the_nightly_job(client, pg_sessions, runtime):
+    from datetime import timedelta
+
+    from models.base import utcnow
+    from workers.actors import prune_webhooks
+
+    add_members(pg_sessions, texter())
+    assert signed_post(client, "/twilio/inbound", inbound("STOP", sid="SM" + "c" * 32)).status_code == 200
+    with pg_sessions() as session, session.begin():
+        session.add(ProcessedWebhook(key="twilio:inbound:SM-old", received_at=utcnow() - timedelta(days=31)))
+        session.add(ProcessedWebhook(key="twilio:inbound:SM-recent", received_at=utcnow() - timedelta(days=29)))
+
+    prune_webhooks()  # the actor's body, as the worker runs it
+
+    with pg_sessions() as session:
+        kept = sorted(session.scalars(select(ProcessedWebhook.key)))
+    assert kept == ["twilio:inbound:SM-recent", "twilio:inbound:" + "SM" + "c" * 32]
+
+
 # -- status callbacks ------------------------------------------------------------------------------------------------
 
 
