@@ -95,7 +95,7 @@ def test_a_step_upserts_the_member_applies_the_tag_and_posts_the_event_once(runt
                                    "BDAY": "06/15", "LOCALE": "en"}
     [event] = mailchimp.events
     assert event.name == "birthday_gift"
-    assert event.properties == {"first_name": "Chloé", "balance": "1,200", "occurrence_key": "birthday:G1:2027"}
+    assert event.properties == {"first_name": "Chloé", "balance": "1,200", "occurrence_key": "journey:G1:2027"}
     assert mailchimp.calls == {"lists.set_list_member": 1, "lists.update_list_member_tags": 1,
                                "lists.create_list_member_event": 1}
     delivery = delivery_of(pg_sessions, "G1")
