@@ -29,7 +29,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-0123456789abcdef"
 
 # The keys our processes derive from LOYALTY_SECRET=TEST_SECRET, so the tests read what they write.
-install(KeyRing.from_settings(TEST_SECRET, None, None))
+TEST_KEYS = KeyRing.from_settings(TEST_SECRET, None, None)
+install(TEST_KEYS)
+
+
+@pytest.fixture(autouse=True)
+def test_keys_installed():
+    """Every test starts with the test keys: a runtime built with another secret (the benchmark's,
+    the demo's) installs its own keys in this process, and members a later test writes in-process
+    must be readable by the ``loyalty`` subprocesses it starts."""
+    install(TEST_KEYS)
 
 
 def _pg_database_url(name: str) -> str:
