@@ -76,18 +76,26 @@ def zone_condition(dues: dict[str, Any], condition_for) -> ColumnElement:
     return or_(*(and_(Member.timezone == zone, condition_for(zone, due)) for zone, due in dues.items()))
 
 
-def recent_capped_count(ctx: PlanContext) -> ColumnElement:
+def _recent_capped(ctx: PlanContext):
     since = ctx.at - timedelta(days=ctx.program.frequency_cap.window_days)
     return (
-        select(func.count())
-        .where(
-            Delivery.member_id == Member.id,
-            Delivery.campaign.in_(ctx.capped_campaigns),
-            Delivery.state.in_([DeliveryState.SENT, DeliveryState.SENDING, DeliveryState.PLANNED]),
-            Delivery.send_at > since,
-        )
-        .scalar_subquery()
+        Delivery.campaign.in_(ctx.capped_campaigns),
+        Delivery.state.in_([DeliveryState.SENT, DeliveryState.SENDING, DeliveryState.PLANNED]),
+        Delivery.send_at > since,
     )
+
+
+def recent_capped_count(ctx: PlanContext) -> ColumnElement:
+    """The member's marketing messages in the cap's window."""
+    return select(func.count()).where(Delivery.member_id == Member.id, *_recent_capped(ctx)).scalar_subquery()
+
+
+def over_frequency_cap(ctx: PlanContext) -> ColumnElement:
+    """True when the member has reached the cap. Counted only for the members with a message in the
+    window at all: that set is read once (a range of the send_at index), where a count per member
+    of a large audience cost more than selecting the audience (400 ms for a 200,000-member win-back)."""
+    with_recent = select(Delivery.member_id).where(*_recent_capped(ctx))
+    return and_(Member.id.in_(with_recent), recent_capped_count(ctx) >= ctx.program.frequency_cap.max_messages)
 
 
 def delivery_columns(
@@ -108,7 +116,7 @@ def delivery_columns(
     if kind_reason is not None:
         whens.append((kind_reason.is_not(None), kind_reason))
     if not campaign.frequency_cap_exempt:
-        whens.append((recent_capped_count(ctx) >= ctx.program.frequency_cap.max_messages, literal(Reason.FREQUENCY_CAP)))
+        whens.append((over_frequency_cap(ctx), literal(Reason.FREQUENCY_CAP)))
     reason = case(*whens, else_=None)
     state = case((reason.is_(None), literal(DeliveryState.PLANNED)), else_=literal(DeliveryState.SKIPPED))
 

@@ -88,4 +88,6 @@ class Delivery(Base):
             postgresql_where=text("state IN ('planned', 'sending')"),
             sqlite_where=text("state IN ('planned', 'sending')"),
         ),
+        # The frequency cap at planning: who had a message in the last days, read as one index range.
+        Index("ix_deliveries_send_at", "send_at", postgresql_include=["member_id", "campaign", "state"]),
     )
