@@ -45,20 +45,20 @@ def credit(
         raise ValueError("a credit must be of a positive number of points")
     if entry_exists(session, entry_key):
         return False
-    session.add(
-        PointEntry(
-            entry_key=entry_key,
-            member_id=member_id,
-            kind=kind,
-            points=points,
-            occurred_at=occurred_at,
-            expires_at=expires_at,
-            remaining=points,
-            source=source,
-        )
-    )
+    session.add(new_lot(member_id=member_id, entry_key=entry_key, kind=kind, points=points,
+                        occurred_at=occurred_at, expires_at=expires_at, source=source))
     session.flush()
     return True
+
+
+def new_lot(*, member_id: int, entry_key: str, kind: str, points: int, occurred_at: datetime,
+            expires_at: datetime | None, source: str | None) -> PointEntry:
+    """A lot of ``points`` (> 0) not yet added to a session: for a writer that has already made sure
+    ``entry_key`` is new (the importer, which reads a chunk's keys at once) and flushes many together."""
+    if points <= 0:
+        raise ValueError("a credit must be of a positive number of points")
+    return PointEntry(entry_key=entry_key, member_id=member_id, kind=kind, points=points, occurred_at=occurred_at,
+                      expires_at=expires_at, remaining=points, source=source)
 
 
 def credit_once_statement(dialect_name: str, *, member_id: int, entry_key: str, kind: str, points: int,

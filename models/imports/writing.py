@@ -344,7 +344,10 @@ class _Entry:
 
 
 class PointApplier:
-    """Appends ledger entries through :func:`models.ledger.record`, in file order.
+    """Appends ledger entries in file order: credits as new lots, added to the session and written
+    together at the chunk's flush (their keys were checked against the ledger by :meth:`prepare`),
+    debits through :func:`models.ledger.record`, whose read of the open lots flushes the credits
+    before it, so a redemption sees the lots earned above it in the file.
 
     Entries are immutable: an ``entry_id`` already in the ledger is unchanged if the row says the
     same, and a row error if it says something else.
@@ -381,6 +384,11 @@ class PointApplier:
                     "ledger entries cannot be changed, so write an adjust entry instead"
                 )
             return UNCHANGED
+        if row.points > 0 and row.kind in (EntryKind.EARN, EntryKind.ADJUST):
+            session.add(ledger.new_lot(member_id=member_pk, entry_key=row.entry_id, kind=row.kind, points=row.points,
+                                       occurred_at=row.occurred_at, expires_at=row.expires_at, source=row.source))
+            self.entries[row.entry_id] = entry
+            return INSERTED
         try:
             written = ledger.record(
                 session, member_id=member_pk, entry_key=row.entry_id, kind=row.kind, points=row.points,
