@@ -176,7 +176,10 @@ def show_today(runtime, console: Console, now: datetime) -> None:
             .order_by(Delivery.campaign, Delivery.state, Member.external_id)
         ).all()
     summary = Table(title=f"Today's tick at {iso_utc(now)}, per campaign")
-    for column in ("campaign", "sent", "by email", "by SMS", "waiting", "held out", "not sent (reason)"):
+    channels = {"email": "by email", "sms": "by SMS"}
+    if any(d.channel == "mailchimp" for d, _ in rows):  # with --providers, a journey event on Mailchimp
+        channels["mailchimp"] = "by Mailchimp"
+    for column in ("campaign", "sent", *channels.values(), "waiting", "held out", "not sent (reason)"):
         summary.add_column(column, justify="left" if column in ("campaign", "not sent (reason)") else "right")
     for campaign in sorted(runtime.campaigns.campaigns):
         mine = [(d, m) for d, m in rows if d.campaign == campaign]
@@ -185,7 +188,7 @@ def show_today(runtime, console: Console, now: datetime) -> None:
         reasons = Counter(d.reason for d, _ in mine
                           if d.state not in (DeliveryState.SENT, DeliveryState.HELD_OUT, DeliveryState.PLANNED))
         summary.add_row(
-            campaign, str(len(sent)), str(sum(d.channel == "email" for d in sent)), str(sum(d.channel == "sms" for d in sent)),
+            campaign, str(len(sent)), *(str(sum(d.channel == channel for d in sent)) for channel in channels),
             str(waiting), str(sum(d.state == DeliveryState.HELD_OUT for d, _ in mine)),
             ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items())) or ("-" if mine else _idle(runtime, campaign, now)),
         )

@@ -102,13 +102,29 @@ def test_validate_names_the_template_line_with_an_undefined_variable(env, tmp_pa
     assert "(campaign 'birthday', locale 'fr')" in result.stderr
 
 
-def _campaign_rows(stdout: str) -> dict[str, list[str]]:
+def _campaign_rows(stdout: str, columns: int = 7) -> dict[str, list[str]]:
     rows = {}
     for line in stdout.splitlines():
         cells = [cell.strip() for cell in line.strip("│ ").split("│")]
-        if len(cells) == 7 and cells[1].isdigit() and cells[0] in ("birthday", "member_day", "points_expiring", "tier_upgrade", "winback"):
+        if len(cells) == columns and cells[1].isdigit() and cells[0] in ("birthday", "member_day", "points_expiring", "tier_upgrade", "winback"):
             rows[cells[0]] = cells[1:]
     return rows
+
+
+def test_the_demo_with_the_local_providers_counts_what_twilio_and_mailchimp_accepted(tmp_path):
+    import re
+
+    env = {"LOYALTY_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    result = loyalty(env, "demo", "--providers", "--members", "150", "--at", "2027-06-01T12:00:00Z", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "by Mailchimp" in result.stdout
+    rows = _campaign_rows(result.stdout, columns=8)  # sent, by email, by SMS, by Mailchimp, ...
+    assert set(rows) == {"birthday", "member_day", "points_expiring", "tier_upgrade", "winback"}
+    texts = int(re.search(r"Twilio accepted (\d+) SMS", result.stdout).group(1))
+    events = int(re.search(r"Mailchimp: (\d+) journey event", result.stdout).group(1))
+    assert sum(int(cells[2]) for cells in rows.values()) == texts
+    assert int(rows["tier_upgrade"][3]) == events > 0  # the notice goes out as a Mailchimp journey event
+    assert all(int(cells[0]) == sum(int(c) for c in cells[1:4]) for cells in rows.values())
 
 
 def test_the_demo_runs_every_kind_on_the_embedded_default_with_no_server(tmp_path):
