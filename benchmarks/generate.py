@@ -35,7 +35,6 @@ import multiprocessing
 import os
 import random
 import time as _time
-from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from itertools import accumulate

@@ -34,7 +34,7 @@ install(TEST_KEYS)
 
 
 @pytest.fixture(autouse=True)
-def test_keys_installed():
+def with_test_keys():
     """Every test starts with the test keys: a runtime built with another secret (the benchmark's,
     the demo's) installs its own keys in this process, and members a later test writes in-process
     must be readable by the ``loyalty`` subprocesses it starts."""
