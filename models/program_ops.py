@@ -33,7 +33,10 @@ class RefundOutcome:
 def apply_order(session: Session, program: Program, order: Order, *, now: datetime) -> None:
     """Earn (or reverse) the order's points, move the member's last order, recalculate the tier."""
     # Locked: two orders of one member applied at once must not both take the first-order bonus.
-    member = session.get(Member, order.member_id, with_for_update=True)
+    # FOR NO KEY UPDATE, not FOR UPDATE: storing an order takes a key-share lock on its member (the
+    # foreign key), which FOR UPDATE would wait for, so two transactions that each stored an order
+    # would wait for each other.
+    member = session.get(Member, order.member_id, with_for_update={"key_share": True})
     if order.status == OrderStatus.PLACED:
         _earn_for_order(session, program, member, order)
     else:

@@ -309,7 +309,7 @@ def _claim_and_gate(runtime: Runtime, connection: Connection, delivery: Delivery
     deliberate = delivery.occurrence_key.startswith("oneoff:")  # a support send is not capped
     if campaign is not None and not campaign.frequency_cap_exempt and not deliberate:
         program = runtime.program
-        connection.execute(select(Member.id).where(Member.id == delivery.member_id).with_for_update())
+        connection.execute(select(Member.id).where(Member.id == delivery.member_id).with_for_update(key_share=True))
         capped = [c.id for c in runtime.campaigns.campaigns.values() if not c.frequency_cap_exempt]
         recent = connection.scalar(
             select(func.count()).where(

@@ -76,3 +76,44 @@ def test_an_event_that_cannot_apply_is_dropped_with_its_reason_and_changes_nothi
     output = capsys.readouterr().out
     assert output.count("event.rejected") == 2
     assert "not-an-email" not in output
+
+
+def test_two_first_orders_of_one_member_applied_at_once_neither_deadlock_nor_double_the_bonus(runtime, pg_sessions):
+    """Each transaction stores its order (the foreign key takes a key-share lock on the member) before
+    applying it under the member's row lock; a lock that conflicted with key-share made the two wait
+    for each other (PostgreSQL's deadlock detector killed one)."""
+    import threading
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    from models.db import transaction
+    from models.order import Order
+    from models.program_ops import apply_pending_orders
+    from tests.support.members import add_members, make_member
+
+    add_members(pg_sessions, make_member("RACE"))
+    with pg_sessions() as session:
+        member_pk = session.scalar(select(Member.id).where(Member.external_id == "RACE"))
+    both_stored = threading.Barrier(2, timeout=10)
+    errors: list[BaseException] = []
+
+    def place(order_id: str) -> None:
+        try:
+            with transaction(pg_sessions) as session:
+                session.add(Order(order_id=order_id, member_id=member_pk, total=Decimal("30"), currency="EUR",
+                                  placed_at=datetime(2027, 5, 1, 10, tzinfo=timezone.utc), status="placed"))
+                session.flush()
+                both_stored.wait()  # each holds its key-share lock on the member before applying
+                apply_pending_orders(session, runtime.program, now=datetime(2027, 5, 1, 11, tzinfo=timezone.utc))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=place, args=(f"R{i}",)) for i in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert errors == []
+    with pg_sessions() as session:
+        assert ledger.balance(session, member_pk) == 30 + 30 + 50  # the first-order bonus once
