@@ -51,27 +51,27 @@ def credit(
     return True
 
 
-def new_lot(*, member_id: int, entry_key: str, kind: str, points: int, occurred_at: datetime,
-            expires_at: datetime | None, source: str | None) -> PointEntry:
-    """A lot of ``points`` (> 0) not yet added to a session: for a writer that has already made sure
-    ``entry_key`` is new (the importer, which reads a chunk's keys at once) and flushes many together."""
+def _lot_values(*, member_id: int, entry_key: str, kind: str, points: int, occurred_at: datetime,
+                expires_at: datetime | None, source: str | None) -> dict:
+    """The columns of a new lot of ``points`` (> 0), its whole amount still to consume."""
     if points <= 0:
         raise ValueError("a credit must be of a positive number of points")
-    return PointEntry(entry_key=entry_key, member_id=member_id, kind=kind, points=points, occurred_at=occurred_at,
-                      expires_at=expires_at, remaining=points, source=source)
+    return {"entry_key": entry_key, "member_id": member_id, "kind": kind, "points": points,
+            "occurred_at": occurred_at, "expires_at": expires_at, "remaining": points, "source": source}
 
 
-def credit_once_statement(dialect_name: str, *, member_id: int, entry_key: str, kind: str, points: int,
-                          occurred_at: datetime, expires_at: datetime | None, source: str | None):
+def new_lot(**lot) -> PointEntry:
+    """A lot not yet added to a session (arguments as :func:`credit`'s): for a writer that has already
+    made sure ``entry_key`` is new (the importer, which reads a chunk's keys at once) and flushes many
+    together."""
+    return PointEntry(**_lot_values(**lot))
+
+
+def credit_once_statement(dialect_name: str, **lot):
     """:func:`credit` as one Core statement (``INSERT ... ON CONFLICT (entry_key) DO NOTHING``), for
     the delivery path, which writes its outcome and its reward on a bare connection."""
-    if points <= 0:
-        raise ValueError("a credit must be of a positive number of points")
     insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
-    return insert(PointEntry).values(
-        entry_key=entry_key, member_id=member_id, kind=kind, points=points, occurred_at=occurred_at,
-        expires_at=expires_at, remaining=points, source=source,
-    ).on_conflict_do_nothing(index_elements=["entry_key"])
+    return insert(PointEntry).values(**_lot_values(**lot)).on_conflict_do_nothing(index_elements=["entry_key"])
 
 
 def balances(session: Session, member_ids) -> dict[int, int]:

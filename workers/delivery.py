@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import Connection, func, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from campaigns import calendar
@@ -148,8 +148,8 @@ class _Link:
         if self._connection is not None:
             try:
                 self._connection.close()
-            except Exception:  # noqa: BLE001 - already broken; the pool replaces it
-                pass
+            except (DBAPIError, OSError) as exc:  # already broken: the pool replaces it
+                log.debug("delivery.connection_close_failed", error=type(exc).__name__)
         self._connection = None
 
     def retried(self, work) -> None:

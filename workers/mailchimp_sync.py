@@ -44,6 +44,7 @@ from sqlalchemy import and_, bindparam, exists, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from campaigns import calendar
+from models import ledger
 from models.base import utcnow
 from models.db import transaction
 from models.member import ContactStatus, MailchimpStatus, Member
@@ -63,10 +64,7 @@ _LOCK_KEY = 0x4D43_5359  # "MCSY": the advisory lock of the sync
 def merge_fields(session: Session, members: Sequence[Member], now: datetime) -> dict[int, dict[str, object]]:
     """The merge fields of each member, by member id (two queries for the whole list)."""
     ids = [m.id for m in members]
-    balances = dict(session.execute(
-        select(PointEntry.member_id, func.coalesce(func.sum(PointEntry.points), 0))
-        .where(PointEntry.member_id.in_(ids)).group_by(PointEntry.member_id)
-    ).all()) if ids else {}
+    balances = ledger.balances(session, ids)
     lots: dict[int, list[tuple[datetime, int]]] = {}
     if ids:
         for member_id, expires_at, remaining in session.execute(
