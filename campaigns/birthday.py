@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Integer, Select, String, and_, case, column, literal, select, tuple_, values
+from sqlalchemy import Integer, Select, String, and_, case, func, literal, select, tuple_
+from sqlalchemy.dialects import postgresql
 
 from campaigns import calendar
 from campaigns.audience_sql import PlanContext, ZoneDue, delivery_columns, due_today, not_in_ledger, tier_filter
@@ -37,9 +38,16 @@ def audience(campaign: BirthdayCampaign, ctx: PlanContext) -> Select | None:
     reward = case(campaign.reward.points_by_tier, value=Member.tier, else_=None) if campaign.reward else None
     columns = delivery_columns(campaign, ctx, key=key, dues=dues, kind_reason=recently_changed, reward=reward)
     if ctx.dialect == "postgresql":
-        # A join with a VALUES list of (zone, month, day): one index probe on (timezone, birth_month,
-        # birth_day) per entry, a third faster at 1M members than the same list as a row-value IN.
-        wanted = values(column("tz", String), column("mo", Integer), column("dy", Integer), name="birthdays").data(days)
+        # A join with the (zone, month, day) list as three arrays: one index probe on (timezone,
+        # birth_month, birth_day) per entry (a third faster at 1M members than the same list as a
+        # row-value IN), and three parameters, so that SQLAlchemy compiles the statement once (a
+        # VALUES list of 200 parameters took 5 ms to compile on every tick, as long as running it).
+        zones, months, days_of_month = (list(part) for part in zip(*days))
+        wanted = func.unnest(
+            literal(zones, postgresql.ARRAY(String())),
+            literal(months, postgresql.ARRAY(Integer())),
+            literal(days_of_month, postgresql.ARRAY(Integer())),
+        ).table_valued("tz", "mo", "dy").render_derived(name="birthdays")
         query = select(*columns).select_from(wanted).join(
             Member, and_(Member.timezone == wanted.c.tz, Member.birth_month == wanted.c.mo,
                          Member.birth_day == wanted.c.dy)).where(not_in_ledger(key))

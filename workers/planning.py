@@ -15,7 +15,7 @@ from sqlalchemy import Select, literal, select, text, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from campaigns.audience_sql import PlanContext
+from campaigns.audience_sql import PlanContext, with_frequency_cap
 from campaigns.eligibility import Reason
 from campaigns.holdout import is_held_out
 from campaigns.kinds import rules_for
@@ -59,7 +59,9 @@ def plan_context(session: Session, campaigns: CampaignSet, program: Program, at:
 
 
 def audience_query(campaign: CampaignBase, ctx: PlanContext) -> Select | None:
-    return rules_for(campaign).audience(campaign, ctx)
+    """The rows planning writes for ``campaign`` at ``ctx.at``: the kind's audience, capped."""
+    query = rules_for(campaign).audience(campaign, ctx)
+    return with_frequency_cap(campaign, ctx, query) if query is not None else None
 
 
 def plan_campaign(session: Session, campaign: CampaignBase, ctx: PlanContext) -> PlanResult:

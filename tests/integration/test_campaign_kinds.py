@@ -16,6 +16,7 @@ from tests.conftest import REPO_ROOT
 from tests.support.members import add_members, make_member
 from tests.support.program import give_lot, place_order, redeem
 from workers.runtime import build_runtime
+from workers.planning import plan_context, preview_campaign
 from workers.tick import run_tick
 
 UTC = timezone.utc
@@ -287,6 +288,40 @@ def test_a_cap_reached_by_one_campaign_blocks_another_but_not_an_exempt_one(env,
         assert ledger_rows(pg_sessions, "member_day") == {"member_day:CAP:2027-03-02": ("skipped", "frequency_cap")}
         run_tick(runtime, datetime(2027, 6, 2, 9, tzinfo=UTC))
         assert ledger_rows(pg_sessions, "birthday") == {"birthday:CAP:2027": ("sent", None)}
+    finally:
+        runtime.close()
+
+
+def test_planning_marks_members_at_the_cap_skipped_and_leaves_the_others_planned(env, tmp_path, pg_engine, pg_sessions, smtp_sink):
+    """The cap applied when a tick plans (what `loyalty preview` shows), on a one-statement kind
+    (member day) and on the win-back, whose steps are parts of one statement."""
+    runtime = _runtime_with(env, tmp_path, campaign_edits={"winback": ("holdout: 0.1", "holdout: 0")},
+                            program_edits=[("max_messages: 2", "max_messages: 1")])
+    try:
+        add_members(pg_sessions, make_member("FULL", tier="gold"), make_member("FREE", tier="gold"),
+                    make_member("NONE", tier="gold", email_opt_in=False))
+        for external_id, order in (("FULL", "F1"), ("FREE", "F2"), ("NONE", "F3")):
+            place_order(runtime, external_id, order, datetime(2026, 12, 31, 15, tzinfo=UTC), "20")
+        with runtime.sessions() as session, session.begin():
+            for member in session.scalars(select(Member)):
+                member.tier = "gold"
+        with runtime.sessions() as session, session.begin():  # FULL had a member-day message this week
+            member = session.scalar(select(Member).where(Member.external_id == "FULL"))
+            session.add(Delivery(occurrence_key="member_day:FULL:2027-02-02", campaign="member_day", member_id=member.id,
+                                 channel="email", state="sent", send_at=datetime(2027, 2, 27, 9, tzinfo=UTC),
+                                 planned_at=datetime(2027, 2, 27, 9, tzinfo=UTC), occurrence_date="2027-02-02"))
+
+        def preview(campaign_id, at):
+            with runtime.sessions() as session:
+                ctx = plan_context(session, runtime.campaigns, runtime.program, at)
+                return {row["member"]: (row["state"], row["reason"])
+                        for row in preview_campaign(session, runtime.campaigns.get(campaign_id), ctx)}
+
+        assert preview("winback", datetime(2027, 3, 1, 9, tzinfo=UTC)) == {
+            "FULL": ("skipped", "frequency_cap"), "FREE": ("planned", None), "NONE": ("skipped", "no_consent")}
+        assert preview("member_day", datetime(2027, 3, 2, 12, tzinfo=UTC)) == {
+            "FULL": ("skipped", "frequency_cap"), "FREE": ("planned", None), "NONE": ("skipped", "no_consent")}
+        assert preview("birthday", datetime(2027, 6, 2, 9, tzinfo=UTC)) == {}  # exempt, and no birthday today
     finally:
         runtime.close()
 
