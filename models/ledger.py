@@ -7,9 +7,10 @@ the member's open lots (``FOR UPDATE`` on PostgreSQL) so two writers cannot spen
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Executable, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -67,11 +68,19 @@ def new_lot(**lot) -> PointEntry:
     return PointEntry(**_lot_values(**lot))
 
 
-def credit_once_statement(dialect_name: str, **lot):
-    """:func:`credit` as one Core statement (``INSERT ... ON CONFLICT (entry_key) DO NOTHING``), for
-    the delivery path, which writes its outcome and its reward on a bare connection."""
+def credit_once_statement(dialect_name: str, **lot) -> tuple[Executable, dict]:
+    """:func:`credit` as one Core statement (``INSERT ... ON CONFLICT (entry_key) DO NOTHING``) and its
+    parameters, for the delivery path, which writes its outcome and its reward on a bare connection."""
+    values = _lot_values(**lot)
+    return _credit_once(dialect_name, tuple(values)), values
+
+
+@functools.lru_cache(maxsize=4)
+def _credit_once(dialect_name: str, columns: tuple[str, ...]) -> Executable:
+    """Built once per dialect, with a parameter per column (a reward is written per message sent)."""
     insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
-    return insert(PointEntry).values(**_lot_values(**lot)).on_conflict_do_nothing(index_elements=["entry_key"])
+    return (insert(PointEntry).values({name: bindparam(name) for name in columns})
+            .on_conflict_do_nothing(index_elements=["entry_key"]))
 
 
 def balances(session: Session, member_ids) -> dict[int, int]:
