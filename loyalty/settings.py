@@ -61,6 +61,7 @@ class MailchimpTarget:
     list_id: str
     api_base_url: str  # https://<prefix>.api.mailchimp.com/3.0, or a local stand-in
     timeout: float
+    max_connections: int = 10  # requests in progress at once with this key, across every process
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,7 @@ def parse_mailchimp(env: Mapping[str, str]) -> MailchimpTarget | None:
         list_id=list_id,
         api_base_url=_base_url(env, "MAILCHIMP_API_BASE_URL", f"https://{prefix}.api.mailchimp.com/3.0"),
         timeout=_positive_number(env, "MAILCHIMP_TIMEOUT_SECONDS", 10.0),
+        max_connections=_positive_int(env, "MAILCHIMP_MAX_CONNECTIONS", 10),
     )
 
 

@@ -54,7 +54,6 @@ from workers.channels.mailchimp import MailchimpCallError, call, lists_api, mask
 log = structlog.get_logger("loyalty.mailchimp")
 
 CHUNK = 500  # Mailchimp's maximum per batch subscribe
-MAX_CONNECTIONS = 10  # Mailchimp's maximum of simultaneous connections per key
 OVERLAP = timedelta(minutes=15)
 RETRY_WAITS = (1.0, 2.0, 4.0, 8.0)  # seconds before each retry of a chunk
 BATCH_TIMEOUT = 60.0  # seconds: Mailchimp may take a while over 500 members (MAILCHIMP_TIMEOUT_SECONDS if longer)
@@ -164,22 +163,25 @@ def sync_members(runtime, *, progress: Callable[[int, int], None] | None = None,
         sessions = []
 
         batch_target = replace(target, timeout=max(target.timeout, BATCH_TIMEOUT))
+        slots = runtime.mailchimp_slots()
 
         def post(chunk: _Chunk) -> _Answer:
             if not hasattr(local, "lists"):
-                local.lists, http = lists_api(batch_target)
+                local.lists, http = lists_api(batch_target, slots=slots)
                 sessions.append(http)
             return _post_with_retries(local.lists, target.list_id, chunk, retry_waits)
 
         done = 0
         try:
-            with ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="mailchimp-sync") as pool:
+            # As many calls in flight as Mailchimp allows with the key; the connection slots keep the
+            # sync and the deliveries of every process under that together.
+            with ThreadPoolExecutor(target.max_connections, thread_name_prefix="mailchimp-sync") as pool:
                 in_flight: set[Future] = set()
                 for chunk, unchanged in _chunks(runtime, started, synced_at, report):
                     done += unchanged
                     if chunk is None:
                         continue
-                    if len(in_flight) >= MAX_CONNECTIONS:
+                    if len(in_flight) >= target.max_connections:
                         finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                         done += sum(_record(runtime, f.result(), synced_at, report) for f in finished)
                     in_flight.add(pool.submit(post, chunk))

@@ -1,4 +1,5 @@
-"""Pacing sends under a provider's rate, shared by every worker process (dynos included).
+"""Pacing sends under a provider's rate, and capping requests in progress at once, shared by every
+worker process (dynos included).
 
 Both limiters hand out *send slots* one ``1 / rate`` seconds apart (a GCRA, or "virtual
 scheduling" leaky bucket): a caller reserves the next free slot and sleeps until it. So however
@@ -11,12 +12,26 @@ spaced, with no burst that the provider could count as one too many.
 
 A reservation further away than ``max_wait`` is not made: the caller is told to retry later
 instead of holding a worker thread for minutes.
+
+*Connection slots* cap how many requests are in progress at once (Mailchimp answers 429 beyond 10
+simultaneous connections per API key, counted across every process that uses the key):
+
+- :class:`RedisConnectionSlots`: the holders are members of one sorted set, scored by when their
+  lease ends, so a slot held by a killed process frees itself when its lease (the request's
+  time-out and a margin) is over;
+- :class:`LocalConnectionSlots`: a semaphore, for the embedded default.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import os
+import random
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import redis
@@ -100,3 +115,88 @@ class LocalRateLimiter:
 def twilio_rate_key(account_sid: str) -> str:
     """One schedule per Twilio account, whatever deployment or queue namespace sends through it."""
     return f"loyalty:rate:twilio:{account_sid}"
+
+
+class ConnectionSlots(Protocol):
+    def held(self, lease: float) -> Iterator[None]:
+        """A context in which the caller holds one slot (for at most ``lease`` seconds). Raises
+        :class:`RateLimited` when none frees up within the slots' ``max_wait``."""
+
+
+# KEYS[1]: the holders (a sorted set: token -> end of its lease, in µs of Redis's clock).
+# ARGV: token, limit, lease (µs). Returns 1 when the token now holds a slot, 0 when all are taken.
+_TAKE_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(ARGV[3]) / 1000) + 1000)
+return 1
+"""
+
+_tokens = itertools.count()
+
+
+class RedisConnectionSlots:
+    """At most ``limit`` holders at once across every process sharing ``key`` on Redis."""
+
+    POLL_FIRST, POLL_MOST = 0.005, 0.1  # seconds between attempts, doubling, with jitter
+
+    def __init__(self, client: redis.Redis, key: str, limit: int, *, max_wait: float = 30.0):
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.client = client
+        self.key = key
+        self.limit = limit
+        self.max_wait = max_wait
+        self._take = client.register_script(_TAKE_SLOT)
+
+    @contextmanager
+    def held(self, lease: float) -> Iterator[None]:
+        token = f"{os.getpid()}:{threading.get_ident()}:{next(_tokens)}"
+        deadline = time.monotonic() + self.max_wait
+        pause = self.POLL_FIRST
+        while True:
+            try:
+                if self._take(keys=[self.key], args=[token, self.limit, int(lease * 1_000_000)]):
+                    break
+            except redis.RedisError:  # Redis away: nothing was sent, the caller tries again later
+                raise RateLimited(self.max_wait) from None
+            if time.monotonic() + pause > deadline:
+                raise RateLimited(self.max_wait)
+            time.sleep(pause * random.uniform(0.5, 1.0))
+            pause = min(pause * 2, self.POLL_MOST)
+        try:
+            yield
+        finally:
+            try:
+                self.client.zrem(self.key, token)
+            except redis.RedisError:  # the lease frees the slot anyway
+                pass
+
+
+class LocalConnectionSlots:
+    """The same for the threads of one process (the embedded default has no Redis)."""
+
+    def __init__(self, limit: int, *, max_wait: float = 30.0):
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self.max_wait = max_wait
+        self._semaphore = threading.BoundedSemaphore(limit)
+
+    @contextmanager
+    def held(self, lease: float) -> Iterator[None]:
+        if not self._semaphore.acquire(timeout=self.max_wait):
+            raise RateLimited(self.max_wait)
+        try:
+            yield
+        finally:
+            self._semaphore.release()
+
+
+def mailchimp_slots_key(api_key: str) -> str:
+    """One set of slots per Mailchimp API key (Mailchimp counts connections per key); the key itself
+    is not written to Redis, a digest of it is."""
+    return f"loyalty:slots:mailchimp:{hashlib.sha256(api_key.encode()).hexdigest()[:16]}"

@@ -19,7 +19,16 @@ from loyalty.settings import Settings, get_settings
 from models.db import engine_for, make_sessionmaker, migrate
 from workers.channels.email import SmtpEmailChannel
 from workers.channels.outbox import OutboxEmailChannel, OutboxMailchimpChannel, OutboxSmsChannel
-from workers.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter, twilio_rate_key
+from workers.rate_limit import (
+    ConnectionSlots,
+    LocalConnectionSlots,
+    LocalRateLimiter,
+    RateLimiter,
+    RedisConnectionSlots,
+    RedisRateLimiter,
+    mailchimp_slots_key,
+    twilio_rate_key,
+)
 
 #: Where Twilio posts message status changes (served by ``loyalty/web.py``).
 TWILIO_STATUS_PATH = "/twilio/status"
@@ -34,6 +43,7 @@ class Runtime:
     program: Program
     renderer: Renderer
     _sms_limiter: RateLimiter | None = field(default=None, repr=False)
+    _mailchimp_slots: ConnectionSlots | None = field(default=None, repr=False)
     _limiter_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def email_channel(self):
@@ -70,7 +80,23 @@ class Runtime:
             return OutboxMailchimpChannel(self.settings.outbox_dir / "mailchimp")
         from workers.channels.mailchimp import MailchimpChannel
 
-        return MailchimpChannel(self.settings.mailchimp)
+        return MailchimpChannel(self.settings.mailchimp, self.mailchimp_slots())
+
+    def mailchimp_slots(self) -> ConnectionSlots:
+        """Mailchimp's simultaneous connections per API key, shared by the deliveries and the sync:
+        one set per process; on Redis, shared by every process and dyno."""
+        with self._limiter_lock:
+            if self._mailchimp_slots is None:
+                mailchimp = self.settings.mailchimp
+                limit = mailchimp.max_connections if mailchimp else 10
+                if self.settings.redis_url:
+                    from workers.broker import redis_client
+
+                    key = mailchimp_slots_key(mailchimp.api_key if mailchimp else "outbox")
+                    self._mailchimp_slots = RedisConnectionSlots(redis_client(self.settings.redis_url), key, limit)
+                else:
+                    self._mailchimp_slots = LocalConnectionSlots(limit)
+            return self._mailchimp_slots
 
     def channel(self, name: str):
         """A new channel object (each delivery batch keeps its own, so threads share nothing but
@@ -86,6 +112,8 @@ class Runtime:
     def close(self) -> None:
         if isinstance(self._sms_limiter, RedisRateLimiter):
             self._sms_limiter.client.close()
+        if isinstance(self._mailchimp_slots, RedisConnectionSlots):
+            self._mailchimp_slots.client.close()
         self.engine.dispose()
 
 

@@ -35,6 +35,8 @@ def test_twilio_pointed_at_a_local_server():
 def test_mailchimp_with_its_defaults_and_a_local_server():
     mailchimp = load_settings(MAILCHIMP).mailchimp
     assert mailchimp.api_base_url == "https://us21.api.mailchimp.com/3.0" and mailchimp.timeout == 10.0
+    assert mailchimp.max_connections == 10  # Mailchimp's own limit per API key
+    assert load_settings({**MAILCHIMP, "MAILCHIMP_MAX_CONNECTIONS": "4"}).mailchimp.max_connections == 4
     assert "0" * 32 not in repr(mailchimp)
     local = load_settings({**MAILCHIMP, "MAILCHIMP_API_BASE_URL": "http://127.0.0.1:4011/3.0"}).mailchimp
     assert local.api_base_url == "http://127.0.0.1:4011/3.0"
@@ -60,6 +62,8 @@ def test_mailchimp_with_its_defaults_and_a_local_server():
         ({**MAILCHIMP, "MAILCHIMP_LIST_ID": "my list"}, "MAILCHIMP_LIST_ID must be the audience id"),
         ({**MAILCHIMP, "MAILCHIMP_API_BASE_URL": "ftp://x/3.0"}, "MAILCHIMP_API_BASE_URL 'ftp://x/3.0' is not an http(s)"),
         ({**MAILCHIMP, "MAILCHIMP_TIMEOUT_SECONDS": "soon"}, "MAILCHIMP_TIMEOUT_SECONDS must be a number"),
+        ({**MAILCHIMP, "MAILCHIMP_MAX_CONNECTIONS": "2.5"}, "MAILCHIMP_MAX_CONNECTIONS must be a whole number"),
+        ({**MAILCHIMP, "MAILCHIMP_MAX_CONNECTIONS": "0"}, "MAILCHIMP_MAX_CONNECTIONS must be greater than zero"),
     ],
 )
 def test_each_bad_variable_is_named_in_the_error(env, message):

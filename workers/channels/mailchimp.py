@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from contextlib import nullcontext
 from typing import Any
 
 import requests
@@ -42,6 +43,7 @@ from workers.channels.base import (
     PermanentFailure,
     RetryableFailure,
 )
+from workers.rate_limit import ConnectionSlots, RateLimited
 
 #: Answers meaning Mailchimp will not (re)subscribe this address: recorded, never retried.
 REFUSAL_TITLES = ("Member In Compliance State", "Forgotten Email Not Subscribed")
@@ -68,7 +70,7 @@ class MailchimpCallError(Exception):
     @property
     def never_reached(self) -> bool:
         """No connection was ever opened: the request cannot have had an effect."""
-        if isinstance(self.network, requests.exceptions.ConnectTimeout):
+        if isinstance(self.network, (requests.exceptions.ConnectTimeout, RateLimited)):
             return True
         reason = getattr(self.network.args[0], "reason", None) if self.network and self.network.args else None
         return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
@@ -85,25 +87,30 @@ class MailchimpCallError(Exception):
 class _ApiClient(ApiClient):
     """The SDK's ``ApiClient`` with quirks 1 and 2 above handled."""
 
-    def __init__(self, target: MailchimpTarget, session: requests.Session):
+    def __init__(self, target: MailchimpTarget, session: requests.Session, slots: ConnectionSlots | None):
         super().__init__({"api_key": target.api_key, "server": target.server_prefix, "timeout": target.timeout})
         self.host = target.api_base_url
         self.server = ""  # falsy: call_api no longer replaces "server" in the URL
         self.session = session
+        self.slots = slots
 
     def request(self, method, url, query_params=None, headers=None, body=None):
         data = json.dumps(body) if method in ("POST", "PUT", "PATCH") else None
-        return self.session.request(method, url, params=query_params, headers=headers, data=data,
-                                    auth=("user", self.api_key), timeout=self.timeout)
+        # The time-out bounds each wait on the socket, not the whole request: the lease allows two.
+        with self.slots.held(lease=2 * self.timeout + 5) if self.slots else nullcontext():
+            return self.session.request(method, url, params=query_params, headers=headers, data=data,
+                                        auth=("user", self.api_key), timeout=self.timeout)
 
 
-def lists_api(target: MailchimpTarget, *, pool_size: int = 1) -> tuple[ListsApi, requests.Session]:
-    """The SDK's Lists API on a session of its own (close the session when done)."""
+def lists_api(target: MailchimpTarget, *, pool_size: int = 1,
+              slots: ConnectionSlots | None = None) -> tuple[ListsApi, requests.Session]:
+    """The SDK's Lists API on a session of its own (close the session when done); with ``slots``,
+    each request waits for a free connection slot first (Mailchimp allows 10 per API key at once)."""
     session = requests.Session()
     adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, pool_block=True)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
-    return ListsApi(_ApiClient(target, session)), session
+    return ListsApi(_ApiClient(target, session, slots)), session
 
 
 def call(method, *args: Any, **kwargs: Any) -> Any:
@@ -130,6 +137,8 @@ def call(method, *args: Any, **kwargs: Any) -> Any:
 
 
 def failure_for(error: MailchimpCallError, *, idempotent: bool) -> ChannelFailure:
+    if isinstance(error.network, RateLimited):  # no connection slot came free: nothing was sent
+        return RetryableFailure("mailchimp_busy", f"no free Mailchimp connection slot ({error.network})")
     if error.status is None:
         if error.never_reached:
             return RetryableFailure("mailchimp_unreachable", type(error.network).__name__)
@@ -150,9 +159,9 @@ def failure_for(error: MailchimpCallError, *, idempotent: bool) -> ChannelFailur
 class MailchimpChannel:
     name = "mailchimp"
 
-    def __init__(self, target: MailchimpTarget):
+    def __init__(self, target: MailchimpTarget, slots: ConnectionSlots | None = None):
         self.target = target
-        self.lists, self._session = lists_api(target)
+        self.lists, self._session = lists_api(target, slots=slots)
 
     def send(self, step: OutgoingMailchimp) -> str:
         key = subscriber_hash(step.email)
