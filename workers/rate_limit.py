@@ -35,6 +35,10 @@ from contextlib import contextmanager
 from typing import Protocol
 
 import redis
+import structlog
+
+
+log = structlog.get_logger("loyalty.rate_limit")
 
 
 class RateLimited(Exception):
@@ -172,8 +176,8 @@ class RedisConnectionSlots:
         finally:
             try:
                 self.client.zrem(self.key, token)
-            except redis.RedisError:  # the lease frees the slot anyway
-                pass
+            except redis.RedisError as exc:  # the lease frees the slot anyway
+                log.warning("slots.release_failed", key=self.key, error=type(exc).__name__)
 
 
 class LocalConnectionSlots:
