@@ -61,19 +61,12 @@ class Runtime:
                                 status_callback_url=self.settings.public_base_url + TWILIO_STATUS_PATH)
 
     def sms_limiter(self) -> RateLimiter:
-        """One per process, shared by its threads; on Redis, shared by every process and dyno."""
-        with self._limiter_lock:
-            if self._sms_limiter is None:
-                twilio = self.settings.twilio
-                rate = twilio.max_messages_per_second if twilio else 10.0
-                if self.settings.redis_url:
-                    from workers.broker import redis_client
-
-                    key = twilio_rate_key(twilio.account_sid if twilio else "outbox")
-                    self._sms_limiter = RedisRateLimiter(redis_client(self.settings.redis_url), key, rate)
-                else:
-                    self._sms_limiter = LocalRateLimiter(rate)
-            return self._sms_limiter
+        """Twilio's pace: one per process, shared by its threads; on Redis, by every process and dyno."""
+        twilio = self.settings.twilio
+        rate = twilio.max_messages_per_second if twilio else 10.0
+        key = twilio_rate_key(twilio.account_sid if twilio else "outbox")
+        return self._shared("_sms_limiter", lambda client: RedisRateLimiter(client, key, rate),
+                            lambda: LocalRateLimiter(rate))
 
     def mailchimp_channel(self):
         if self.settings.mailchimp is None:
@@ -85,22 +78,28 @@ class Runtime:
     def mailchimp_slots(self) -> ConnectionSlots:
         """Mailchimp's simultaneous connections per API key, shared by the deliveries and the sync:
         one set per process; on Redis, shared by every process and dyno."""
+        mailchimp = self.settings.mailchimp
+        limit = mailchimp.max_connections if mailchimp else 10
+        key = mailchimp_slots_key(mailchimp.api_key if mailchimp else "outbox")
+        return self._shared("_mailchimp_slots", lambda client: RedisConnectionSlots(client, key, limit),
+                            lambda: LocalConnectionSlots(limit))
+
+    def _shared(self, attribute: str, on_redis, in_process):
+        """The object kept in ``attribute``, made once: ``on_redis(client)`` when there is a Redis,
+        ``in_process()`` otherwise (the embedded default)."""
         with self._limiter_lock:
-            if self._mailchimp_slots is None:
-                mailchimp = self.settings.mailchimp
-                limit = mailchimp.max_connections if mailchimp else 10
+            if getattr(self, attribute) is None:
                 if self.settings.redis_url:
                     from workers.broker import redis_client
 
-                    key = mailchimp_slots_key(mailchimp.api_key if mailchimp else "outbox")
-                    self._mailchimp_slots = RedisConnectionSlots(redis_client(self.settings.redis_url), key, limit)
+                    setattr(self, attribute, on_redis(redis_client(self.settings.redis_url)))
                 else:
-                    self._mailchimp_slots = LocalConnectionSlots(limit)
-            return self._mailchimp_slots
+                    setattr(self, attribute, in_process())
+            return getattr(self, attribute)
 
     def channel(self, name: str):
         """A new channel object (each delivery batch keeps its own, so threads share nothing but
-        the SMS rate limiter)."""
+        the SMS rate limiter and the Mailchimp connection slots)."""
         if name == "email":
             return self.email_channel()
         if name == "sms":
