@@ -102,8 +102,7 @@ def test_a_slot_held_by_a_killed_process_frees_itself_when_its_lease_ends(slots_
     dead.__enter__()  # collecting the generator would run its ``finally`` and hand it back)
     started = time.monotonic()
     with pytest.raises(RateLimited):
-        with slots.held(lease=1):
-            pass
+        slots.held(lease=1).__enter__()  # the only slot is the dead holder's
     patient = RedisConnectionSlots(client, key, 1, max_wait=5)
     with patient.held(lease=1):
         waited = time.monotonic() - started
@@ -128,8 +127,7 @@ def test_no_free_slot_is_a_retry_later_and_nothing_reaches_mailchimp(server, slo
 def test_redis_away_is_a_retry_later_not_a_crash():
     unreachable = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
     with pytest.raises(RateLimited):
-        with RedisConnectionSlots(unreachable, "loyalty-test-slots-away", 2).held(lease=1):
-            pass
+        RedisConnectionSlots(unreachable, "loyalty-test-slots-away", 2).held(lease=1).__enter__()
 
 
 def test_the_embedded_default_keeps_the_limit_between_its_threads(server):
