@@ -1,3 +1,7 @@
+import email
+import email.policy
+import re
+
 from workers.channels.base import OutgoingEmail
 from workers.channels.email import WIRE_POLICY, build_message, message_id_for
 from workers.delivery import retry_delay
@@ -20,6 +24,28 @@ def test_a_long_unsubscribe_link_stays_one_readable_header_line_on_the_wire():
     header = next(line for line in wire.split(b"\r\n") if line.startswith(b"List-Unsubscribe:"))
     assert header == f"List-Unsubscribe: <{EMAIL.unsubscribe_url}>".encode()
     assert b"\n" not in wire.replace(b"\r\n", b"")  # every line ends in CRLF
+
+
+def test_accented_subjects_names_and_bodies_arrive_intact_through_a_standard_parser():
+    sent = OutgoingEmail(
+        occurrence_key="birthday:M2:2027", to="m2@members.example", sender="Café Fidélité <club@shop.example>",
+        subject="Joyeux anniversaire, Chloé ! 500 points pour vous et une surprise en boutique 🎂",
+        text="Bonjour Chloé,\n\nvos 500 points valent 5,00 €.\n", html="<p>Bonjour Chloé,</p>\n<p>5,00 €</p>\n",
+        unsubscribe_url="https://club.example.com/unsubscribe/abc.def",
+    )
+    wire = build_message(sent).as_bytes(policy=WIRE_POLICY)
+    assert wire.isascii()  # 7-bit clean: no server needs 8BITMIME or SMTPUTF8 for it
+    assert all(len(line) <= 998 for line in wire.split(b"\r\n"))
+    assert all(len(word) <= 75 for word in re.findall(rb"=\?utf-8\?[qb]\?[^?]*\?=", wire))
+    received = email.message_from_bytes(wire, policy=email.policy.default)
+    assert received["Subject"] == sent.subject
+    assert received["From"].addresses[0].display_name == "Café Fidélité"
+    assert received["From"].addresses[0].addr_spec == "club@shop.example"
+    assert received["To"].addresses[0].addr_spec == sent.to
+    assert len(received.get_all("MIME-Version")) == 1
+    assert received.get_content_type() == "multipart/alternative"
+    assert received.get_body(("plain",)).get_content().replace("\r\n", "\n") == sent.text
+    assert received.get_body(("html",)).get_content().replace("\r\n", "\n") == sent.html
 
 
 def test_retries_back_off_within_minutes_not_days():
