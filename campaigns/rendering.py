@@ -8,6 +8,7 @@ inbox, and a template cannot reach Python internals (the sandbox). Errors come b
 
 from __future__ import annotations
 
+import functools
 import traceback
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -46,21 +47,27 @@ class RenderedEmail:
     html: str
 
 
+@functools.lru_cache(maxsize=64)
+def _babel_locale(name: str) -> Locale:
+    """Babel parses a locale name on every call it is given one: a message formats several values."""
+    return Locale.parse(name)
+
+
 @pass_context
 def _number(ctx, value: int | float | Decimal) -> str:
-    return format_decimal(value, locale=ctx["locale"])
+    return format_decimal(value, locale=_babel_locale(ctx["locale"]))
 
 
 @pass_context
 def _date(ctx, value: date | datetime, format: str = "long") -> str:
     if isinstance(value, datetime):
-        return format_datetime(value, format=format, locale=ctx["locale"])
-    return format_date(value, format=format, locale=ctx["locale"])
+        return format_datetime(value, format=format, locale=_babel_locale(ctx["locale"]))
+    return format_date(value, format=format, locale=_babel_locale(ctx["locale"]))
 
 
 @pass_context
 def _money(ctx, value: int | float | Decimal, currency: str) -> str:
-    return format_currency(value, currency, locale=ctx["locale"])
+    return format_currency(value, currency, locale=_babel_locale(ctx["locale"]))
 
 
 def locale_candidates(member_locale: str | None) -> list[str]:

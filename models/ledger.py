@@ -14,6 +14,7 @@ from sqlalchemy import Executable, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from models.base import utcnow
 from models.points import EntryKind, PointEntry, allocate_oldest_first
 
 
@@ -68,16 +69,17 @@ def new_lot(**lot) -> PointEntry:
     return PointEntry(**_lot_values(**lot))
 
 
-def credit_once_statement(dialect_name: str, **lot) -> tuple[Executable, dict]:
-    """:func:`credit` as one Core statement (``INSERT ... ON CONFLICT (entry_key) DO NOTHING``) and its
-    parameters, for the delivery path, which writes its outcome and its reward on a bare connection."""
-    values = _lot_values(**lot)
-    return _credit_once(dialect_name, tuple(values)), values
+def lot_values(**lot) -> dict:
+    """The columns of a new lot (arguments as :func:`credit`'s), ``created_at`` included, for a
+    writer with statements of its own: the delivery path writes a reward together with its outcome
+    (``credit_once_insert``, or one statement of its own on PostgreSQL)."""
+    return {**_lot_values(**lot), "created_at": utcnow()}
 
 
-@functools.lru_cache(maxsize=4)
-def _credit_once(dialect_name: str, columns: tuple[str, ...]) -> Executable:
-    """Built once per dialect, with a parameter per column (a reward is written per message sent)."""
+@functools.lru_cache(maxsize=8)
+def credit_once_insert(dialect_name: str, columns: tuple[str, ...]) -> Executable:
+    """``INSERT ... ON CONFLICT (entry_key) DO NOTHING`` of a lot's ``columns``, one parameter each;
+    built once per dialect (a reward is written per message sent)."""
     insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
     return (insert(PointEntry).values({name: bindparam(name) for name in columns})
             .on_conflict_do_nothing(index_elements=["entry_key"]))

@@ -13,7 +13,8 @@ re-checks each against the campaign's rules and renders it. Then each message, o
    reward's ledger key is derived from the occurrence, so it is granted once whatever happens.
 
 The claims and results of a batch go through one database connection (one pool check-out, one
-liveness ping), in Core statements: the per-message cost is two short transactions.
+liveness ping; :mod:`workers.delivery_link`): on PostgreSQL a message costs two statements, the
+claim and the record (with its reward), each committed on its own.
 
 Two rules across campaigns are enforced at the claim:
 
@@ -28,16 +29,13 @@ from ``planned``, guarded by that state, so a row another worker has claimed mea
 
 from __future__ import annotations
 
-import functools
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import Connection, bindparam, func, select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import calendar
@@ -65,6 +63,7 @@ from workers.channels.base import (
     PermanentFailure,
     RetryableFailure,
 )
+from workers.delivery_link import LOCK_MEMBER, RECENT_CAPPED, Link, move_statement
 from workers.mailchimp_sync import merge_fields
 from workers.runtime import Runtime
 
@@ -76,63 +75,6 @@ RETRY_CAP = timedelta(minutes=15)
 #: Messages read, re-checked and rendered together. Small, so that what a re-check saw is at most
 #: a few seconds old when the message is claimed and sent.
 PREPARE_CHUNK = 20
-
-#: Attempts to record an outcome while the database is away (the send already happened).
-RECORD_ATTEMPTS = 8
-
-
-# --- the per-message statements, built once: a message costs their execution, not their making ---
-# (Built per message, the UPDATEs and their SQLAlchemy cache keys took a sixth of a worker's CPU.)
-
-_deliveries = Delivery.__table__
-_members = Member.__table__
-
-_CLAIM = (
-    update(_deliveries)
-    .where(_deliveries.c.id == bindparam("delivery_id"), _deliveries.c.state == DeliveryState.PLANNED,
-           _deliveries.c.send_at <= bindparam("as_of"))
-    .values(state=DeliveryState.SENDING, sending_at=bindparam("now"), attempts=_deliveries.c.attempts + 1,
-            updated_at=bindparam("now"))
-    .returning(_deliveries.c.id)
-)
-_DEFER = (
-    update(_deliveries)
-    .where(_deliveries.c.id == bindparam("delivery_id"), _deliveries.c.state == DeliveryState.PLANNED)
-    .values(send_at=bindparam("send_at"), updated_at=bindparam("now"))
-)
-_LOCK_MEMBER = select(_members.c.id).where(_members.c.id == bindparam("member_id")).with_for_update(key_share=True)
-_RECENT_CAPPED = select(func.count()).where(
-    _deliveries.c.member_id == bindparam("member_id"),
-    _deliveries.c.id != bindparam("delivery_id"),
-    _deliveries.c.campaign.in_(bindparam("capped", expanding=True)),
-    _deliveries.c.state.in_([DeliveryState.SENT, DeliveryState.SENDING]),
-    _deliveries.c.send_at > bindparam("since"),
-)
-_SKIP_AT_CAP = (
-    update(_deliveries).where(_deliveries.c.id == bindparam("delivery_id"))
-    .values(state=DeliveryState.SKIPPED, reason=Reason.FREQUENCY_CAP, finished_at=bindparam("now"),
-            updated_at=bindparam("now"))
-)
-
-
-@functools.lru_cache(maxsize=32)
-def _move_statement(from_state: str, columns: frozenset[str]):
-    """``UPDATE deliveries SET <columns> WHERE id = :delivery_id AND state = <from_state> RETURNING id``;
-    one statement per set of columns written (a handful in all)."""
-    return (
-        update(_deliveries)
-        .where(_deliveries.c.id == bindparam("delivery_id"), _deliveries.c.state == from_state)
-        .values({name: bindparam(f"new_{name}") for name in sorted(columns)})
-        .returning(_deliveries.c.id)
-    )
-
-
-def _move(connection: Connection, delivery_id: int, from_state: str, values: dict) -> bool:
-    """Set ``values`` on the delivery if it is still in ``from_state``; True if it was."""
-    statement = _move_statement(from_state, frozenset(values))
-    parameters = {f"new_{name}": value for name, value in values.items()}
-    return connection.execute(statement, {"delivery_id": delivery_id, **parameters}).first() is not None
-
 
 def retry_delay(attempt: int) -> timedelta:
     """Wait before attempt ``attempt + 1``: 30 s, 1, 2, 4, 8 then 15 minutes at most."""
@@ -181,46 +123,6 @@ class _Item:
     ended: _Outcome | None = None
 
 
-class _Link:
-    """The batch's database connection for claims and results, opened again after a failure."""
-
-    def __init__(self, runtime: Runtime):
-        self.runtime = runtime
-        self._connection: Connection | None = None
-
-    @property
-    def connection(self) -> Connection:
-        if self._connection is None:
-            self._connection = self.runtime.engine.connect()
-        return self._connection
-
-    @property
-    def dialect(self) -> str:
-        return self.runtime.engine.dialect.name
-
-    def drop(self) -> None:
-        if self._connection is not None:
-            try:
-                self._connection.close()
-            except (DBAPIError, OSError) as exc:  # already broken: the pool replaces it
-                log.debug("delivery.connection_close_failed", error=type(exc).__name__)
-        self._connection = None
-
-    def retried(self, work) -> None:
-        """Run ``work(connection)`` in a transaction, again on a new connection while the database
-        is away (for a while): what it records has already happened and must not be lost."""
-        for attempt in range(RECORD_ATTEMPTS):
-            try:
-                with self.connection.begin():
-                    work(self.connection)
-                return
-            except OperationalError:
-                self.drop()
-                if attempt == RECORD_ATTEMPTS - 1:
-                    raise
-                time.sleep(min(2**attempt * 0.25, 15))
-
-
 def deliver(runtime: Runtime, delivery_ids: list[int], *, as_of: datetime | None = None,
             stopping: Callable[[], bool] = lambda: False) -> DeliveryReport:
     """Deliver the given planned deliveries that are due at ``as_of`` (now by default).
@@ -229,7 +131,7 @@ def deliver(runtime: Runtime, delivery_ids: list[int], *, as_of: datetime | None
     ``report.unstarted`` (the actor enqueues them again)."""
     report = DeliveryReport()
     channels: dict[str, object] = {}
-    link = _Link(runtime)
+    link = Link(runtime.engine)
     try:
         for start in range(0, len(delivery_ids), PREPARE_CHUNK):
             if stopping():
@@ -284,38 +186,32 @@ def _prepare_chunk(runtime: Runtime, ids: list[int], as_of: datetime, report: De
         return items
 
 
-def _end_unclaimed(link: _Link, item: _Item, as_of: datetime, report: DeliveryReport) -> None:
+def _end_unclaimed(link: Link, item: _Item, as_of: datetime, report: DeliveryReport) -> None:
     """Record an outcome reached before the send (a skip, a template error) straight from ``planned``."""
     outcome, delivery = item.ended, item.delivery
     now = utcnow()
-    moved = [False]
-
-    def write(connection: Connection) -> None:
-        moved[:] = [_move(connection, delivery.id, DeliveryState.PLANNED, {
-            "state": outcome.state, "reason": outcome.reason, "detail": redact(outcome.detail),
-            "finished_at": now, "updated_at": now})]
-
-    link.retried(write)
-    if moved[0]:
+    values = {"state": outcome.state, "reason": outcome.reason, "detail": redact(outcome.detail),
+              "finished_at": now, "updated_at": now}
+    moved = []
+    link.retried(lambda: moved.append(link.move(delivery.id, DeliveryState.PLANNED, values)))
+    if moved[-1]:
         report.count(outcome.state, outcome.reason)
         log.info("delivery.finished", delivery_id=delivery.id, campaign=delivery.campaign, channel=delivery.channel,
                  state=outcome.state, reason=outcome.reason, detail=redact(outcome.detail), attempt=delivery.attempts)
 
 
-def _claim_and_send(runtime: Runtime, link: _Link, item: _Item, as_of: datetime, channels: dict,
+def _claim_and_send(runtime: Runtime, link: Link, item: _Item, as_of: datetime, channels: dict,
                     report: DeliveryReport) -> None:
     delivery = item.delivery
     if delivery.channel == "sms":
         allowed = runtime.program.quiet_hours.next_allowed(as_of, item.member.timezone)
         if allowed > as_of:  # the member's night: put off, unclaimed, to its end
-            with link.connection.begin():
-                link.connection.execute(_DEFER, {"delivery_id": delivery.id, "send_at": allowed, "now": utcnow()})
+            link.defer(delivery.id, allowed)
             report.later[delivery.id] = allowed
             return
 
-    with link.connection.begin():
-        if not _claim_and_gate(runtime, link.connection, delivery, as_of, report):
-            return
+    if not link.claim(delivery.id, as_of, utcnow(), gate=_frequency_cap_gate(runtime, delivery, as_of, report)):
+        return
     delivery.attempts += 1
 
     channel = channels.get(delivery.channel) or channels.setdefault(delivery.channel, runtime.channel(delivery.channel))
@@ -341,29 +237,34 @@ def _claim_and_send(runtime: Runtime, link: _Link, item: _Item, as_of: datetime,
                 provider_id=provider_id, coupon_code=prepared.coupon_code)
 
 
-def _claim_and_gate(runtime: Runtime, connection: Connection, delivery: Delivery, as_of: datetime,
-                    report: DeliveryReport) -> bool:
-    """Claim the delivery and apply the frequency cap; True if it is ours to send."""
-    now = utcnow()
-    claimed = connection.execute(_CLAIM, {"delivery_id": delivery.id, "as_of": as_of, "now": now}).first()
-    if claimed is None:
-        return False  # someone else had it first, or it was put off meanwhile
-
+def _frequency_cap_gate(runtime: Runtime, delivery: Delivery, as_of: datetime,
+                        report: DeliveryReport) -> Callable[[Connection], bool] | None:
+    """For a capped campaign, the check run in the claim's transaction: the member's row is locked
+    while their recent marketing messages are counted; at the cap the delivery is skipped. None for
+    an exempt campaign or a support send (the claim is then one statement)."""
     campaign = runtime.campaigns.campaigns.get(delivery.campaign)
     deliberate = delivery.occurrence_key.startswith("oneoff:")  # a support send is not capped
-    if campaign is not None and not campaign.frequency_cap_exempt and not deliberate:
-        cap = runtime.program.frequency_cap
-        connection.execute(_LOCK_MEMBER, {"member_id": delivery.member_id})
-        recent = connection.scalar(_RECENT_CAPPED, {
+    if campaign is None or campaign.frequency_cap_exempt or deliberate:
+        return None
+    cap = runtime.program.frequency_cap
+
+    def gate(connection: Connection) -> bool:
+        connection.execute(LOCK_MEMBER, {"member_id": delivery.member_id})
+        recent = connection.scalar(RECENT_CAPPED, {
             "member_id": delivery.member_id, "delivery_id": delivery.id,
             "capped": [c.id for c in runtime.campaigns.campaigns.values() if not c.frequency_cap_exempt],
             "since": as_of - timedelta(days=cap.window_days),
         })
-        if recent >= cap.max_messages:
-            connection.execute(_SKIP_AT_CAP, {"delivery_id": delivery.id, "now": now})
-            report.count(DeliveryState.SKIPPED, Reason.FREQUENCY_CAP)
-            return False
-    return True
+        if recent < cap.max_messages:
+            return True
+        now = utcnow()
+        connection.execute(move_statement(DeliveryState.SENDING, frozenset(("state", "reason", "finished_at", "updated_at"))), {
+            "delivery_id": delivery.id, "new_state": DeliveryState.SKIPPED, "new_reason": Reason.FREQUENCY_CAP,
+            "new_finished_at": now, "new_updated_at": now})
+        report.count(DeliveryState.SKIPPED, Reason.FREQUENCY_CAP)
+        return False
+
+    return gate
 
 
 def _prepare(runtime: Runtime, session: Session, delivery: Delivery, member: Member, as_of: datetime, *,
@@ -428,7 +329,7 @@ def _reward_expiry(campaign, as_of: datetime) -> datetime | None:
 
 
 def _finish(
-    link: _Link,
+    link: Link,
     runtime: Runtime,
     delivery: Delivery,
     state: str,
@@ -456,19 +357,9 @@ def _finish(
     if coupon_code is not None:
         values["coupon_code"] = coupon_code
 
-    def write(connection: Connection) -> None:
-        if not _move(connection, delivery.id, DeliveryState.SENDING, values):
-            return
-        if state == DeliveryState.SENT and delivery.reward_points:
-            connection.execute(*_reward_statement(runtime, link.dialect, delivery, as_of))
-        if failure is not None and failure.member_updates:
-            connection.execute(update(Member).where(Member.id == delivery.member_id).values(**failure.member_updates))
-            connection.execute(AuditEntry.__table__.insert().values(
-                actor=f"provider:{delivery.channel}", action="member.updated_by_provider", member_id=delivery.member_id,
-                reason=failure.reason, details={"columns": sorted(failure.member_updates), "delivery_id": delivery.id},
-                at=now))
-
-    link.retried(write)
+    credit = _reward_lot(runtime, delivery, as_of) if state == DeliveryState.SENT and delivery.reward_points else None
+    then = _member_updates(delivery, failure, now) if failure is not None and failure.member_updates else None
+    link.retried(lambda: link.move(delivery.id, DeliveryState.SENDING, values, credit=credit, then=then))
     if state == DeliveryState.PLANNED:
         report.later[delivery.id] = send_at
     else:
@@ -477,10 +368,23 @@ def _finish(
              state=state, reason=reason, detail=detail, attempt=delivery.attempts)
 
 
-def _reward_statement(runtime: Runtime, dialect: str, delivery: Delivery, as_of: datetime):
+def _member_updates(delivery: Delivery, failure: ChannelFailure, now: datetime) -> Callable[[Connection], None]:
+    """Writes what the provider told us about the member (e.g. an opted-out number), audited."""
+
+    def write(connection: Connection) -> None:
+        connection.execute(update(Member).where(Member.id == delivery.member_id).values(**failure.member_updates))
+        connection.execute(AuditEntry.__table__.insert().values(
+            actor=f"provider:{delivery.channel}", action="member.updated_by_provider", member_id=delivery.member_id,
+            reason=failure.reason, details={"columns": sorted(failure.member_updates), "delivery_id": delivery.id},
+            at=now))
+
+    return write
+
+
+def _reward_lot(runtime: Runtime, delivery: Delivery, as_of: datetime) -> dict:
+    """The ledger lot of a sent message's reward; its key is the occurrence's, so it is written once."""
     campaign = runtime.campaigns.campaigns[delivery.campaign]
-    return ledger.credit_once_statement(
-        dialect,
+    return ledger.lot_values(
         member_id=delivery.member_id,
         entry_key=f"reward:{delivery.occurrence_key}",
         kind=EntryKind.EARN,
