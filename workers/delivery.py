@@ -63,7 +63,7 @@ from workers.channels.base import (
     PermanentFailure,
     RetryableFailure,
 )
-from workers.delivery_link import LOCK_MEMBER, RECENT_CAPPED, Link, move_statement
+from workers.delivery_link import LOCK_MEMBER, RECENT_CAPPED, Link
 from workers.mailchimp_sync import merge_fields
 from workers.runtime import Runtime
 
@@ -210,7 +210,7 @@ def _claim_and_send(runtime: Runtime, link: Link, item: _Item, as_of: datetime, 
             report.later[delivery.id] = allowed
             return
 
-    if not link.claim(delivery.id, as_of, utcnow(), gate=_frequency_cap_gate(runtime, delivery, as_of, report)):
+    if not link.claim(delivery.id, as_of, utcnow(), gate=_frequency_cap_gate(runtime, link, delivery, as_of, report)):
         return
     delivery.attempts += 1
 
@@ -237,7 +237,7 @@ def _claim_and_send(runtime: Runtime, link: Link, item: _Item, as_of: datetime, 
                 provider_id=provider_id, coupon_code=prepared.coupon_code)
 
 
-def _frequency_cap_gate(runtime: Runtime, delivery: Delivery, as_of: datetime,
+def _frequency_cap_gate(runtime: Runtime, link: Link, delivery: Delivery, as_of: datetime,
                         report: DeliveryReport) -> Callable[[Connection], bool] | None:
     """For a capped campaign, the check run in the claim's transaction: the member's row is locked
     while their recent marketing messages are counted; at the cap the delivery is skipped. None for
@@ -258,9 +258,8 @@ def _frequency_cap_gate(runtime: Runtime, delivery: Delivery, as_of: datetime,
         if recent < cap.max_messages:
             return True
         now = utcnow()
-        connection.execute(move_statement(DeliveryState.SENDING, frozenset(("state", "reason", "finished_at", "updated_at"))), {
-            "delivery_id": delivery.id, "new_state": DeliveryState.SKIPPED, "new_reason": Reason.FREQUENCY_CAP,
-            "new_finished_at": now, "new_updated_at": now})
+        link.move_in(connection, delivery.id, DeliveryState.SENDING, {
+            "state": DeliveryState.SKIPPED, "reason": Reason.FREQUENCY_CAP, "finished_at": now, "updated_at": now})
         report.count(DeliveryState.SKIPPED, Reason.FREQUENCY_CAP)
         return False
 

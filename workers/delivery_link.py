@@ -77,6 +77,12 @@ def move_statement(from_state: str, columns: frozenset[str]):
     )
 
 
+def _move_call(delivery_id: int, from_state: str, values: dict) -> tuple:
+    """The move's statement and its parameters (each new value as ``new_<column>``)."""
+    parameters = {"delivery_id": delivery_id, **{f"new_{name}": value for name, value in values.items()}}
+    return move_statement(from_state, frozenset(values)), parameters
+
+
 @functools.lru_cache(maxsize=32)
 def _move_and_credit_statement(from_state: str, columns: frozenset[str], lot_columns: tuple[str, ...]):
     """The move, and the ledger's INSERT of a lot only if the move happened (``lot_<column>``
@@ -182,8 +188,7 @@ class Link:
         """Set ``values`` on the delivery if it is still in ``from_state``; if it was, write the
         ledger lot ``credit`` (its columns) and run ``then(connection)``, all atomically. Returns
         whether it moved, or None when it cannot tell (the move and the credit were one statement)."""
-        statement = move_statement(from_state, frozenset(values))
-        parameters = {"delivery_id": delivery_id, **{f"new_{name}": value for name, value in values.items()}}
+        statement, parameters = _move_call(delivery_id, from_state, values)
         if self.autocommit and then is None:
             if credit is None:
                 return self._autocommit(statement, parameters) is not None
@@ -191,12 +196,16 @@ class Link:
             self._autocommit(combined, {**parameters, **{f"lot_{name}": value for name, value in credit.items()}})
             return None
         with self.transaction() as connection:
-            moved = self._execute(connection, statement, parameters).first() is not None
+            moved = self.move_in(connection, delivery_id, from_state, values)
             if moved and credit is not None:
                 connection.execute(credit_once_insert(self.engine.dialect.name, tuple(credit)), credit)
             if moved and then is not None:
                 then(connection)
             return moved
+
+    def move_in(self, connection: Connection, delivery_id: int, from_state: str, values: dict) -> bool:
+        """:meth:`move` within a transaction of the caller's (``connection`` from :meth:`transaction`)."""
+        return self._execute(connection, *_move_call(delivery_id, from_state, values)).first() is not None
 
     def _autocommit(self, statement, parameters: dict):
         """One statement on its own (PostgreSQL, autocommit): its first row, if it returns rows."""

@@ -274,6 +274,33 @@ def test_a_member_day_on_the_day_the_clocks_change_is_still_ten_local(env, tmp_p
 
 # --- across campaigns ----------------------------------------------------------------------------
 
+def test_messages_planned_under_the_cap_are_held_to_it_again_when_claimed(runtime, pg_sessions, smtp_sink):
+    """Each of three member-day messages was planned while the member had room under the cap (as
+    when campaigns plan at the same moment); at the claim the member is locked while their recent
+    messages are counted, so only the cap's number go out and the rest are skipped, not lost."""
+    from workers.delivery import deliver
+
+    add_members(pg_sessions, make_member("RACE", tier="gold"))
+    at = datetime(2027, 3, 2, 9, tzinfo=UTC)
+    with pg_sessions() as session, session.begin():
+        member_id = session.scalar(select(Member.id).where(Member.external_id == "RACE"))
+        session.add_all([Delivery(occurrence_key=f"member_day:RACE:2027-03-0{day}", campaign="member_day",
+                                  member_id=member_id, channel="email", send_at=at, occurrence_date=f"2027-03-0{day}")
+                         for day in (1, 2, 3)])
+    with pg_sessions() as session:
+        ids = session.scalars(select(Delivery.id).order_by(Delivery.id)).all()
+    cap = runtime.program.frequency_cap.max_messages
+    assert cap < len(ids)
+
+    report = deliver(runtime, ids, as_of=at)
+
+    assert report.outcomes == {"sent": cap, "skipped": len(ids) - cap}
+    assert report.reasons == {"frequency_cap": len(ids) - cap}
+    states = ledger_rows(pg_sessions, "member_day")
+    assert sorted(states.values()) == sorted([("sent", None)] * cap + [("skipped", "frequency_cap")] * (len(ids) - cap))
+    assert len(texts_to(smtp_sink, "race")) == cap
+
+
 def test_a_cap_reached_by_one_campaign_blocks_another_but_not_an_exempt_one(env, tmp_path, pg_engine, pg_sessions, smtp_sink):
     runtime = _runtime_with(env, tmp_path, campaign_edits={"winback": ("holdout: 0.1", "holdout: 0")},
                             program_edits=[("max_messages: 2", "max_messages: 1")])
