@@ -101,7 +101,8 @@ def _postgres_sql(statement) -> tuple[str, dict]:
     """A statement as PostgreSQL (psycopg) SQL text with ``%(name)s`` parameters, compiled once, and
     the values of the parameters it made itself (its literals, such as the states)."""
     compiled = statement.compile(dialect=postgresql.psycopg.dialect())
-    return str(compiled), {name: value for name, value in compiled.params.items() if value is not None}
+    literals = {name for name, bind in compiled.binds.items() if not bind.required}
+    return str(compiled), {name: value for name, value in compiled.params.items() if name in literals}
 
 
 def _text_and_parameters(statement, parameters: dict) -> tuple[str, dict]:
