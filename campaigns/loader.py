@@ -67,7 +67,7 @@ def load_campaign_file(path: Path) -> CampaignBase:
     try:
         data, nodes = yaml_source.parse(text.lstrip("\ufeff"))
     except yaml_source.YamlSyntaxError as exc:
-        raise DefinitionError(shown, exc.line, f"{exc.problem}; check the indentation and quoting there.") from None
+        raise DefinitionError(shown, exc.line, exc.sentence) from None
     if not isinstance(data, dict):
         raise DefinitionError(shown, 1, "a campaign file must be a mapping of keys (id:, kind:, ...).")
 

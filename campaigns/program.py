@@ -122,7 +122,7 @@ def load_program(path: Path) -> Program:
     except UnicodeDecodeError:
         raise DefinitionError(shown, None, "the file is not UTF-8 text; save it as UTF-8.") from None
     except yaml_source.YamlSyntaxError as exc:
-        raise DefinitionError(shown, exc.line, f"{exc.problem}; check the indentation and quoting there.") from None
+        raise DefinitionError(shown, exc.line, exc.sentence) from None
     try:
         return Program.model_validate(data or {})
     except ValidationError as exc:

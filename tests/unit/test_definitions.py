@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from campaigns import yaml_source
 from campaigns.loader import load_campaign_file, load_campaigns
 from campaigns.schema import BirthdayCampaign
 from campaigns.validation import validate_all
@@ -80,3 +81,29 @@ def test_a_broken_file_does_not_hide_the_others(tmp_path):
     loaded = load_campaigns(tmp_path)
     assert list(loaded.campaigns) == ["birthday"]
     assert len(loaded.errors) == 1 and "other.yaml, line 2: the YAML is malformed" in str(loaded.errors[0])
+
+
+def test_a_key_given_twice_is_refused_at_the_second_one(tmp_path):
+    text = BIRTHDAY.replace("holdout: 0\n", "holdout: 0\nenabled: false\n")  # `enabled: true` comes first
+    error = error_for(write(tmp_path, text))
+    assert error.line == text.splitlines().index("enabled: false") + 1
+    first = text.splitlines().index("enabled: true") + 1
+    assert error.problem == (f"the key 'enabled' is given twice (first on line {first}); "
+                             "keep one of them (YAML would silently use the last).")
+
+
+def test_the_same_key_in_two_different_mappings_is_fine_and_so_is_overriding_a_merged_key():
+    data, _ = yaml_source.parse("base: &b {x: 1, y: 2}\nthis:\n  <<: *b\n  x: 3\nthat: {x: 4}\n")
+    assert data["this"] == {"x": 3, "y": 2} and data["that"] == {"x": 4}
+
+
+def test_a_definition_nested_hundreds_of_levels_deep_is_one_sentence_and_the_others_still_load(tmp_path):
+    write(tmp_path, BIRTHDAY)
+    deep = "id: deep\nkind: birthday\nextra:\n" + "".join("  " * level + "  k:\n" for level in range(500)) + "  " * 501 + "end\n"
+    write(tmp_path, deep, name="deep.yaml")
+    loaded = load_campaigns(tmp_path)
+    assert list(loaded.campaigns) == ["birthday"]
+    [error] = loaded.errors
+    assert error.line == 3 + 50  # where the 51st level opens
+    assert error.problem == ("the YAML is nested more than 50 levels deep, where a definition needs a few; "
+                             "remove the extra nesting.")
