@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from campaigns import calendar
 from campaigns.program import Program
 from models import ledger
+from models import tier as tier_history
 from models.member import Member
 from models.order import Order, OrderStatus
 from models.points import EntryKind, PointEntry
@@ -46,7 +47,10 @@ def apply_order(session: Session, program: Program, order: Order, *, now: dateti
     )
     member.last_order_at = last
     member.last_order_local_date = calendar.local_datetime(last, member.timezone).date().isoformat() if last else None
-    recalculate_tier(session, program, member, now=max(now, order.placed_at), cause=f"order:{order.order_id}")
+    at = max(now, order.placed_at)
+    if order.status == OrderStatus.PLACED:
+        _upgrade_as_orders_were_placed(session, program, member, since=order.placed_at, until=at)
+    recalculate_tier(session, program, member, now=at, cause=f"order:{order.order_id}")
     order.applied_status = order.status
 
 
@@ -109,6 +113,40 @@ def spend_in_window(session: Session, program: Program, member_id: int, now: dat
     return Decimal(total)
 
 
+def _placed_orders(session: Session, member_id: int, after: datetime, until: datetime) -> list[tier_history.PlacedOrder]:
+    rows = session.execute(
+        select(Order.placed_at, Order.total, Order.order_id)
+        .where(Order.member_id == member_id, Order.status == OrderStatus.PLACED, Order.placed_at > after,
+               Order.placed_at <= until)
+        .order_by(Order.placed_at, Order.id)
+    )
+    return [tier_history.PlacedOrder(placed_at, Decimal(total), order_id) for placed_at, total, order_id in rows]
+
+
+def _upgrade_as_orders_were_placed(session: Session, program: Program, member: Member, *, since: datetime,
+                                   until: datetime) -> None:
+    """Upgrades at the instants the member's orders were placed, from ``since`` on, each dated then.
+
+    An order imported (or arriving) late makes its upgrade on the day it was placed, not today, so
+    a shop's imported history is not announced as news; every order of the member placed after it
+    is looked at too, since its spend counts toward theirs.
+    """
+    window = timedelta(days=program.tiers.window_days)
+    orders = _placed_orders(session, member.id, after=since - window, until=until)
+    for upgrade in tier_history.upgrades(program.tiers, member.tier, member.tier_reached_at, orders, since=since):
+        _change(session, member, upgrade.tier, "up", upgrade.at, f"order:{upgrade.order_id}")
+
+
+def _below_since(session: Session, program: Program, member: Member, now: datetime) -> datetime:
+    """When the member's spend fell below their tier's (for the grace period): the moment an order
+    left the window, if the spend reached the tier since it was reached; else ``now``."""
+    if member.tier_reached_at is None:
+        return now
+    window = timedelta(days=program.tiers.window_days)
+    orders = _placed_orders(session, member.id, after=member.tier_reached_at - window, until=now)
+    return tier_history.fell_below(program.tiers, member.tier, member.tier_reached_at, orders, now=now) or now
+
+
 def recalculate_tier(session: Session, program: Program, member: Member, *, now: datetime, cause: str) -> TierChange | None:
     """Upgrade at once; downgrade only after the grace period below the tier's spend."""
     rules = program.tiers
@@ -120,8 +158,7 @@ def recalculate_tier(session: Session, program: Program, member: Member, *, now:
         member.tier_below_since = None
         return None
     if member.tier_below_since is None:
-        member.tier_below_since = now
-        return None
+        member.tier_below_since = _below_since(session, program, member, now)
     if now - member.tier_below_since >= timedelta(days=rules.downgrade_grace_days):
         return _change(session, member, target, "down", now, cause)
     return None

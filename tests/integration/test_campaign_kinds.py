@@ -222,8 +222,10 @@ def test_a_downgrade_waits_for_the_grace_period_and_sends_no_notice(runtime, pg_
 
     add_members(pg_sessions, make_member("DOWN", tier="bronze"))
     place_order(runtime, "DOWN", "D1", datetime(2026, 5, 1, tzinfo=UTC), "700")
-    for day, expected in ((datetime(2027, 5, 2, tzinfo=UTC), "silver"), (datetime(2027, 5, 31, tzinfo=UTC), "silver"),
-                          (datetime(2027, 6, 2, tzinfo=UTC), "bronze")):
+    # D1 leaves the 365-day window on 2027-05-01 00:00: the 30 days of grace run from then, not
+    # from the recalculation that noticed it
+    for day, expected in ((datetime(2027, 5, 2, tzinfo=UTC), "silver"), (datetime(2027, 5, 30, 23, tzinfo=UTC), "silver"),
+                          (datetime(2027, 5, 31, tzinfo=UTC), "bronze")):
         with transaction(pg_sessions) as session:
             recalculate_all_tiers(session, runtime.program, now=day)
         with pg_sessions() as session:
