@@ -90,7 +90,7 @@ def test_without_email_consent_the_reminder_goes_by_sms(runtime, pg_sessions, sm
     give_lot(runtime, "SMSONLY", "lot", 75, datetime(2026, 8, 1, tzinfo=UTC), datetime(2027, 8, 1, 12, tzinfo=UTC))
     run_tick(runtime, datetime(2027, 7, 25, 9, tzinfo=UTC))
     assert smtp_sink.messages == []
-    sms = sms_outbox(runtime)["points_expiring_SMSONLY_2027-08-01_7"]
+    sms = sms_outbox(runtime)["points%5Fexpiring_SMSONLY_2027-08-01_7"]
     assert sms["to"] == "+33612345678" and "75 points" in sms["body"] and "STOP" in sms["body"]
 
 

@@ -6,15 +6,32 @@ retry rewrites the same file and can never make a second one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 from workers.channels.base import OutgoingEmail, OutgoingMailchimp, OutgoingSms
 
+_KEPT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+_MAX_NAME = 200  # characters before the extension; file systems allow 255 bytes
+
 
 def _safe_name(occurrence_key: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in occurrence_key)
+    """A file name that is one occurrence key's and no other's, and only a name (no folder, no dot).
+
+    ASCII letters, digits and ``-`` stay, ``:`` becomes ``_``, and every other byte of the key's
+    UTF-8 (``_``, ``/``, ``.``, ``%``, any non-ASCII letter) is written ``%XX``: ``birthday:Z/1:2027``
+    is ``birthday_Z%2F1_2027`` and ``birthday:Z_1:2027`` is ``birthday_Z%5F1_2027``. A name longer
+    than the file system takes is cut and ends with ``~`` and a digest of the whole key.
+    """
+    name = "".join(
+        ch if ch in _KEPT else "_" if ch == ":" else "".join(f"%{byte:02X}" for byte in ch.encode())
+        for ch in occurrence_key
+    )
+    if len(name) > _MAX_NAME:
+        name = f"{name[:_MAX_NAME - 17]}~{hashlib.sha256(occurrence_key.encode()).hexdigest()[:16]}"
+    return name
 
 
 def write_atomically(path: Path, data: bytes) -> None:
