@@ -1,0 +1,70 @@
+"""The one shape every shop payload becomes: a :class:`ShopEvent`.
+
+A platform module never writes anything: it says what a payload means (a member, an order, a refund,
+a privacy request), with the fields of the matching ``loyalty import`` row as text, the key that makes
+its delivery unique in the inbox, the resource it is about and the instant of the version it carries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class EventKind(StrEnum):
+    MEMBER = "member"  # created or updated: the fields of `loyalty import members`
+    MEMBER_DELETED = "member_deleted"  # the shop deleted the customer (not an erasure request)
+    ORDER = "order"  # created or updated: the fields of `loyalty import orders`, with `state`
+    ORDER_DELETED = "order_deleted"
+    REFUND = "refund"  # refund_id, order_id, refunded_at, amount (merchandise refunded), currency
+    ERASE_MEMBER = "erase_member"  # a privacy request: erase the customer's personal data
+    ERASE_SHOP = "erase_shop"  # the shop uninstalled us and asks for its data to go
+    EXPORT_MEMBER = "export_member"  # a privacy request: everything held about the customer
+
+
+class OrderState(StrEnum):
+    """A shop order's financial state, whatever the platform calls it."""
+
+    PENDING = "pending"  # not paid yet: no points
+    PAID = "paid"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+    CANCELLED = "cancelled"
+    VOIDED = "voided"  # authorisation dropped, payment failed: never paid
+
+
+class PayloadProblem(ValueError):
+    """A payload that cannot mean anything here; the message is one sentence, without personal data."""
+
+
+@dataclass(frozen=True)
+class ShopEvent:
+    platform: str  # shopify, woocommerce, prestashop, api
+    kind: EventKind
+    dedup_key: str  # unique in the inbox: the same delivery twice is stored once
+    resource: str  # what it is about ("order:1001"): events of one resource apply in version order
+    version_at: datetime | None  # the resource's modification instant; an older one never overwrites a newer
+    fields: Mapping[str, str] = field(default_factory=dict)
+    #: The external id of the member an order or refund needs: it waits in the inbox until that member exists.
+    member_id: str | None = None
+    #: An email to find the member by (a guest order), when ``member_id`` is None.
+    member_email: str | None = None
+
+
+def import_status(state: OrderState) -> str | None:
+    """The status of ``loyalty import orders`` an order in ``state`` has; None: not yet an order that earns.
+
+    A partially refunded order stays placed: its refunds take back their share of the points.
+    """
+    from models.order import OrderStatus
+
+    return {
+        OrderState.PENDING: None,
+        OrderState.PAID: OrderStatus.PLACED,
+        OrderState.PARTIALLY_REFUNDED: OrderStatus.PLACED,
+        OrderState.REFUNDED: OrderStatus.REFUNDED,
+        OrderState.CANCELLED: OrderStatus.CANCELLED,
+        OrderState.VOIDED: OrderStatus.CANCELLED,
+    }[state]
