@@ -2,14 +2,22 @@
 
 Templates live in ``campaigns/templates/<locale>/<path>``; email subjects sit inline in the YAML.
 An undefined variable is an error (``StrictUndefined``), never an empty string in a customer's
-inbox, and a template cannot reach Python internals (the sandbox). Errors come back as
+inbox, and a template cannot reach Python internals (the sandbox). Every failure of a template,
+whatever raised it (a filter given the wrong type, a recursive macro), comes back as
 :class:`RenderError` naming the file and line.
+
+The template is chosen by the locale fallback (``en_AU`` → ``en``), but numbers and dates are
+written in the member's own locale when it is a variant of the template's language (``en_AU``:
+"5 January 2027"). An SMS has its Unicode spaces (Babel's U+00A0 and U+202F in French numbers)
+made plain spaces, so it stays GSM-7; an email keeps them.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import traceback
+import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -22,9 +30,9 @@ from babel.numbers import format_currency, format_decimal
 from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
-    TemplateError,
     TemplateNotFound,
     TemplateSyntaxError,
+    UndefinedError,
     pass_context,
 )
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
@@ -33,11 +41,17 @@ from campaigns.schema import CampaignBase
 
 
 class RenderError(Exception):
-    def __init__(self, path: str, line: int | None, problem: str):
+    """``problem`` says what went wrong, for the marketer (``loyalty validate`` renders a sample
+    member); ``summary`` says where and what kind of error, never a value the template was given,
+    for a delivery's recorded reason (a member's data must not end up in it)."""
+
+    def __init__(self, path: str, line: int | None, problem: str, *, kind: str | None = None):
         self.path = path
         self.line = line
         self.problem = problem
-        super().__init__(f"{path}, line {line}: {problem}" if line else f"{path}: {problem}")
+        where = f"{path}, line {line}" if line else path
+        self.summary = f"{where}: {kind}" if kind else f"{where}: {problem}"
+        super().__init__(f"{where}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -53,21 +67,55 @@ def _babel_locale(name: str) -> Locale:
     return Locale.parse(name)
 
 
+#: The context key holding the locale the filters format in (not a template variable to document).
+FORMAT_LOCALE = "_format_locale"
+
+
 @pass_context
 def _number(ctx, value: int | float | Decimal) -> str:
-    return format_decimal(value, locale=_babel_locale(ctx["locale"]))
+    return format_decimal(value, locale=_babel_locale(ctx[FORMAT_LOCALE]))
 
 
 @pass_context
 def _date(ctx, value: date | datetime, format: str = "long") -> str:
     if isinstance(value, datetime):
-        return format_datetime(value, format=format, locale=_babel_locale(ctx["locale"]))
-    return format_date(value, format=format, locale=_babel_locale(ctx["locale"]))
+        return format_datetime(value, format=format, locale=_babel_locale(ctx[FORMAT_LOCALE]))
+    if not isinstance(value, date):
+        raise TypeError(f"the date filter needs a date, not {type(value).__name__}")
+    return format_date(value, format=format, locale=_babel_locale(ctx[FORMAT_LOCALE]))
 
 
 @pass_context
 def _money(ctx, value: int | float | Decimal, currency: str) -> str:
-    return format_currency(value, currency, locale=_babel_locale(ctx["locale"]))
+    return format_currency(value, currency, locale=_babel_locale(ctx[FORMAT_LOCALE]))
+
+
+_ASCII_WHITESPACE = re.compile(r"[ \t\r\n\f\v]+")
+
+
+def one_line(text: str) -> str:
+    """Runs of ASCII whitespace (newlines included) made one space, trimmed. A no-break space is
+    kept: it is what Babel writes inside a French number, and the body keeps it too."""
+    return _ASCII_WHITESPACE.sub(" ", text).strip(" ")
+
+
+def plain_spaces(text: str) -> str:
+    """Every Unicode space (no-break U+00A0, narrow no-break U+202F, thin...) made a plain space:
+    one of them outside GSM-7 makes a whole SMS UCS-2, twice the segments."""
+    return "".join(" " if ch != " " and unicodedata.category(ch) == "Zs" else ch for ch in text)
+
+
+def format_locale(template_locale: str, member_locale: str | None) -> str:
+    """The locale numbers and dates are written in: the member's own when it is a regional variant
+    of the template's language (``en_AU`` on an ``en`` template), else the template's."""
+    candidates = locale_candidates(member_locale)
+    if candidates and "_" in candidates[0]:
+        try:
+            if _babel_locale(candidates[0]).language == _babel_locale(template_locale).language:
+                return candidates[0]
+        except (UnknownLocaleError, ValueError):
+            pass
+    return template_locale
 
 
 def locale_candidates(member_locale: str | None) -> list[str]:
@@ -104,27 +152,41 @@ class Renderer:
                 return candidate
         return campaign.default_locale
 
-    def render_email(self, campaign: CampaignBase, locale: str, context: dict[str, Any]) -> RenderedEmail:
+    def render_email(self, campaign: CampaignBase, locale: str, context: dict[str, Any], *,
+                     member_locale: str | None = None) -> RenderedEmail:
+        """``locale``: the template's (:meth:`choose_locale`); ``member_locale``: the member's, for
+        numbers and dates."""
         email = campaign.messages.email
         assert email is not None, "the schema guarantees an email section for an email channel"
-        context = {**context, "locale": locale}
-        subject = self._render_string(email.subject[locale], context, f"{campaign.id} email subject ({locale})")
         return RenderedEmail(
-            subject=" ".join(subject.split()),
-            text=self.render_file(f"{locale}/{email.text}", context),
-            html=self.render_file(f"{locale}/{email.html}", context),
+            subject=self.render_subject(campaign, locale, context, member_locale=member_locale),
+            text=self.render_template(locale, email.text, context, member_locale=member_locale),
+            html=self.render_template(locale, email.html, context, member_locale=member_locale),
         )
 
-    def render_sms(self, campaign: CampaignBase, locale: str, context: dict[str, Any]) -> str:
+    def render_subject(self, campaign: CampaignBase, locale: str, context: dict[str, Any], *,
+                       member_locale: str | None = None) -> str:
+        """The email subject, on one line (ASCII whitespace collapsed; no-break spaces kept)."""
+        source = campaign.messages.email.subject[locale]
+        context = _with_locales(context, locale, member_locale)
+        return one_line(self._render_string(source, context, f"{campaign.id} email subject ({locale})"))
+
+    def render_template(self, locale: str, relative: str, context: dict[str, Any], *,
+                        member_locale: str | None = None) -> str:
+        """``campaigns/templates/<locale>/<relative>``, rendered."""
+        return self.render_file(f"{locale}/{relative}", _with_locales(context, locale, member_locale))
+
+    def render_sms(self, campaign: CampaignBase, locale: str, context: dict[str, Any], *,
+                   member_locale: str | None = None) -> str:
         sms = campaign.messages.sms
         assert sms is not None
-        return self.render_file(f"{locale}/{sms.text}", {**context, "locale": locale}).strip()
+        return plain_spaces(self.render_template(locale, sms.text, context, member_locale=member_locale)).strip()
 
     def render_properties(self, campaign: CampaignBase, locale: str, templates: dict[str, str],
-                          context: dict[str, Any]) -> dict[str, str]:
+                          context: dict[str, Any], *, member_locale: str | None = None) -> dict[str, str]:
         """Each value of a ``mailchimp`` step's ``properties``, rendered (one line, trimmed)."""
-        context = {**context, "locale": locale}
-        return {name: " ".join(self._render_string(source, context, f"{campaign.id} mailchimp property {name}").split())
+        context = _with_locales(context, locale, member_locale)
+        return {name: one_line(self._render_string(source, context, f"{campaign.id} mailchimp property {name}"))
                 for name, source in templates.items()}
 
     def render_file(self, name: str, context: dict[str, Any]) -> str:
@@ -135,6 +197,8 @@ class Renderer:
             raise RenderError(shown, None, "the template file does not exist; create it or fix the path in the YAML") from None
         except TemplateSyntaxError as exc:
             raise RenderError(shown, exc.lineno, f"template syntax error: {exc.message}") from None
+        except Exception as exc:  # noqa: BLE001 (a template nested too deeply to compile: RecursionError)
+            raise _failed(shown, None, exc) from None
         return self._render(template, context, shown)
 
     def _render_string(self, source: str, context: dict[str, Any], shown: str) -> str:
@@ -144,6 +208,8 @@ class Renderer:
                 template = self._strings[source] = self.env.from_string(source)
             except TemplateSyntaxError as exc:
                 raise RenderError(shown, None, f"template syntax error: {exc.message}") from None
+            except Exception as exc:  # noqa: BLE001
+                raise _failed(shown, None, exc) from None
         return self._render(template, context, shown)
 
     def _render(self, template, context: dict[str, Any], shown: str) -> str:
@@ -151,11 +217,26 @@ class Renderer:
             return template.render(context)
         except SecurityError as exc:
             raise RenderError(shown, _template_line(exc, template), f"the template reaches for something not allowed ({exc})") from None
-        except TemplateError as exc:
+        except UndefinedError as exc:
             message = getattr(exc, "message", None) or str(exc)
             raise RenderError(shown, _template_line(exc, template), f"{message}; define it or remove it from the template") from None
-        except (TypeError, ValueError, ArithmeticError) as exc:
-            raise RenderError(shown, _template_line(exc, template), f"the template failed: {exc}") from None
+        except Exception as exc:  # noqa: BLE001: any failure of a template is the template's, reported as such
+            raise _failed(shown, _template_line(exc, template), exc) from None
+
+
+def _with_locales(context: dict[str, Any], locale: str, member_locale: str | None) -> dict[str, Any]:
+    return {**context, "locale": locale, FORMAT_LOCALE: format_locale(locale, member_locale)}
+
+
+def _failed(shown: str, line: int | None, exc: Exception) -> RenderError:
+    """A template that raised (a filter given the wrong type, ``truncate(-1)``, a recursive macro)."""
+    kind = type(exc).__name__
+    if isinstance(exc, RecursionError):
+        problem = "the template recurses too deeply (a macro calling itself without end?)"
+    else:
+        message = getattr(exc, "message", None) or str(exc) or "no message"
+        problem = f"the template failed ({kind}: {message})"
+    return RenderError(shown, line, problem, kind=f"the template failed ({kind})")
 
 
 def _template_line(exc: BaseException, template) -> int | None:

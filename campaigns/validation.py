@@ -7,6 +7,7 @@ deploy, not in a customer's inbox.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from campaigns import yaml_source
@@ -53,32 +54,52 @@ def check_templates(campaign: CampaignBase, renderer: Renderer, definition_path:
     context = sample_context(campaign, program)
     messages = campaign.messages
     for locale in campaign.locales:
-        try:
-            if messages.email is not None:
-                renderer.render_email(campaign, locale, context)
-            if messages.sms is not None:
-                body = renderer.render_sms(campaign, locale, context)
-                if warnings is not None:
-                    warnings.extend(sms_length_warnings(campaign, locale, body, renderer.templates_dir))
-            if messages.mailchimp is not None:
-                renderer.render_properties(campaign, locale, messages.mailchimp.properties, context)
-        except RenderError as error:
-            if error.path.startswith(f"{campaign.id} email subject"):
-                line = _subject_line(definition_path, locale)
-                problems.append(f"{_shown(definition_path)}, line {line}: the email subject for {locale!r}: {error.problem}.")
-            elif error.path.startswith(f"{campaign.id} mailchimp property "):
-                name = error.path.rsplit(" ", 1)[1]
-                line = _line(definition_path, ["messages", "mailchimp", "properties", name])
-                problems.append(f"{_shown(definition_path)}, line {line}: the mailchimp property {name!r} "
-                                f"({locale!r}): {error.problem}.")
-            elif (key := _missing_template_key(campaign, renderer, locale, error)) is not None:
-                line = _line(definition_path, ["messages", *key])
-                problems.append(f"{_shown(definition_path)}, line {line}: messages.{'.'.join(key)} names a template "
-                                f"that does not exist for {locale!r} ({_shown(Path(error.path))}); create it or fix the path.")
-            else:
-                where = f"{_shown(Path(error.path))}, line {error.line}" if error.line else _shown(Path(error.path))
-                problems.append(f"{where}: {error.problem} (campaign {campaign.id!r}, locale {locale!r}).")
+        checks = []  # each part on its own, so that every broken one is reported
+        if messages.email is not None:
+            checks.append(partial(renderer.render_subject, campaign, locale, context))
+            checks += [partial(renderer.render_template, locale, name, context)
+                       for name in (messages.email.text, messages.email.html)]
+        if messages.sms is not None:
+            checks.append(partial(_check_sms, campaign, renderer, locale, context, warnings))
+        if messages.mailchimp is not None:
+            checks.append(partial(renderer.render_properties, campaign, locale, messages.mailchimp.properties, context))
+        for check in checks:
+            problem = _render_problem(check, campaign, renderer, locale, definition_path)
+            if problem is not None and problem not in problems:
+                problems.append(problem)
     return problems
+
+
+def _check_sms(campaign: CampaignBase, renderer: Renderer, locale: str, context: dict, warnings: list[str] | None) -> None:
+    body = renderer.render_sms(campaign, locale, context)
+    if warnings is not None:
+        warnings.extend(sms_length_warnings(campaign, locale, body, renderer.templates_dir))
+
+
+def _render_problem(check, campaign: CampaignBase, renderer: Renderer, locale: str, definition_path: Path) -> str | None:
+    """Run one rendering ``check``; what is wrong, as one sentence naming the file and line, or None."""
+    try:
+        check()
+    except RenderError as error:
+        return _render_error_sentence(error, campaign, renderer, locale, definition_path)
+    return None
+
+
+def _render_error_sentence(error: RenderError, campaign: CampaignBase, renderer: Renderer, locale: str,
+                           definition_path: Path) -> str:
+    if error.path.startswith(f"{campaign.id} email subject"):
+        line = _subject_line(definition_path, locale)
+        return f"{_shown(definition_path)}, line {line}: the email subject for {locale!r}: {error.problem}."
+    if error.path.startswith(f"{campaign.id} mailchimp property "):
+        name = error.path.rsplit(" ", 1)[1]
+        line = _line(definition_path, ["messages", "mailchimp", "properties", name])
+        return f"{_shown(definition_path)}, line {line}: the mailchimp property {name!r} ({locale!r}): {error.problem}."
+    if (key := _missing_template_key(campaign, renderer, locale, error)) is not None:
+        line = _line(definition_path, ["messages", *key])
+        return (f"{_shown(definition_path)}, line {line}: messages.{'.'.join(key)} names a template "
+                f"that does not exist for {locale!r} ({_shown(Path(error.path))}); create it or fix the path.")
+    where = f"{_shown(Path(error.path))}, line {error.line}" if error.line else _shown(Path(error.path))
+    return f"{where}: {error.problem} (campaign {campaign.id!r}, locale {locale!r})."
 
 
 def _missing_template_key(campaign: CampaignBase, renderer: Renderer, locale: str, error: RenderError):

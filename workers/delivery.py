@@ -29,10 +29,12 @@ from ``planned``, guarded by that state, so a row another worker has claimed mea
 
 from __future__ import annotations
 
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import structlog
 from sqlalchemy import Connection, select, update
@@ -229,9 +231,9 @@ def _claim_and_send(runtime: Runtime, link: Link, item: _Item, as_of: datetime, 
         else:
             _finish(link, runtime, delivery, DeliveryState.PLANNED, exc.reason, exc.detail, as_of, report,
                     send_at=as_of + retry_delay(delivery.attempts))
-    except Exception as exc:  # a fault of ours inside the channel: whether it went out is not known
-        _finish(link, runtime, delivery, DeliveryState.UNKNOWN, "send_crashed", type(exc).__name__, as_of, report)
-        raise
+    except Exception as exc:  # noqa: BLE001: a fault of ours inside the channel: whether it went out is not known
+        # That message ends as unknown (never re-sent blindly); the others of the batch still go.
+        _finish(link, runtime, delivery, DeliveryState.UNKNOWN, "send_crashed", _where(exc), as_of, report)
     else:
         _finish(link, runtime, delivery, DeliveryState.SENT, None, None, as_of, report,
                 provider_id=provider_id, coupon_code=prepared.coupon_code)
@@ -298,7 +300,7 @@ def _prepare(runtime: Runtime, session: Session, delivery: Delivery, member: Mem
         if delivery.channel == "sms":
             if not member.phone:
                 raise _Outcome(DeliveryState.SKIPPED, Reason.NO_USABLE_ADDRESS)
-            body = runtime.renderer.render_sms(campaign, locale, context)
+            body = runtime.renderer.render_sms(campaign, locale, context, member_locale=member.locale)
             length, cap = measure(body), campaign.messages.sms.max_segments
             if length.segments > cap:  # refused rather than paid for or cut (a coupon code could be lost)
                 raise _Outcome(DeliveryState.FAILED, Reason.SMS_TOO_LONG, f"{length}, more than max_segments {cap}")
@@ -307,17 +309,25 @@ def _prepare(runtime: Runtime, session: Session, delivery: Delivery, member: Mem
             raise _Outcome(DeliveryState.SKIPPED, Reason.NO_USABLE_ADDRESS)
         if delivery.channel == "mailchimp":
             step = campaign.messages.mailchimp
-            properties = runtime.renderer.render_properties(campaign, locale, step.properties, context)
+            properties = runtime.renderer.render_properties(campaign, locale, step.properties, context,
+                                                            member_locale=member.locale)
             return _Prepared(OutgoingMailchimp(delivery.occurrence_key, member.email, tuple(step.tags), step.event,
                                                properties, fields[member.id]), coupon)
-        rendered = runtime.renderer.render_email(campaign, locale, context)
-    except RenderError as exc:
-        raise _Outcome(DeliveryState.FAILED, "template_error", str(exc)[:500]) from None
+        rendered = runtime.renderer.render_email(campaign, locale, context, member_locale=member.locale)
+    except RenderError as exc:  # its summary names the template and line, never a value it was given
+        raise _Outcome(DeliveryState.FAILED, "template_error", exc.summary[:500]) from None
     email = OutgoingEmail(
         occurrence_key=delivery.occurrence_key, to=member.email, sender=settings.email_from,
         subject=rendered.subject, text=rendered.text, html=rendered.html, unsubscribe_url=link,
     )
     return _Prepared(email, coupon)
+
+
+def _where(exc: BaseException) -> str:
+    """An exception's type and the line of ours that raised it: no message (it may quote an address)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/site-packages/" not in f.filename]
+    place = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}{place}"
 
 
 def _reward_expiry(campaign, as_of: datetime) -> datetime | None:

@@ -68,6 +68,8 @@ DEFINITIONS = {
     "peek_subject.yaml": (10, "the email subject for 'en': the template reaches for something not allowed"),
     "latin1.yaml": (3, "not UTF-8"),  # "Anniversaire été" in Latin-1, on the name: line
     "unknown_template.yaml": (12, "birthday/emial.txt.j2"),  # the text: line that names a missing template
+    "duplicate_key.yaml": (8, "the key 'holdout' is given twice (first on line 7); keep one of them"),
+    "deep.yaml": (62, "the YAML is nested more than 50 levels deep"),  # 500 levels: the parser's recursion
 }
 
 
@@ -105,6 +107,42 @@ def test_a_template_reaching_for_python_internals_is_refused_at_its_line(env, fo
     template = templates / "en" / "peek" / "email.txt.j2"
     assert problem.startswith(f"error {template}, line 3: the template reaches for something not allowed ("), problem
     assert problem.endswith("is unsafe.) (campaign 'peek', locale 'en')."), problem
+
+
+def test_every_template_that_fails_is_named_at_its_line_and_the_other_campaigns_are_checked(env, folders):
+    """``truncate(-1)`` (Jinja's AssertionError), ``| date`` on a number, a macro calling itself."""
+    definitions, templates = folders
+    shutil.copy(BAD / "definitions" / "template_errors.yaml", definitions)
+
+    result = loyalty({**env, "LOYALTY_CAMPAIGNS_DIR": str(definitions), "LOYALTY_TEMPLATES_DIR": str(templates)},
+                     "validate")
+
+    assert result.returncode == 1
+    no_traceback(result)
+    folder = templates / "en" / "template_errors"
+    assert [text for text in lines(result.stderr) if text.startswith("error ")] == [
+        f"error {definitions / 'template_errors.yaml'}, line 9: the email subject for 'en': the template failed "
+        "(AssertionError: expected length >= 3, got -1).",
+        f"error {folder / 'email.txt.j2'}, line 3: the template failed (TypeError: the date filter needs a date, "
+        "not int) (campaign 'template_errors', locale 'en').",
+        f"error {folder / 'email.html.j2'}, line 3: the template recurses too deeply (a macro calling itself "
+        "without end?) (campaign 'template_errors', locale 'en').",
+    ]
+    assert lines(result.stderr)[-1] == "3 problem(s) found; nothing was changed."
+    for campaign in SHIPPED:
+        assert any(text.startswith(f"ok    {campaign} (") for text in lines(result.stdout)), result.stdout
+
+
+def test_a_definition_nested_500_levels_deep_does_not_stop_preview_or_run_of_the_others(env, pg_sessions, folders):
+    definitions, _ = folders
+    shutil.copy(BAD / "definitions" / "deep.yaml", definitions)
+    folder_env = {**env, "LOYALTY_CAMPAIGNS_DIR": str(definitions)}
+
+    for args in (["preview", "birthday", "--at", "2027-06-15T08:00:00Z"], ["run", "--at", "2027-06-15T08:00:00Z"]):
+        result = loyalty(folder_env, *args)
+        assert result.returncode == 0, result.stderr
+        no_traceback(result)
+    assert f"{definitions / 'deep.yaml'}, line 62: the YAML is nested more than 50 levels deep" in result.stderr
 
 
 def test_a_definition_saved_with_a_bom_is_valid(env, folders):

@@ -23,18 +23,24 @@ class _Handler:
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
         message = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
         with self.sink.lock:
+            self.sink.raw.append(envelope.original_content or envelope.content)
             self.sink.messages.append(message)
             self.sink.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         return "250 Message accepted for delivery"
 
 
 class SmtpSink:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+    """``smtputf8``: whether the server offers SMTPUTF8 (RFC 6531: addresses and headers in UTF-8);
+    without it, as aiosmtpd's default, a command that is not ASCII is refused."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, smtputf8: bool = False):
         self.lock = threading.Lock()
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
+        self.raw: list[bytes] = []  # each accepted message as it came over the wire
         self.reject: set[str] = set()  # recipients refused with a 550 that quotes the address
-        self.controller = Controller(_Handler(self), hostname=host, port=port or _free_port())
+        self.controller = Controller(_Handler(self), hostname=host, port=port or _free_port(),
+                                     enable_SMTPUTF8=smtputf8)
 
     @property
     def port(self) -> int:

@@ -73,20 +73,33 @@ class _EncodedWords(Header):
 
 
 def _address(value: str) -> str:
-    """``Name <address>`` with the name RFC 2047-encoded when it is not ASCII (never the address)."""
+    """``Name <address>`` with the name RFC 2047-encoded when it is not ASCII (never the address).
+
+    An address that is not ASCII (``inès.x@example.com``) cannot be encoded: the header is written
+    as raw UTF-8 (RFC 6532), which only an SMTPUTF8 server may be given (see :func:`needs_smtputf8`).
+    The email package writes a header's undecodable bytes as they are, so the UTF-8 bytes are
+    handed to it as such (surrogate escapes) instead of text it would turn into an encoded word."""
     if value.isascii():
         return value
     name, address = parseaddr(value)
-    if not address.isascii():  # an internationalised mailbox: written as is (needs SMTPUTF8 to send)
-        return value
+    if not address.isascii():
+        return value.encode("utf-8").decode("ascii", "surrogateescape")
     return formataddr((name, address), charset="utf-8")
+
+
+def needs_smtputf8(*addresses: str) -> bool:
+    """Whether sending to or from these addresses needs the SMTPUTF8 extension (RFC 6531): an
+    address with a character outside ASCII, in its local part or its domain."""
+    return not all(address.isascii() for address in addresses)
 
 
 class SmtpEmailChannel:
     """SMTP with a time-out on every step and one connection reused across a batch.
 
     Failures before the message body is handed over are retryable (nothing was sent); a failure
-    while the server acknowledges the body is ambiguous: the server may have queued it.
+    while the server acknowledges the body is ambiguous: the server may have queued it. An address
+    that is not ASCII goes with SMTPUTF8 when the server offers it, and is a permanent failure
+    (``email_address_needs_smtputf8``) when it does not.
     """
 
     name = "email"
@@ -122,7 +135,13 @@ class SmtpEmailChannel:
         connection = self._connect()
         try:
             connection.ehlo_or_helo_if_needed()
-            code, reply = connection.mail(envelope_from)
+            options = ()
+            if needs_smtputf8(envelope_from, email.to):
+                if not connection.has_extn("smtputf8"):
+                    raise PermanentFailure("email_address_needs_smtputf8",
+                                           "the address is not ASCII and the SMTP server does not offer SMTPUTF8")
+                options = ("SMTPUTF8",)  # smtplib then writes the commands in UTF-8
+            code, reply = connection.mail(envelope_from, options)
             if code != 250:
                 self._reset()
                 raise _sorted_failure(code, reply, "sender refused")
