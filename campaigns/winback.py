@@ -76,7 +76,7 @@ def template_context(check: SendCheck) -> dict:
     days = (local_today - date.fromisoformat(check.delivery.occurrence_date)).days
     code = valid_until = None
     if step.coupon is not None:
-        code = coupon_code(check.secret, check.delivery.occurrence_key, step.coupon.prefix)
+        code = coupon_code(check.secret, check.delivery.stands_for, step.coupon.prefix)
         valid_until = local_today + timedelta(days=step.coupon.valid_days)
     return _context(step, days, code, valid_until)
 

@@ -74,6 +74,13 @@ class Delivery(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
+    @property
+    def stands_for(self) -> str:
+        """The occurrence the message carries: its own, or for a support resend (``loyalty send
+        --force`` of something already sent) the original's, whose coupon code it repeats and whose
+        reward, already granted under that key, it does not grant again."""
+        return (self.payload or {}).get("resend_of") or self.occurrence_key
+
     __table_args__ = (
         Index("ix_deliveries_member_planned", "member_id", "planned_at"),
         Index("ix_deliveries_campaign_state", "campaign", "state"),

@@ -16,9 +16,10 @@ Each source is one indexed query on the member's id; the lists are small, so the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+import phonenumbers
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -27,11 +28,14 @@ from campaigns.calendar import iso_utc
 from loyalty.errors import InputError
 from models.audit import AuditEntry
 from models.delivery import Delivery, DeliveryState
+from models.imports.rows import locale_region
 from models.member import Member
 from models.order import Order, OrderStatus
+from models.personal_data import lookup
 from models.points import PointEntry
 
-CONSENT_ACTIONS = ("optout.", "consent.")
+CONSENT_ACTIONS = ("optout.", "optin.", "consent.")
+SAME_CHANGE = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -45,11 +49,54 @@ class Event:
         return {"at": iso_utc(self.at), "type": self.type, "summary": self.summary, **self.data}
 
 
-def get_member(session: Session, external_id: str) -> Member:
-    member = session.scalar(select(Member).where(Member.external_id == external_id))
-    if member is None:
-        raise InputError(f"There is no member with the id {external_id!r}; use the shop's member id, like M0042.")
-    return member
+def get_member(session: Session, key: str, default_locale: str | None = None) -> Member:
+    """The member ``key`` names: their external id, else their email, else their phone number.
+
+    The external id is tried first, so an id made only of digits still finds its member. Then a
+    key with ``@`` is looked up as an email, and one that reads as a phone number (``+33 6 12 34 56
+    78``, or national digits in the country of ``default_locale``) as that number in E.164, both through the keyed
+    look-up hashes. Errors never repeat an email or a phone number.
+    """
+    key = key.strip()
+    member = session.scalar(select(Member).where(Member.external_id == key))
+    if member is not None:
+        return member
+    if "@" in key:
+        found = _by_lookup(session, Member.email_lookup, lookup("email", key))
+        what = "email address"
+    elif any(ch.isdigit() for ch in key) and not any(ch.isalpha() for ch in key):
+        phone = e164(key, locale_region(default_locale) if default_locale else None)
+        if phone is None:  # not echoed: it may be (part of) a phone number
+            raise InputError("There is no member with that id, and it is not a phone number with its country code; "
+                             "use the shop's member id (like M0042), an email address or a number starting with +.")
+        found = _by_lookup(session, Member.phone_lookup, lookup("phone", phone))
+        what = "phone number"
+    else:
+        raise InputError(f"There is no member with the id {key!r}; use the shop's member id (like M0042), "
+                         "their email address or their phone number.")
+    if not found:
+        raise InputError(f"No member has that {what}; check it, or use the shop's member id (like M0042).")
+    if len(found) > 1:
+        ids = ", ".join(m.external_id for m in found[:10]) + (", ..." if len(found) > 10 else "")
+        raise InputError(f"{len(found)} members share that {what} ({ids}); use one of these ids instead.")
+    return found[0]
+
+
+def e164(text: str, default_region: str | None) -> str | None:
+    """``text`` as an E.164 phone number, or None when it does not read as one."""
+    try:
+        number = phonenumbers.parse(text, None if text.startswith("+") else default_region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _by_lookup(session: Session, column, digest: str | None) -> list[Member]:
+    if digest is None:
+        return []
+    return list(session.scalars(select(Member).where(column == digest).order_by(Member.external_id)))
 
 
 def member_history(session: Session, member: Member) -> list[Event]:
@@ -65,24 +112,39 @@ def member_history(session: Session, member: Member) -> list[Event]:
 
 
 def _deliveries(session: Session, member: Member) -> list[Event]:
-    rows = session.scalars(select(Delivery).where(Delivery.member_id == member.id).order_by(Delivery.id))
+    """Each delivery, with the reward it granted (read from the points ledger, not from what it was
+    planned with: a skipped or failed message grants nothing, nor does a resend) and its coupon."""
+    rows = session.scalars(select(Delivery).where(Delivery.member_id == member.id).order_by(Delivery.id)).all()
+    granted = dict(session.execute(
+        select(PointEntry.entry_key, PointEntry.points)
+        .where(PointEntry.member_id == member.id, PointEntry.entry_key.in_([f"reward:{d.occurrence_key}" for d in rows]))
+    ).all()) if rows else {}
     events = []
     for d in rows:
         at = max(d.send_at, d.planned_at)  # when it was (or is) due: the ledger's own clock, as for its reward
         one_off = d.occurrence_key.startswith("oneoff:")
+        resend_of = (d.payload or {}).get("resend_of")
         what = f"{'one-off ' if one_off else ''}{d.campaign}" + (f" by {d.channel}" if d.channel else "")
         outcome = d.state + (f" ({d.reason})" if d.reason else "")
         if d.state == DeliveryState.PLANNED:
             outcome += f", due {iso_utc(d.send_at)}"
+        points = granted.get(f"reward:{d.occurrence_key}")
         extras = []
-        if d.reward_points:
-            extras.append(f"{d.reward_points} points")
+        if resend_of:
+            extras.append(f"resend of {resend_of}, no new reward")
+        elif points:
+            extras.append(f"{points} points")
+        elif d.reward_points and d.state in (DeliveryState.PLANNED, DeliveryState.SENDING):
+            extras.append(f"{d.reward_points} points once sent")
+        if d.coupon_code:
+            extras.append(f"coupon {d.coupon_code}")
         if d.requested_by:
             extras.append(f"asked by {d.requested_by}")
         summary = f"{what}: {outcome}" + (f"; {', '.join(extras)}" if extras else "")
         events.append(Event(at, "delivery", summary, {
             "delivery_id": d.id, "campaign": d.campaign, "channel": d.channel, "state": d.state,
-            "reason": d.reason, "occurrence_key": d.occurrence_key, "reward_points": d.reward_points,
+            "reason": d.reason, "occurrence_key": d.occurrence_key, "reward_points": points or None,
+            "coupon_code": d.coupon_code, "resend_of": resend_of,
             "requested_by": d.requested_by, "finished_at": iso_utc(d.finished_at) if d.finished_at else None,
         }))
     return events
@@ -126,7 +188,7 @@ def _audit(session: Session, member: Member) -> list[Event]:
         why = f": {row.reason}" if row.reason else ""
         if row.action.startswith(CONSENT_ACTIONS):
             verb, channel = row.action.split(".", 1)
-            word = "opt-out" if verb == "optout" else "consent change"
+            word = {"optout": "opt-out", "optin": "opt-in"}.get(verb, "consent change")
             events.append(Event(row.at, "consent", f"{channel} {word} by {row.actor}{why}", {
                 "channel": channel, "opt_in": verb != "optout", "actor": row.actor, "reason": row.reason,
             }))
@@ -139,13 +201,14 @@ def _audit(session: Session, member: Member) -> list[Event]:
 
 def _consent_on_record(member: Member, events: list[Event]) -> list[Event]:
     """The consent the member row records now, unless an audit row already tells that change."""
-    told = {(e.data.get("channel"), e.at) for e in events if e.type == "consent"}
     found = []
     for channel in ("email", "sms"):
         at = getattr(member, f"{channel}_consent_at")
-        if at is None or (channel, at) in told:
-            continue
         opted_in = bool(getattr(member, f"{channel}_opt_in"))
+        # The audit row of the same change is written in the same transaction, a moment apart.
+        if at is None or any(e.type == "consent" and e.data.get("channel") == channel and e.data.get("opt_in") == opted_in
+                             and abs(e.at - at) <= SAME_CHANGE for e in events):
+            continue
         source = getattr(member, f"{channel}_consent_source")
         word = "opt-in" if opted_in else "opt-out"
         found.append(Event(at, "consent", f"{channel} {word}" + (f" ({source})" if source else ""), {

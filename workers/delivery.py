@@ -391,11 +391,12 @@ def _member_updates(delivery: Delivery, failure: ChannelFailure, now: datetime) 
 
 
 def _reward_lot(runtime: Runtime, delivery: Delivery, as_of: datetime) -> dict:
-    """The ledger lot of a sent message's reward; its key is the occurrence's, so it is written once."""
+    """The ledger lot of a sent message's reward; its key is the occurrence's, so it is written once
+    (a support resend stands for the original occurrence, whose reward is already in the ledger)."""
     campaign = runtime.campaigns.campaigns[delivery.campaign]
     return ledger.lot_values(
         member_id=delivery.member_id,
-        entry_key=f"reward:{delivery.occurrence_key}",
+        entry_key=f"reward:{delivery.stands_for}",
         kind=EntryKind.EARN,
         points=delivery.reward_points,
         occurred_at=as_of,

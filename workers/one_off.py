@@ -1,10 +1,16 @@
 """A one-off send by support staff (``loyalty send``), through the same pipeline as a scheduled one.
 
 It is one more row of the send ledger, with the occurrence key ``oneoff:{campaign}:{member}:{n}``
-(``n`` is 1 for the first; only ``--force`` writes the next), so it is sent once whatever happens,
+(``n`` is 1 for the first; only ``--force`` or ``--grant`` writes the next), so it is sent once whatever happens,
 and it is delivered by :func:`workers.delivery.deliver`, which re-checks consent, renders, records
 the outcome and grants the reward exactly as for a scheduled send. The request itself (who, why)
 is an audit row written in the same transaction as the ledger row.
+
+A member who already received the campaign (a scheduled send or a one-off one) is refused unless
+support says which of two things it means: ``--force`` re-sends that same message (the original
+occurrence's facts and coupon code, marked ``resend_of`` in the payload) and grants nothing, since
+its reward is keyed to the original occurrence, already in the points ledger; ``--grant`` sends a
+new occurrence with its own reward, audited as ``send.oneoff.grant``.
 
 Consent is never overridden, not even by ``--force``: a member who has withdrawn it is refused.
 """
@@ -12,7 +18,7 @@ Consent is never overridden, not even by ``--force``: a member who has withdrawn
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -20,12 +26,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from campaigns import calendar
-from campaigns.context import message_context
 from campaigns.eligibility import Reason, choose_channel
-from campaigns.kinds_api import SendCheck
-from campaigns.rendering import RenderError
 from loyalty.errors import InputError
-from loyalty.tokens import unsubscribe_url
 from models import ledger
 from models.audit import AuditEntry
 from models.base import utcnow
@@ -34,10 +36,15 @@ from models.delivery import Delivery, DeliveryState
 from models.history import get_member
 from models.member import Member
 from models.points import PointEntry
+from workers.channels.base import OutgoingMailchimp, OutgoingSms
+from workers.delivery import _Outcome as DeliveryOutcome  # the sender's own decision, not a copy of it
+from workers.delivery import _prepare as prepare_delivery
 from workers.delivery import deliver
+from workers.mailchimp_sync import merge_fields
 from workers.runtime import Runtime
 
 AUDIT_ACTION = "send.oneoff"
+GRANT_ACTION = "send.oneoff.grant"
 
 _WHY_NOT = {
     Reason.NO_CONSENT: "the member has not consented to it",
@@ -49,8 +56,12 @@ _WHY_NOT = {
 class Rendered:
     channel: str
     locale: str
-    subject: str | None  # None for SMS
-    text: str
+    subject: str | None  # None for SMS and Mailchimp
+    text: str  # the body, or the Mailchimp step
+    state: str = DeliveryState.PLANNED  # how it would end: planned (it would go), or failed/skipped
+    reason: str | None = None
+    detail: str | None = None
+    coupon_code: str | None = None
 
 
 @dataclass
@@ -64,6 +75,7 @@ class OneOffResult:
     reward_points: int | None
     requested_by: str
     delivery_id: int | None = None
+    resend_of: str | None = None  # a resend: the occurrence it repeats (its reward is not granted again)
     rendered: Rendered | None = None  # --dry-run only
     due_at: datetime | None = None  # still planned: when (an SMS in quiet hours, a retry)
 
@@ -71,13 +83,14 @@ class OneOffResult:
         data = {
             "campaign": self.campaign, "member": self.member, "channel": self.channel,
             "occurrence_key": self.occurrence_key, "state": self.state, "reason": self.reason,
-            "reward": {"points": self.reward_points} if self.reward_points else {},
-            "requested_by": self.requested_by, "delivery_id": self.delivery_id,
+            "reward": {"points": self.reward_points} if self.reward_points and not self.resend_of else {},
+            "requested_by": self.requested_by, "delivery_id": self.delivery_id, "resend_of": self.resend_of,
         }
         if self.state == DeliveryState.PLANNED and self.due_at is not None:
             data["due_at"] = calendar.iso_utc(self.due_at)
         if self.rendered is not None:
             data["message"] = {"locale": self.rendered.locale, "subject": self.rendered.subject, "text": self.rendered.text}
+            data["would_end"] = {"state": self.rendered.state, "reason": self.rendered.reason}
         return data
 
 
@@ -94,6 +107,7 @@ def send_one_off(
     actor: str,
     channel: str | None = None,
     force: bool = False,
+    grant: bool = False,
     dry_run: bool = False,
     now: datetime | None = None,
 ) -> OneOffResult:
@@ -111,31 +125,39 @@ def send_one_off(
         )
 
     with runtime.sessions() as session:
-        member = get_member(session, member_external_id)
+        member = get_member(session, member_external_id, runtime.settings.default_locale)
         tiers = campaign.audience.tiers
         if tiers is not None and member.tier not in tiers:
             raise InputError(
                 f"{member.external_id} is {member.tier}, and {campaign.id!r} is only for {', '.join(tiers)} members."
             )
-        chosen, why_not = choose_channel(member, [channel] if channel else campaign.channels)
+        original = None if grant else _already_received(session, campaign.id, member, force)
+        preferred = [original.channel] if original is not None and original.channel in campaign.channels else []
+        chosen, why_not = choose_channel(member, [channel] if channel else [*preferred, *campaign.channels])
         if chosen is None:
             over = f"by {channel}" if channel else f"by any of its channels ({', '.join(campaign.channels)})"
             raise InputError(
                 f"{member.external_id} cannot be sent {campaign.id!r} {over}: {_WHY_NOT.get(why_not, why_not)} "
                 f"({why_not}); consent is never overridden."
             )
-        occurrence_date, payload = occurrence_facts(session, campaign, member, now)
-        number = _next_number(session, campaign.id, member.external_id, force)
-        reward = getattr(campaign, "reward", None)
-        points = reward.points_for(member.tier) if reward is not None and hasattr(reward, "points_for") else None
+        number = _next_number(session, campaign.id, member.external_id, force or grant or original is not None)
+        if original is not None:  # the same message again: the original's facts, coupon and (granted) reward
+            occurrence_date = date.fromisoformat(original.occurrence_date) if original.occurrence_date else None
+            payload = {**(original.payload or {}), "resend_of": original.stands_for}
+            points = original.reward_points
+        else:
+            occurrence_date, payload = occurrence_facts(session, campaign, member, now)
+            reward = getattr(campaign, "reward", None)
+            points = reward.points_for(member.tier) if reward is not None and hasattr(reward, "points_for") else None
         delivery = Delivery(
             occurrence_key=f"{oneoff_prefix(campaign.id, member.external_id)}{number}",
             campaign=campaign.id, member_id=member.id, channel=chosen, state=DeliveryState.PLANNED,
-            reward_points=points or None, occurrence_date=occurrence_date.isoformat(), payload=payload,
-            send_at=now, attempts=0, requested_by=actor[:120], planned_at=now, updated_at=now,
+            reward_points=points or None, occurrence_date=occurrence_date.isoformat() if occurrence_date else None,
+            payload=payload, send_at=now, attempts=0, requested_by=actor[:120], planned_at=now, updated_at=now,
         )
         result = OneOffResult(campaign.id, member.external_id, chosen, delivery.occurrence_key, "dry_run", None,
-                              delivery.reward_points, delivery.requested_by)
+                              delivery.reward_points, delivery.requested_by,
+                              resend_of=original.stands_for if original is not None else None)
         if dry_run:
             result.rendered = render_for(runtime, session, campaign, member, delivery, now)
             return result
@@ -143,9 +165,14 @@ def send_one_off(
 
     with transaction(runtime.sessions) as session:
         result.delivery_id = _insert(session, delivery)
-        session.add(AuditEntry(at=now, actor=actor[:120], action=AUDIT_ACTION, member_id=member_id, reason=reason,
-                               details={"campaign": campaign.id, "channel": chosen, "occurrence_key": delivery.occurrence_key,
-                                        "delivery_id": result.delivery_id, "force": force}))
+        details = {"campaign": campaign.id, "channel": chosen, "occurrence_key": delivery.occurrence_key,
+                   "delivery_id": result.delivery_id, "force": force}
+        if result.resend_of:
+            details["resend_of"] = result.resend_of
+        if grant:
+            details["reward_points"] = delivery.reward_points
+        session.add(AuditEntry(at=now, actor=actor[:120], action=GRANT_ACTION if grant else AUDIT_ACTION,
+                               member_id=member_id, reason=reason, details=details))
 
     deliver(runtime, [result.delivery_id], as_of=now)
     with runtime.sessions() as session:
@@ -186,6 +213,24 @@ def occurrence_facts(session: Session, campaign, member: Member, now: datetime) 
     raise InputError(f"A one-off {campaign.kind} send is not possible.")
 
 
+def _already_received(session: Session, campaign_id: str, member: Member, force: bool) -> Delivery | None:
+    """The latest message of the campaign the member was sent (scheduled or one-off), which ``force``
+    re-sends; without ``force`` such a message is a refusal that says what to choose."""
+    original = session.scalar(
+        select(Delivery).where(Delivery.member_id == member.id, Delivery.campaign == campaign_id,
+                               Delivery.state == DeliveryState.SENT)
+        .order_by(Delivery.finished_at.desc(), Delivery.id.desc()).limit(1)
+    )
+    if original is None or force:
+        return original
+    when = (original.finished_at or original.send_at).date().isoformat()
+    raise InputError(
+        f"{member.external_id} already received {campaign_id!r} on {when} ({original.stands_for}); add --force to "
+        "send that same message again (same content and coupon code, no new reward), or --grant to send a new one "
+        "with its reward."
+    )
+
+
 def _next_number(session: Session, campaign_id: str, external_id: str, force: bool) -> int:
     """1 for a first one-off send; refuses a second unless ``force``, which takes the next number."""
     prefix = oneoff_prefix(campaign_id, external_id)
@@ -220,30 +265,42 @@ def _insert(session: Session, delivery: Delivery) -> int:
 
 
 def render_for(runtime: Runtime, session: Session, campaign, member: Member, delivery: Delivery, at: datetime) -> Rendered:
-    """The message a delivery would carry, rendered as the sender renders it; writes nothing."""
-    settings = runtime.settings
+    """The message a delivery would carry and how it would end, decided by the sender's own code
+    (:func:`workers.delivery._prepare`: re-check, render, the SMS length limit); writes nothing.
+
+    ``state`` is ``planned`` when it would go, else the state it would end in (``failed`` with
+    ``sms_too_long`` or ``template_error``, ``skipped`` with the reason)."""
     channel = delivery.channel or campaign.channels[0]
-    check = SendCheck(campaign=campaign, member=member, delivery=delivery, at=at, session=session,
-                      program=runtime.program, secret=settings.secret)
-    context = message_context(
-        check,
-        points_balance=ledger.balance(session, member.id),
-        unsubscribe_url=unsubscribe_url(settings.public_base_url, settings.secret, member.external_id, channel),
-        reward_expires_on=_reward_expiry(campaign, member, at),
-    )
+    delivery.channel = channel
     locale = runtime.renderer.choose_locale(campaign, member.locale)
+    fields = merge_fields(session, [member], at) if channel == "mailchimp" else {}
     try:
-        if channel == "sms":
-            return Rendered(channel, locale, None, runtime.renderer.render_sms(campaign, locale, context))
-        email = runtime.renderer.render_email(campaign, locale, context)
-    except RenderError as exc:
-        raise InputError(f"The {campaign.id!r} message cannot be rendered: {exc}.") from None
-    return Rendered(channel, locale, email.subject, email.text)
+        prepared = prepare_delivery(runtime, session, delivery, member, at,
+                                    balance=ledger.balance(session, member.id), fields=fields)
+    except DeliveryOutcome as outcome:
+        return Rendered(channel, locale, None, "", state=outcome.state, reason=outcome.reason, detail=outcome.detail)
+    message = prepared.message
+    if isinstance(message, OutgoingSms):
+        return Rendered(channel, locale, None, message.body, coupon_code=prepared.coupon_code)
+    if isinstance(message, OutgoingMailchimp):
+        step = [f"tags: {', '.join(message.tags)}" if message.tags else "no tags",
+                f"event: {message.event}" if message.event else "no event"]
+        properties = ", ".join(f"{k}={v}" for k, v in sorted(message.properties.items()))
+        text = f"Mailchimp step: {'; '.join(step)}" + (f"; properties: {properties}" if properties else "")
+        return Rendered(channel, locale, None, text, coupon_code=prepared.coupon_code)
+    return Rendered(channel, locale, message.subject, message.text, coupon_code=prepared.coupon_code)
 
 
-def _reward_expiry(campaign, member: Member, at: datetime) -> date | None:
-    reward = getattr(campaign, "reward", None)
-    days = getattr(reward, "expires_after_days", None)
-    if days is None:
-        return None
-    return calendar.local_datetime(at + timedelta(days=days), member.timezone).date()
+def expected_outcomes(runtime: Runtime, session: Session, campaign, rows: list[dict], at: datetime) -> None:
+    """Mark, in place, the planned SMS of a preview that the sender would refuse (``failed:
+    sms_too_long``, or a template error), as :func:`render_for` decides it; writes nothing."""
+    texts = [row for row in rows if row["state"] == DeliveryState.PLANNED and row.get("channel") == "sms"]
+    if not texts:
+        return
+    members = {m.id: m for m in session.scalars(select(Member).where(Member.id.in_({r["member_id"] for r in texts})))}
+    fields = ("occurrence_key", "campaign", "member_id", "channel", "reward_points", "occurrence_date", "payload")
+    for row in texts:
+        delivery = Delivery(**{name: row[name] for name in fields if name in row})
+        rendered = render_for(runtime, session, campaign, members[row["member_id"]], delivery, at)
+        if rendered.state == DeliveryState.FAILED:
+            row["state"], row["reason"] = rendered.state, rendered.reason

@@ -7,7 +7,6 @@ or ``$USER``), what, why (``--reason``) and when.
 from __future__ import annotations
 
 import json
-import os
 
 import click
 from rich.table import Table
@@ -20,7 +19,9 @@ CHANNELS = click.Choice(["email", "sms"])
 
 
 def _default_actor() -> str:
-    return os.environ.get("LOYALTY_ACTOR") or os.environ.get("USER") or "cli"
+    from loyalty.settings import get_settings
+
+    return get_settings().actor
 
 
 actor_option = click.option(
@@ -36,19 +37,23 @@ def _echo_json(data) -> None:
 
 @cli.command()
 @click.argument("campaign")
-@click.option("--member", "member_id", required=True, metavar="ID", help="The member's id in the shop (external id).")
+@click.option("--member", "member_id", required=True, metavar="ID|EMAIL|PHONE",
+              help="The member: their id in the shop (external id), email address or phone number.")
 @click.option("--reason", required=True, metavar="TEXT", help="Why this send is made; kept in the audit log.")
 @click.option("--channel", type=CHANNELS, help="Send over this channel only (default: the campaign's first usable one).")
 @click.option("--dry-run", is_flag=True, help="Render and show the message; write and send nothing.")
-@click.option("--force", is_flag=True, help="Send again although this member already had a one-off send of it.")
+@click.option("--force", is_flag=True,
+              help="Send again what this member already received: the same message and coupon, no new reward.")
+@click.option("--grant", is_flag=True,
+              help="Send a new occurrence with its own reward although the member already received one; audited.")
 @actor_option
 @json_option
-def send(campaign: str, member_id: str, reason: str, channel: str | None, dry_run: bool, force: bool,
+def send(campaign: str, member_id: str, reason: str, channel: str | None, dry_run: bool, force: bool, grant: bool,
          actor: str, as_json: bool) -> None:
     """Send CAMPAIGN to one member now, through the normal pipeline (consent, rendering, ledger, reward).
 
-    A second send of the same campaign to the same member is refused unless --force; consent is
-    never overridden.
+    A member who already received it is refused unless --force (the same message again, no new
+    reward) or --grant (a new one with its reward); consent is never overridden.
 
     Example: loyalty send birthday --member M0042 --reason "gift lost, ticket 1234" --as alice
     """
@@ -56,18 +61,27 @@ def send(campaign: str, member_id: str, reason: str, channel: str | None, dry_ru
 
     runtime = runtime_for_cli()
     result = send_one_off(runtime, campaign_id=campaign, member_external_id=member_id, reason=reason, actor=actor,
-                          channel=channel, force=force, dry_run=dry_run)
+                          channel=channel, force=force, grant=grant, dry_run=dry_run)
     if as_json:
         _echo_json(result.as_json())
     elif dry_run:
         message = result.rendered
-        console.print(f"Dry run: {result.occurrence_key} would go to {result.member} by {result.channel} "
-                      f"({message.locale}); nothing was written or sent.")
+        again = f" (the same message as {result.resend_of}, no new reward)" if result.resend_of else ""
+        if message.state == "planned":
+            console.print(f"Dry run: {result.occurrence_key} would go to {result.member} by {result.channel} "
+                          f"({message.locale}){again}; nothing was written or sent.")
+        else:
+            why = f" ({message.reason}: {message.detail})" if message.detail else f" ({message.reason})"
+            console.print(f"Dry run: {result.occurrence_key} to {result.member} by {result.channel} would end "
+                          f"{message.state}{why}; nothing was written or sent.")
         if message.subject is not None:
             console.print(f"Subject: {message.subject}")
-        console.print(message.text)
+        if message.text:
+            console.print(message.text)
     else:
         _print_send_outcome(result)
+    if dry_run and result.rendered.state != "planned":
+        raise SystemExit(1)
     if not dry_run and result.state not in ("sent", "planned"):
         raise SystemExit(1)
 
@@ -76,6 +90,8 @@ def _print_send_outcome(result) -> None:
     what = f"{result.campaign} to {result.member} by {result.channel} (delivery {result.delivery_id}, {result.occurrence_key})"
     if result.state == "sent":
         reward = f"; {result.reward_points} points granted" if result.reward_points else ""
+        if result.resend_of:
+            reward = f"; the same message as {result.resend_of}, no new reward"
         console.print(f"Sent {what}{reward}.")
     elif result.state == "planned":
         from campaigns.calendar import iso_utc
@@ -88,7 +104,8 @@ def _print_send_outcome(result) -> None:
 
 
 @cli.command()
-@click.option("--member", "member_id", required=True, metavar="ID", help="The member's id in the shop (external id).")
+@click.option("--member", "member_id", required=True, metavar="ID|EMAIL|PHONE",
+              help="The member: their id in the shop (external id), email address or phone number.")
 @json_option
 def history(member_id: str, as_json: bool) -> None:
     """One member's deliveries, points, tier and consent changes and support actions, oldest first.
@@ -99,12 +116,12 @@ def history(member_id: str, as_json: bool) -> None:
 
     runtime = runtime_for_cli()
     with runtime.sessions() as session:
-        member = get_member(session, member_id)
+        member = get_member(session, member_id, runtime.settings.default_locale)
         events = member_history(session, member)
         header = f"{member.external_id} · {member.tier} · {member.timezone}"
     if as_json:
         for event in events:
-            _echo_json({"member": member_id, **event.as_json()})
+            _echo_json({"member": member.external_id, **event.as_json()})
         return
     table = Table(title=f"History of {header}")
     for column in ("when (UTC)", "what", "detail"):
@@ -124,7 +141,7 @@ def member() -> None:
 
 
 @member.command("show")
-@click.argument("member_id", metavar="ID")
+@click.argument("member_id", metavar="ID|EMAIL|PHONE")
 @json_option
 def member_show(member_id: str, as_json: bool) -> None:
     """Who the member is, how to reach them, their consent, tier, points and activity.
@@ -135,7 +152,7 @@ def member_show(member_id: str, as_json: bool) -> None:
 
     runtime = runtime_for_cli()
     with runtime.sessions() as session:
-        summary = member_summary(session, get_member(session, member_id))
+        summary = member_summary(session, get_member(session, member_id, runtime.settings.default_locale))
     if as_json:
         _echo_json(summary)
         return
@@ -172,7 +189,7 @@ def _shown_fields(s: dict) -> list[tuple[str, str]]:
 
 
 @member.command("optout")
-@click.argument("member_id", metavar="ID")
+@click.argument("member_id", metavar="ID|EMAIL|PHONE")
 @click.option("--channel", type=CHANNELS, required=True, help="The channel the member no longer wants.")
 @click.option("--reason", required=True, metavar="TEXT", help="Why (e.g. 'asked by phone, ticket 1234'); audited.")
 @actor_option
@@ -183,19 +200,23 @@ def member_optout(member_id: str, channel: str, reason: str, actor: str, as_json
     Example: loyalty member optout M0042 --channel email --reason "asked by phone" --as alice
     """
     runtime = runtime_for_cli()
-    changed, at, source = opt_out(runtime.sessions, member_id, channel, reason=reason, actor=actor)
+    external_id, changed, at, source = opt_out(runtime.sessions, member_id, channel, reason=reason, actor=actor,
+                                               default_locale=runtime.settings.default_locale)
     if as_json:
-        _echo_json({"member": member_id, "channel": channel, "opt_in": False, "changed": changed,
+        _echo_json({"member": external_id, "channel": channel, "opt_in": False, "changed": changed,
                     "at": at, "source": source})
     elif changed:
-        console.print(f"{member_id} is opted out of {channel} since {at} ({source}); "
+        console.print(f"{external_id} is opted out of {channel} since {at} ({source}); "
                       "planned sends over it will be skipped, and the change is in the audit log.")
     else:
-        console.print(f"{member_id} had already opted out of {channel} on {at} ({source}); nothing changed.")
+        console.print(f"{external_id} had already opted out of {channel} on {at} ({source}); nothing changed.")
 
 
-def opt_out(sessions, member_id: str, channel: str, *, reason: str, actor: str) -> tuple[bool, str | None, str | None]:
-    """Withdraw consent for ``channel``, with an audit row: (changed, since when, source).
+def opt_out(sessions, member_id: str, channel: str, *, reason: str, actor: str,
+            default_locale: str | None = None) -> tuple[str, bool, str | None, str | None]:
+    """Withdraw consent for ``channel``, with an audit row: (external id, changed, since when, source).
+
+    ``member_id`` is an external id, an email or a phone number (see :func:`models.history.get_member`).
 
     A member who already refused outside any import (a link, STOP, support) is left as is. One who
     merely never said yes is recorded as refusing, so that a later shop import cannot opt them in
@@ -217,10 +238,10 @@ def opt_out(sessions, member_id: str, channel: str, *, reason: str, actor: str) 
     now = utcnow()
     source = f"support:{actor}"[:64]
     with transaction(sessions) as session:
-        member = get_member(session, member_id)
+        member = get_member(session, member_id, default_locale)
         opted_in, since, was = (getattr(member, f"{channel}_{c}") for c in ("opt_in", "consent_at", "consent_source"))
         if not opted_in and was and not was.startswith("import:"):
-            return False, iso_utc(since) if since else None, was
+            return member.external_id, False, iso_utc(since) if since else None, was
         session.execute(
             update(Member).where(Member.id == member.id)
             .values(**{f"{channel}_opt_in": False, f"{channel}_consent_at": now,
@@ -228,4 +249,4 @@ def opt_out(sessions, member_id: str, channel: str, *, reason: str, actor: str) 
         )
         session.add(AuditEntry(at=now, actor=actor[:120], action=f"optout.{channel}", member_id=member.id,
                                reason=reason, details={"channel": channel, "was_opted_in": bool(opted_in)}))
-    return True, iso_utc(now), source
+    return member.external_id, True, iso_utc(now), source

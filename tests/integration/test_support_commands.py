@@ -71,12 +71,12 @@ def test_a_one_off_send_goes_through_the_pipeline_once_and_is_audited(env, pg_se
     again = loyalty(env, "send", "birthday", "--member", "M0042", "--reason", "asked again", "--as", "bob")
     assert again.returncode == 2
     today = datetime.now(UTC).date().isoformat()
-    assert one_sentence(again) == (f"error: M0042 already had a one-off 'birthday' send on {today} (sent); "
-                                   "add --force to send it again.")
+    assert one_sentence(again).startswith(f"error: M0042 already received 'birthday' on {today} "
+                                          "(oneoff:birthday:M0042:1); add --force to send that same message again")
     assert len(smtp_sink.messages) == 1
 
     forced = loyalty(env, "send", "birthday", "--member", "M0042", "--reason", "second gift approved", "--as", "bob",
-                     "--force", "--json")
+                     "--grant", "--json")
     assert forced.returncode == 0, forced.stderr
     result = json.loads(forced.stdout)
     assert {k: result[k] for k in ("campaign", "member", "channel", "occurrence_key", "state", "reason", "reward",
@@ -95,8 +95,8 @@ def test_a_one_off_send_goes_through_the_pipeline_once_and_is_audited(env, pg_se
     assert deliveries == [("oneoff:birthday:M0042:1", "alice", "sent"), ("oneoff:birthday:M0042:2", "bob", "sent")]
     mid = member_id(pg_sessions, "M0042")
     assert audit == [("alice", "send.oneoff", "gift email lost, ticket 1234", mid),
-                     ("bob", "send.oneoff", "second gift approved", mid)]
-    assert points == 500  # the reward, once per send
+                     ("bob", "send.oneoff.grant", "second gift approved", mid)]
+    assert points == 500  # the reward of the first send, and the one explicitly granted
 
 
 def test_a_dry_run_shows_the_message_and_writes_nothing(env, pg_sessions, smtp_sink):
@@ -139,7 +139,8 @@ def test_consent_is_never_overridden_and_every_refusal_is_one_sentence(env, pg_s
         (["send", "birthday", "--member", "M0044", "--reason", "x", "--channel", "sms"],
          "error: The campaign 'birthday' has no sms message; its channels are: email."),
         (["send", "birthday", "--member", "NOPE", "--reason", "x"],
-         "error: There is no member with the id 'NOPE'; use the shop's member id, like M0042."),
+         "error: There is no member with the id 'NOPE'; use the shop's member id (like M0042), their email address "
+         "or their phone number."),
         (["send", "birthdya", "--member", "M0044", "--reason", "x"],
          "error: There is no valid campaign 'birthdya'; the known ones are: "),
         (["send", "birthday", "--member", "M0044", "--reason", "   "],
@@ -256,10 +257,11 @@ def test_history_of_a_skipped_send_says_why(env, pg_sessions, smtp_sink):
     add_members(pg_sessions, make_member("M0081", email_opt_in=False, birthday=(6, 15)))
     assert loyalty(env, "run", "--at", "2027-06-15T08:30:00Z").returncode == 0
     table = loyalty(env, "history", "--member", "M0081")
-    assert row(table.stdout, "2027-06-15 08:30")[1:] == ["delivery", "birthday: skipped (no_consent); 100 points"]
+    assert row(table.stdout, "2027-06-15 08:30")[1:] == ["delivery", "birthday: skipped (no_consent)"]
     unknown = loyalty(env, "history", "--member", "M9999")
     assert unknown.returncode == 2
-    assert one_sentence(unknown) == "error: There is no member with the id 'M9999'; use the shop's member id, like M0042."
+    assert one_sentence(unknown) == ("error: There is no member with the id 'M9999'; use the shop's member id "
+                                     "(like M0042), their email address or their phone number.")
 
 
 # --- the embedded default --------------------------------------------------------------------------
@@ -283,10 +285,13 @@ def test_member_show_history_and_a_one_off_send_on_the_embedded_default(tmp_path
         gift.replace("_", ":")]
     assert {"points", "consent"} <= {e["type"] for e in events}
 
-    send = loyalty(home, "send", "birthday", "--member", gifted, "--reason", "demo", "--as", "carol", cwd=tmp_path)
+    refused = loyalty(home, "send", "birthday", "--member", gifted, "--reason", "demo", "--as", "carol", cwd=tmp_path)
+    assert refused.returncode == 2  # the gift was received today: --force re-sends it, --grant gives another
+    send = loyalty(home, "send", "birthday", "--member", gifted, "--reason", "demo", "--as", "carol", "--force",
+                   cwd=tmp_path)
     assert send.returncode == 0, send.stderr
     assert send.stdout.startswith(f"Sent birthday to {gifted} by email")
-    assert (tmp_path / "home" / "outbox" / "email" / f"oneoff_birthday_{gifted}_1.eml").exists()
+    assert "no new reward" in send.stdout
     later = loyalty(home, "history", "--member", gifted, cwd=tmp_path)
     assert re.search(r"send\.oneoff by carol: demo", later.stdout)
-    assert re.search(r"one-off birthday by email: sent; \d+ points, asked by carol", later.stdout)
+    assert re.search(r"one-off birthday by email: sent; resend of birthday:\S+, no new reward, asked by carol", later.stdout)
