@@ -47,6 +47,7 @@ def preview(campaign: str, at: str | None, as_json: bool) -> None:
 
     Example: loyalty preview birthday --at 2027-02-28T10:00:00Z --json
     """
+    from workers.one_off import expected_outcomes
     from workers.planning import plan_context, preview_campaign
 
     instant = instant_option(at)
@@ -54,6 +55,7 @@ def preview(campaign: str, at: str | None, as_json: bool) -> None:
     definition = runtime.campaigns.get(campaign)
     with runtime.sessions() as session:
         rows = preview_campaign(session, definition, plan_context(session, runtime.campaigns, runtime.program, instant))
+        expected_outcomes(runtime, session, definition, rows, instant)  # an SMS the sender would refuse, as it ends
     lines = [_preview_line(row) for row in rows]
     if as_json:
         for line in lines:
@@ -67,7 +69,8 @@ def preview(campaign: str, at: str | None, as_json: bool) -> None:
         table.add_row(line["member"], line["status"], line["channel"] or "-", line.get("reason") or "-", reward,
                       line["send_at"], line["occurrence_key"])
     console.print(table)
-    counts = Counter(line["status"] if line["status"] != "skipped" else f"skipped ({line['reason']})" for line in lines)
+    counts = Counter(line["status"] if line["status"] not in ("skipped", "failed") else f"{line['status']} ({line['reason']})"
+                     for line in lines)
     console.print(", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "Nobody is due at that instant.")
     if rows:
         from loyalty.commands.simulate import print_preview_summary  # per channel, skips by reason, samples

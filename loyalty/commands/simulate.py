@@ -195,7 +195,7 @@ def print_preview_summary(out: Console, runtime, campaign, rows: list[dict], at:
     for channel in sorted(set(planned) | set(held), key=str):
         by_channel.add_row(Text(channel or "-"), str(planned[channel]), str(held[channel]))
     skipped = Counter(r.get("reason") or r["state"] for r in rows if r["state"] not in ("planned", "held_out"))
-    reasons = Table(title=f"{campaign.id}: skipped, by reason", title_justify="left")
+    reasons = Table(title=f"{campaign.id}: not sent, by reason", title_justify="left")
     reasons.add_column("reason")
     reasons.add_column("members", justify="right")
     for reason, count in skipped.most_common():
@@ -215,10 +215,10 @@ def print_preview_summary(out: Console, runtime, campaign, rows: list[dict], at:
         for row in picked:
             member = session.get(Member, row["member_id"])
             delivery = Delivery(**{name: row[name] for name in fields if name in row})
-            try:
-                rendered = render_for(runtime, session, campaign, member, delivery, at)
-            except InputError as exc:
-                sample_table.add_row(Text(row["member"]), Text(row.get("channel") or "-"), "-", Text(f"cannot render: {exc}"))
+            rendered = render_for(runtime, session, campaign, member, delivery, at)
+            if rendered.state != "planned":
+                ending = f"would end {rendered.state} ({rendered.reason})"
+                sample_table.add_row(Text(row["member"]), Text(rendered.channel), rendered.locale, Text(ending))
                 continue
             first_line = next((line for line in rendered.text.splitlines() if line.strip()), "")
             message = rendered.subject if rendered.subject is not None else first_line
