@@ -17,8 +17,9 @@ Who is sent:
 What "changed" means: never synced, or ``members.updated_at`` (tier, consent, birthday, locale,
 email...) or a points ledger entry (earn, redeem, expiry) later than the last sync, looked at with
 a 15-minute overlap so that a transaction committing late is not missed. Each member's payload
-is digested (``mailchimp_hash``): a candidate whose digest is what Mailchimp already accepted is
-not sent again, so the overlap costs no calls.
+is digested (``mailchimp_hash``: HMAC-SHA256 under the look-up key, so the database and a list of
+candidate addresses do not give the emails back): a candidate whose digest is what Mailchimp
+already accepted is not sent again, so the overlap costs no calls.
 
 How: ``POST /lists/{list_id}`` (batch subscribe, ``update_existing``), 500 members per call, never
 a call per member, each allowed 60 s; up to 10 calls at once (Mailchimp's limit of simultaneous connections), one
@@ -30,6 +31,7 @@ a chunk still failing is left for the next run.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import threading
 import time
@@ -48,6 +50,7 @@ from models import ledger
 from models.base import utcnow
 from models.db import transaction
 from models.member import ContactStatus, MailchimpStatus, Member
+from models.personal_data import installed
 from models.points import PointEntry
 from workers.channels.mailchimp import MailchimpCallError, call, lists_api, masked
 
@@ -94,8 +97,11 @@ def payload_for(member: Member, fields: dict[str, object]) -> dict[str, object]:
 
 
 def digest(payload: dict[str, object]) -> str:
+    """A keyed digest of what is sent (the email among it): equal payloads, equal digests; without
+    the look-up key, nothing can be tried against it. 128 bits: enough to tell a change."""
     canonical = json.dumps({**payload, "email_address": str(payload["email_address"]).lower()}, sort_keys=True)
-    return hashlib.md5(canonical.encode("utf-8")).hexdigest()
+    keyed = hmac.new(installed().lookup_key, b"mailchimp sync:" + canonical.encode("utf-8"), hashlib.sha256)
+    return keyed.hexdigest()[:32]
 
 
 def candidates_condition():

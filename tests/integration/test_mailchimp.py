@@ -3,6 +3,8 @@ events), the bulk sync of changed members, every error sorted, and the SDK's qui
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -10,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import mailchimp_marketing
 import pytest
 import requests
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from loyalty.settings import load_settings
 from models import ledger
@@ -24,7 +26,8 @@ from tests.support.members import add_members, make_member
 from tests.support.providers import AT, MERGE_FIELDS, bulk_members, deliver_until_done, provider_env
 from workers.channels.base import OutgoingMailchimp, PermanentFailure, RetryableFailure
 from workers.channels.mailchimp import MailchimpCallError, MailchimpChannel, call
-from workers.mailchimp_sync import sync_members
+from models.base import utcnow
+from workers.mailchimp_sync import merge_fields, payload_for, sync_members
 from workers.runtime import build_runtime, set_runtime
 
 UTC = timezone.utc
@@ -100,6 +103,46 @@ def test_a_step_upserts_the_member_applies_the_tag_and_posts_the_event_once(runt
                                "lists.create_list_member_event": 1}
     delivery = delivery_of(pg_sessions, "G1")
     assert (delivery.state, delivery.channel) == ("sent", "mailchimp")
+
+
+def every_stored_value(sessions) -> str:
+    """Every row of every table as PostgreSQL writes it out, one line each (what a dump would show)."""
+    with sessions() as session:
+        tables = session.scalars(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).all()
+        return "\n".join(row for table in tables for row in session.scalars(text(f'SELECT t::text FROM "{table}" t')))
+
+
+def test_no_stored_value_gives_an_email_back_through_its_md5(runtime, pg_sessions, mailchimp):
+    """Mailchimp's subscriber hash is the MD5 of the address: with the database and a list of
+    candidate addresses, an MD5 stored anywhere gives the email back. The sync's digest is keyed."""
+    emails = ["g1@members.example", "Mixed.Case@Members.example", "plain@members.example"]
+    add_members(pg_sessions, fan("G1", email=emails[0]), make_member("MC", email=emails[1]),
+                make_member("P", email=emails[2]))
+    deliver_until_done(runtime)  # G1 (gold) has the journey step: upsert, tag, event
+    report = sync_members(runtime, retry_waits=NO_WAIT)
+    assert report.sent == 3 and report.calls == 1
+    assert delivery_of(pg_sessions, "G1").state == "sent"
+
+    dump = every_stored_value(pg_sessions).lower()
+    assert "mailchimp" in dump and "g1" in dump  # the dump holds the rows
+    for email in emails:
+        for form in (email, email.lower()):
+            for digest in (hashlib.md5(form.encode()).hexdigest(), hashlib.sha256(form.encode()).hexdigest()):
+                assert digest not in dump, email
+    # what stands for a Mailchimp delivery is Mailchimp's random id of the member, not its hash
+    assert delivery_of(pg_sessions, "G1").provider_message_id == mailchimp.member(emails[0]).unique_email_id
+    # the digest of what Mailchimp accepted is keyed: no plain hash of what was sent (guessable from
+    # an address and the merge fields) is stored either
+    with pg_sessions() as session:
+        members = session.scalars(select(Member).order_by(Member.id)).all()
+        fields = merge_fields(session, members, utcnow())
+    for one in members:
+        payload = payload_for(one, fields[one.id])
+        canonical = json.dumps({**payload, "email_address": one.email.lower()}, sort_keys=True).encode()
+        assert one.mailchimp_hash is not None
+        assert hashlib.md5(canonical).hexdigest() not in dump and hashlib.sha256(canonical).hexdigest() not in dump
+    # and it still spares unchanged members a call
+    assert sync_members(runtime, retry_waits=NO_WAIT).sent == 0
 
 
 def test_a_member_mailchimp_will_not_resubscribe_is_recorded_not_retried_and_then_skipped(

@@ -17,7 +17,9 @@ A campaign step (:class:`MailchimpChannel`): upsert the member (``PUT``, ``statu
 subscribed``: never resubscribes anyone), apply the tags, then post the event. The first two are
 idempotent, so any failure of theirs may be retried; the event is not, so once it may have reached
 Mailchimp (no answer) the delivery ends ``unknown``. The send ledger claims each occurrence once,
-and the event carries ``occurrence_key`` among its properties.
+and the event carries ``occurrence_key`` among its properties. The delivery's provider id is the
+member's ``unique_email_id`` in the audience (Mailchimp's random id, what its search finds), never
+the subscriber hash: that is the MD5 of the address, computed for each call and never stored.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ _EMAIL = re.compile(r"[^@\s'\"]+@[^@\s'\"]+\.[A-Za-z]{2,}")
 
 
 def subscriber_hash(email: str) -> str:
-    """Mailchimp's member id: the MD5 of the lower-cased address."""
+    """Mailchimp's member id: the MD5 of the lower-cased address. Only for the URL of a call: from it
+    and a list of candidate addresses the address is found, so it is never stored or logged."""
     return hashlib.md5(email.strip().lower().encode("utf-8")).hexdigest()
 
 
@@ -163,7 +166,7 @@ class MailchimpChannel:
         self.target = target
         self.lists, self._session = lists_api(target, slots=slots)
 
-    def send(self, step: OutgoingMailchimp) -> str:
+    def send(self, step: OutgoingMailchimp) -> str | None:
         key = subscriber_hash(step.email)
         list_id = self.target.list_id
         upsert = {"email_address": step.email, "status_if_new": "subscribed", "merge_fields": step.merge_fields}
@@ -178,7 +181,8 @@ class MailchimpChannel:
         if step.event:
             event = {"name": step.event, "properties": {**step.properties, "occurrence_key": step.occurrence_key}}
             self._call(self.lists.create_list_member_event, list_id, key, event, idempotent=False)
-        return key
+        unique_id = member.get("unique_email_id")
+        return str(unique_id)[:200] if unique_id else None
 
     @staticmethod
     def _call(method, *args: Any, idempotent: bool) -> Any:
