@@ -14,7 +14,15 @@ Status callbacks (the delivery is found by its ``provider_message_id``):
 - ``undelivered`` / ``failed``: ``sent → failed`` with the reason of Twilio's ``ErrorCode``
   (``sms_opted_out``, ``sms_invalid_number``, ``sms_not_mobile`` as for a refused send, with the
   same effect on the member; any other code as ``twilio_<code>``);
-- other statuses (queued, sent...) are steps on the way and change nothing.
+- other statuses (queued, sent...) are steps on the way and change nothing;
+- a final status for a SID no delivery has yet is kept (``early_status_callbacks``): Twilio may call
+  back before the send's outcome (with the SID) commits, and it does not call again after our 200
+  (nor after an error, unless the URL asks it to, and then only within 15 s). The sweeper applies
+  it once the delivery has the SID (:func:`apply_early_statuses`), exactly as if it came then.
+
+The signature is checked over the form's fields grouped by name once (the SDK looks each name's
+values up in the mapping it is given: a multidict's look-up scans every field, so a form of 20,000
+fields cost 20,000² comparisons).
 
 Inbound messages, by Twilio's keywords (the whole message, any case; or Twilio's ``OptOutType``):
 STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT withdraw SMS consent (source
@@ -24,7 +32,7 @@ help text back. Every member with that phone number is changed, and audited; not
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -37,7 +45,7 @@ from models.db import transaction
 from models.delivery import Delivery, DeliveryState
 from models.member import Member
 from models.personal_data import lookup
-from models.webhooks import ProcessedWebhook
+from models.webhooks import EarlyStatusCallback, ProcessedWebhook
 from workers.channels.base import PermanentFailure
 from workers.channels.sms import failure_for_code
 
@@ -47,10 +55,21 @@ HELP_WORDS = frozenset({"HELP", "INFO"})
 FINAL_STATUSES = ("delivered", "undelivered", "failed")
 
 
-def signature_is_valid(auth_token: str, url: str, form, signature: str | None) -> bool:
+class _Grouped(dict):
+    """A form's values by name, each looked up once: what the SDK's validator asks of a multidict."""
+
+    def getall(self, name: str) -> list[str]:
+        return self[name]
+
+
+def signature_is_valid(auth_token: str, url: str, fields: Iterable[tuple[str, str]], signature: str | None) -> bool:
+    """True when ``signature`` is Twilio's for ``url`` and the form ``fields`` (name, value pairs)."""
     if not signature:
         return False
-    return RequestValidator(auth_token).validate(url, form, signature)
+    grouped = _Grouped()
+    for name, value in fields:
+        grouped.setdefault(name, []).append(value)
+    return RequestValidator(auth_token).validate(url, grouped, signature)
 
 
 def keyword_of(form: Mapping[str, str]) -> str | None:
@@ -77,37 +96,75 @@ def first_time(session: Session, key: str) -> bool:
 
 
 def apply_status(sessions: sessionmaker[Session], form: Mapping[str, str]) -> str:
-    """Apply a status callback; returns what happened (for the log)."""
+    """Apply a status callback, or keep it until its SID is recorded; returns what happened (for the log)."""
     sid, status = form.get("MessageSid") or form.get("SmsSid"), (form.get("MessageStatus") or "").lower()
     if not sid or status not in FINAL_STATUSES:
         return "ignored"
+    code = _int(form.get("ErrorCode"))
     with transaction(sessions) as session:
-        delivery = session.scalars(
-            select(Delivery).where(Delivery.provider_message_id == sid, Delivery.channel == "sms").with_for_update()
-        ).first()
-        if delivery is None:  # not ours, or its send not recorded yet: not marked handled, a retry may apply
-            return "unknown_message"
-        if not first_time(session, f"twilio:status:{sid}:{status}"):
-            return "duplicate"
-        if delivery.state != DeliveryState.SENT:
-            return "not_sent"
-        now = utcnow()
-        if status == "delivered":
-            delivery.detail, delivery.updated_at = "delivered", now
-            return "delivered"
-        code = _int(form.get("ErrorCode"))
-        failure = failure_for_code(code, None, form.get("ErrorMessage") or status, now=now)
-        reason = failure.reason if isinstance(failure, PermanentFailure) and failure.member_updates else None
-        delivery.state = DeliveryState.FAILED
-        delivery.reason = reason or (f"twilio_{code}" if code else f"sms_{status}")
-        delivery.detail = f"{status} {code or ''}".strip()
-        delivery.updated_at = delivery.finished_at = now
-        if reason:
-            session.execute(update(Member).where(Member.id == delivery.member_id).values(**failure.member_updates))
-            session.add(AuditEntry(actor="provider:sms", action="member.updated_by_provider", member_id=delivery.member_id,
-                                   reason=reason, details={"columns": sorted(failure.member_updates),
-                                                           "delivery_id": delivery.id}))
-        return status
+        outcome = _apply(session, sid, status, code)
+        if outcome == "unknown_message":  # its send's outcome not recorded yet: kept for the sweeper
+            _keep(session, sid, status, code)
+            return "kept"
+    return outcome
+
+
+def apply_early_statuses(sessions: sessionmaker[Session], limit: int = 1000) -> int:
+    """Apply the kept status callbacks whose SID a delivery now has; returns how many were applied.
+
+    Each is applied as if it had just arrived (a duplicate of one applied meanwhile changes nothing)
+    and forgotten in the same transaction."""
+    applied = 0
+    while True:
+        with transaction(sessions) as session:
+            kept = session.scalars(
+                select(EarlyStatusCallback)
+                .join(Delivery, (Delivery.provider_message_id == EarlyStatusCallback.message_sid) & (Delivery.channel == "sms"))
+                .order_by(EarlyStatusCallback.id).limit(limit)
+                .with_for_update(of=EarlyStatusCallback, skip_locked=True)
+            ).unique().all()
+            for callback in kept:
+                _apply(session, callback.message_sid, callback.status, callback.error_code)
+                session.delete(callback)
+        applied += len(kept)
+        if len(kept) < limit:
+            return applied
+
+
+def _keep(session: Session, sid: str, status: str, code: int | None) -> None:
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(
+        insert(EarlyStatusCallback).values(message_sid=sid[:200], status=status, error_code=code, received_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["message_sid", "status"])
+    )
+
+
+def _apply(session: Session, sid: str, status: str, code: int | None) -> str:
+    delivery = session.scalars(
+        select(Delivery).where(Delivery.provider_message_id == sid, Delivery.channel == "sms").with_for_update()
+    ).first()
+    if delivery is None:
+        return "unknown_message"
+    if not first_time(session, f"twilio:status:{sid}:{status}"):
+        return "duplicate"
+    if delivery.state != DeliveryState.SENT:
+        return "not_sent"
+    now = utcnow()
+    if status == "delivered":
+        delivery.detail, delivery.updated_at = "delivered", now
+        return "delivered"
+    failure = failure_for_code(code, None, status, now=now)
+    reason = failure.reason if isinstance(failure, PermanentFailure) and failure.member_updates else None
+    delivery.state = DeliveryState.FAILED
+    delivery.reason = reason or (f"twilio_{code}" if code else f"sms_{status}")
+    delivery.detail = f"{status} {code or ''}".strip()
+    delivery.updated_at = delivery.finished_at = now
+    if reason:
+        session.execute(update(Member).where(Member.id == delivery.member_id).values(**failure.member_updates))
+        session.add(AuditEntry(actor="provider:sms", action="member.updated_by_provider", member_id=delivery.member_id,
+                               reason=reason, details={"columns": sorted(failure.member_updates),
+                                                       "delivery_id": delivery.id}))
+    return status
 
 
 def apply_inbound(sessions: sessionmaker[Session], form: Mapping[str, str]) -> tuple[str | None, int]:

@@ -18,6 +18,7 @@ import structlog
 from dramatiq.brokers.stub import StubBroker
 
 from campaigns.calendar import iso_utc, parse_instant
+from loyalty.twilio_webhooks import apply_early_statuses
 from models.base import utcnow
 from models.db import transaction
 from models.program_ops import apply_pending_orders, expire_due_lots, recalculate_all_tiers
@@ -70,12 +71,16 @@ def deliver_batch(delivery_ids: list[int], as_of: str | None = None) -> None:
 
 @dramatiq.actor(broker=_placeholder, queue_name=CAMPAIGN_QUEUE, max_retries=3)
 def sweep_unfinished() -> None:
-    """Put back planned deliveries whose message was lost; mark abandoned sends ``unknown``."""
+    """Put back planned deliveries whose message was lost; mark abandoned sends ``unknown``; apply the
+    Twilio status callbacks that came before their message's SID was recorded."""
     runtime = get_runtime()
     result = sweep(runtime, utcnow())
     enqueue_deliveries(result.requeued_ids, as_of=None, batch_size=runtime.settings.delivery_batch_size)
     if result.requeued_ids or result.marked_unknown:
         log.warning("sweeper.repaired", requeued=len(result.requeued_ids), marked_unknown=result.marked_unknown)
+    applied = apply_early_statuses(runtime.sessions)
+    if applied:
+        log.info("twilio.early_statuses_applied", count=applied)
 
 
 @dramatiq.actor(broker=_placeholder, queue_name=CAMPAIGN_QUEUE, max_retries=3)

@@ -14,7 +14,7 @@ from loyalty.web import create_app
 from models.audit import AuditEntry
 from models.delivery import Delivery
 from models.member import Member
-from models.webhooks import ProcessedWebhook
+from models.webhooks import EarlyStatusCallback, ProcessedWebhook
 from tests.conftest import free_port
 from tests.support.http_server import BackgroundServer
 from tests.support.members import add_members, make_member
@@ -265,3 +265,83 @@ def test_a_member_who_texts_stop_gets_no_further_sms(live, pg_sessions):
 
 def test_health_check(client):
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+class EarlyCallingTwilio(TwilioServer):
+    """Twilio calling the status callback of a message before its answer to the send has left (it
+    happens: the answer's way back is slower than the carrier's report), so the SID is not recorded yet."""
+
+    early_status = ("undelivered", 30003)
+
+    def _create_message(self, form, headers):
+        resource = super()._create_message(form, headers)
+        status, code = self.early_status
+        self.early_answers.append(self.send_status_callback(resource["sid"], status, error_code=code).status_code)
+        return resource
+
+
+@pytest.fixture
+def early_twilio(env, tmp_path, pg_engine):
+    """``live``, with a Twilio server that calls back before it answers the send."""
+    port = free_port()
+    twilio = EarlyCallingTwilio().start()
+    twilio.early_answers = []
+    web_env = {**provider_env(env, tmp_path, twilio=twilio), "LOYALTY_PUBLIC_URL": f"http://127.0.0.1:{port}"}
+    settings = load_settings(web_env)
+    app = create_app(settings)
+    web = BackgroundServer(app, port=port).start()
+    runtime = build_runtime(settings)
+    set_runtime(runtime)
+    yield runtime, twilio
+    set_runtime(None)
+    runtime.close()
+    web.stop()
+    app.state.engine.dispose()
+    twilio.stop()
+
+
+@pytest.mark.parametrize("early", [("undelivered", 30003), ("failed", 21610), ("delivered", None)])
+def test_a_status_callback_that_comes_before_the_sid_is_recorded_is_applied_once_it_is(early_twilio, pg_sessions, early):
+    from workers.actors import sweep_unfinished
+
+    runtime, twilio = early_twilio
+    twilio.early_status = early
+    add_members(pg_sessions, texter())
+    deliver_until_done(runtime)
+    assert twilio.early_answers == [200]  # kept, so Twilio has no reason to call again (it would not)
+    assert (sms_delivery(pg_sessions).state, sms_delivery(pg_sessions).detail) == ("sent", None)  # not applied yet
+
+    sweep_unfinished()  # the actor's body, as the worker runs it every 5 minutes
+
+    delivery = sms_delivery(pg_sessions)
+    status, code = early
+    if status == "delivered":
+        assert (delivery.state, delivery.reason, delivery.detail) == ("sent", None, "delivered")
+    elif code == 21610:
+        assert (delivery.state, delivery.reason) == ("failed", "sms_opted_out")
+        assert consent(pg_sessions) == (False, "twilio:21610")
+    else:
+        assert (delivery.state, delivery.reason, delivery.detail) == ("failed", "twilio_30003", "undelivered 30003")
+    assert count(pg_sessions, EarlyStatusCallback) == 0  # applied, then forgotten
+    # Twilio's same callback again, now that the SID is known, changes nothing twice.
+    assert twilio.send_status_callback(delivery.provider_message_id, status, error_code=code).status_code == 200
+    assert sms_delivery(pg_sessions).updated_at == delivery.updated_at
+    sweep_unfinished()
+    assert count(pg_sessions, ProcessedWebhook) == 1
+
+
+def test_kept_status_callbacks_never_matched_are_forgotten_after_thirty_days(client, pg_sessions, runtime):
+    from datetime import timedelta
+
+    from models.base import utcnow
+    from workers.actors import prune_webhooks
+
+    form = {"MessageSid": "SM" + "d" * 32, "MessageStatus": "failed", "ErrorCode": "30003"}
+    assert signed_post(client, "/twilio/status", form).status_code == 200
+    assert signed_post(client, "/twilio/status", form).status_code == 200  # kept once
+    with pg_sessions() as session, session.begin():
+        session.add(EarlyStatusCallback(message_sid="SM-old", status="failed", received_at=utcnow() - timedelta(days=31)))
+    prune_webhooks()
+    with pg_sessions() as session:
+        kept = [(c.message_sid, c.status, c.error_code) for c in session.scalars(select(EarlyStatusCallback))]
+    assert kept == [("SM" + "d" * 32, "failed", 30003)]
