@@ -2,33 +2,40 @@
 
 ``POST /unsubscribe/{token}`` is what mail clients call from the ``List-Unsubscribe-Post``
 header; ``GET`` shows a page with a button for people (a GET must not unsubscribe: link scanners
-follow links). Tokens are signed and name one member and one channel.
+follow links). Tokens are signed and name one member and one channel. The page is in the
+member's language (``loyalty/pages/<locale>/``, then ``LOYALTY_DEFAULT_LOCALE``, then English) and
+its form posts to ``LOYALTY_PUBLIC_URL``, never to a host the request names.
 
 ``POST /twilio/status`` (message status callbacks) and ``POST /twilio/inbound`` (messages members
 send: STOP, START, HELP) answer 403 unless ``X-Twilio-Signature`` validates with
 ``TWILIO_AUTH_TOKEN`` for ``LOYALTY_PUBLIC_URL`` + the path; what they change is in
 ``loyalty/twilio_webhooks.py``. Form bodies are parsed with the standard library.
+
+Nothing blocks the event loop: bodies are capped before they are read (``loyalty/web_limits.py``:
+413 past 64 KB or 200 form fields), and database work and signature checks run in threads.
 """
 
 from __future__ import annotations
 
-import html
 from contextlib import asynccontextmanager
-from urllib.parse import parse_qsl
+from pathlib import Path
 from xml.sax.saxutils import escape
 
 import structlog
+from jinja2 import Environment, FileSystemLoader
 from sqlalchemy import select, text, update
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import ImmutableMultiDict
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from campaigns.rendering import locale_candidates
 from loyalty import twilio_webhooks
 from loyalty.settings import Settings, get_settings
 from loyalty.tokens import read_unsubscribe_token
+from loyalty.web_limits import BodySizeLimit, TooManyFields, form_fields
 from models.audit import AuditEntry
 from models.base import utcnow
 from models.db import engine_for, make_sessionmaker, transaction
@@ -38,8 +45,24 @@ log = structlog.get_logger("loyalty.web")
 TWIML = "application/xml"
 HELP_TEXT = "Loyalty Club: reply STOP to stop our text messages, START to get them again. More: {url}"
 
-_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Unsubscribe</title></head>
-<body style="font-family: sans-serif; max-width: 32em; margin: 3em auto">{body}</body></html>"""
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
+_pages = Environment(loader=FileSystemLoader(str(PAGES_DIR)), autoescape=True)
+
+
+def page_locale(member_locale: str | None, default_locale: str) -> str:
+    """The first of the member's locale, its language, the default locale, its language, ``en``
+    that has a page."""
+    for candidate in [*locale_candidates(member_locale), *locale_candidates(default_locale), "en"]:
+        if (PAGES_DIR / candidate / "unsubscribe.html").is_file():
+            return candidate
+    return "en"
+
+
+def unsubscribe_page(locale: str, page: str, *, channel: str = "", action: str = "", status_code: int = 200) -> HTMLResponse:
+    """``page``: ``ask`` (the button), ``done`` or ``invalid``."""
+    template = _pages.get_template(f"{locale}/unsubscribe.html")
+    html = template.render(lang=locale.replace("_", "-"), page=page, channel=channel, action=action)
+    return HTMLResponse(html, status_code=status_code)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -47,21 +70,37 @@ def create_app(settings: Settings | None = None) -> Starlette:
     engine = engine_for(settings)
     sessions = make_sessionmaker(engine)
 
-    async def healthz(request: Request):
+    def database_answers() -> str | None:
+        """None when the database answers, else the error's type (run in a thread: it blocks)."""
         try:
             with engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
         except Exception as exc:  # report, never crash the health check
-            return JSONResponse({"status": "error", "database": type(exc).__name__}, status_code=503)
+            return type(exc).__name__
+        return None
+
+    async def healthz(request: Request):
+        error = await run_in_threadpool(database_answers)
+        if error is not None:
+            return JSONResponse({"status": "error", "database": error}, status_code=503)
         return JSONResponse({"status": "ok"})
 
-    def withdraw(member_external_id: str, channel: str, how: str) -> bool:
+    def member_locale(member_external_id: str) -> tuple[bool, str | None]:
+        """(whether the member exists, their locale)."""
+        with sessions() as session:
+            row = session.execute(select(Member.locale).where(Member.external_id == member_external_id)).first()
+        return (row is not None, row[0] if row else None)
+
+    def withdraw(member_external_id: str, channel: str, how: str) -> tuple[bool, str | None]:
+        """Withdraw the consent; (whether the member exists, their locale)."""
         column = {"email": "email", "sms": "sms"}[channel]
         now = utcnow()
         with transaction(sessions) as session:
-            member_id = session.scalar(select(Member.id).where(Member.external_id == member_external_id))
-            if member_id is None:
-                return False
+            row = session.execute(
+                select(Member.id, Member.locale).where(Member.external_id == member_external_id)).first()
+            if row is None:
+                return False, None
+            member_id, locale = row
             changed = session.execute(
                 update(Member)
                 .where(Member.id == member_id, getattr(Member, f"{column}_opt_in").is_(True))
@@ -71,34 +110,43 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if changed:
                 session.add(AuditEntry(actor="member", action=f"optout.{channel}", member_id=member_id,
                                        reason=f"unsubscribe link ({how})", details={}))
-        return True
+        return True, locale
 
     async def unsubscribe(request: Request):
+        def invalid() -> HTMLResponse:
+            return unsubscribe_page(page_locale(None, settings.default_locale), "invalid", status_code=404)
+
         token = request.path_params["token"]
         scope = read_unsubscribe_token(settings.secret, token)
         if scope is None or scope[1] not in ("email", "sms"):
-            return HTMLResponse(_PAGE.format(body="<p>This unsubscribe link is not valid.</p>"), status_code=404)
+            return invalid()
         member_external_id, channel = scope
         if request.method == "POST":
             body = (await request.body()).decode(errors="replace")
             how = "one-click" if "List-Unsubscribe=One-Click" in body else "page"
-            if not await run_in_threadpool(withdraw, member_external_id, channel, how):
-                return PlainTextResponse("Unknown member.", status_code=404)
-            return HTMLResponse(_PAGE.format(body="<p>You are unsubscribed. You will receive no more of these messages.</p>"))
-        action = html.escape(str(request.url))
-        return HTMLResponse(_PAGE.format(body=f"""<p>Stop receiving our {channel} messages?</p>
-            <form method="post" action="{action}"><button type="submit">Unsubscribe</button></form>"""))
+            known, locale = await run_in_threadpool(withdraw, member_external_id, channel, how)
+            if not known:
+                return invalid()
+            return unsubscribe_page(page_locale(locale, settings.default_locale), "done", channel=channel)
+        known, locale = await run_in_threadpool(member_locale, member_external_id)
+        if not known:
+            return invalid()
+        action = f"{settings.public_base_url}/unsubscribe/{token}"  # never the Host the request names
+        return unsubscribe_page(page_locale(locale, settings.default_locale), "ask", channel=channel, action=action)
 
-    async def twilio_form(request: Request) -> ImmutableMultiDict | None:
-        """The form Twilio posted, or None when its signature does not validate."""
-        body = (await request.body()).decode("utf-8", errors="replace")
-        form = ImmutableMultiDict(parse_qsl(body, keep_blank_values=True))
+    async def twilio_form(request: Request) -> dict[str, str] | Response:
+        """The form Twilio posted, or the answer to give: 413 past the field limit, 403 when its
+        signature does not validate."""
+        try:
+            fields = form_fields(await request.body())
+        except TooManyFields as exc:
+            return PlainTextResponse(f"Too many form fields: {exc}.", status_code=413)
         if settings.twilio is None:
-            return None
+            return forbidden(request.url.path)
         url = settings.public_base_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        ok = twilio_webhooks.signature_is_valid(settings.twilio.auth_token, url, form,
-                                                request.headers.get("X-Twilio-Signature"))
-        return form if ok else None
+        ok = await run_in_threadpool(twilio_webhooks.signature_is_valid, settings.twilio.auth_token, url, fields,
+                                     request.headers.get("X-Twilio-Signature"))
+        return dict(fields) if ok else forbidden(request.url.path)
 
     def forbidden(path: str) -> Response:
         log.warning("twilio.webhook_refused", path=path, reason="signature")
@@ -106,16 +154,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     async def twilio_status(request: Request):
         form = await twilio_form(request)
-        if form is None:
-            return forbidden("status")
+        if isinstance(form, Response):
+            return form
         outcome = await run_in_threadpool(twilio_webhooks.apply_status, sessions, form)
         log.info("twilio.status", message_sid=form.get("MessageSid"), status=form.get("MessageStatus"), outcome=outcome)
         return Response(status_code=200)
 
     async def twilio_inbound(request: Request):
         form = await twilio_form(request)
-        if form is None:
-            return forbidden("inbound")
+        if isinstance(form, Response):
+            return form
         keyword, changed = await run_in_threadpool(twilio_webhooks.apply_inbound, sessions, form)
         log.info("twilio.inbound", message_sid=form.get("MessageSid"), keyword=keyword, members_changed=changed)
         reply = ""
@@ -128,7 +176,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         yield
         engine.dispose()
 
-    app = Starlette(lifespan=lifespan, routes=[
+    app = Starlette(lifespan=lifespan, middleware=[Middleware(BodySizeLimit)], routes=[
         Route("/healthz", healthz),
         Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
         Route("/twilio/status", twilio_status, methods=["POST"]),
