@@ -198,7 +198,7 @@ class Renderer:
         except TemplateSyntaxError as exc:
             raise RenderError(shown, exc.lineno, f"template syntax error: {exc.message}") from None
         except Exception as exc:  # noqa: BLE001 (a template nested too deeply to compile: RecursionError)
-            raise _failed(shown, None, exc) from None
+            raise _failed(shown, None, exc, compiling=True) from None
         return self._render(template, context, shown)
 
     def _render_string(self, source: str, context: dict[str, Any], shown: str) -> str:
@@ -209,7 +209,7 @@ class Renderer:
             except TemplateSyntaxError as exc:
                 raise RenderError(shown, None, f"template syntax error: {exc.message}") from None
             except Exception as exc:  # noqa: BLE001
-                raise _failed(shown, None, exc) from None
+                raise _failed(shown, None, exc, compiling=True) from None
         return self._render(template, context, shown)
 
     def _render(self, template, context: dict[str, Any], shown: str) -> str:
@@ -228,10 +228,13 @@ def _with_locales(context: dict[str, Any], locale: str, member_locale: str | Non
     return {**context, "locale": locale, FORMAT_LOCALE: format_locale(locale, member_locale)}
 
 
-def _failed(shown: str, line: int | None, exc: Exception) -> RenderError:
-    """A template that raised (a filter given the wrong type, ``truncate(-1)``, a recursive macro)."""
+def _failed(shown: str, line: int | None, exc: Exception, *, compiling: bool = False) -> RenderError:
+    """A template that raised (a filter given the wrong type, ``truncate(-1)``, a recursive macro),
+    or could not be compiled (blocks nested hundreds deep)."""
     kind = type(exc).__name__
-    if isinstance(exc, RecursionError):
+    if isinstance(exc, RecursionError) and compiling:
+        problem = "the template is nested too deeply to be read; flatten its blocks"
+    elif isinstance(exc, RecursionError):
         problem = "the template recurses too deeply (a macro calling itself without end?)"
     else:
         message = getattr(exc, "message", None) or str(exc) or "no message"

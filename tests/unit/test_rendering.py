@@ -108,3 +108,13 @@ def test_any_failure_of_a_template_is_one_render_error_at_its_line_and_its_summa
     assert (error.value.line, error.value.problem) == (2, problem)
     assert error.value.summary.startswith(f"{tmp_path / 'en' / 't.txt.j2'}, line 2: the template ")
     assert "Inès" not in error.value.summary and "500" not in error.value.summary
+
+
+def test_a_template_nested_too_deeply_to_compile_is_a_render_error_too(tmp_path):
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "t.txt.j2").write_text("{% if true %}" * 1000 + "x" + "{% endif %}" * 1000)
+
+    with pytest.raises(RenderError) as error:
+        Renderer(tmp_path).render_template("en", "t.txt.j2", {})
+
+    assert error.value.problem == "the template is nested too deeply to be read; flatten its blocks"
