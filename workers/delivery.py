@@ -233,6 +233,9 @@ def _claim_and_send(runtime: Runtime, link: Link, item: _Item, as_of: datetime, 
                     send_at=as_of + retry_delay(delivery.attempts))
     except Exception as exc:  # noqa: BLE001: a fault of ours inside the channel: whether it went out is not known
         # That message ends as unknown (never re-sent blindly); the others of the batch still go.
+        log.error("delivery.send_crashed", delivery_id=delivery.id, campaign=delivery.campaign,
+                  channel=delivery.channel, error=type(exc).__name__,
+                  stack=[f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)])
         _finish(link, runtime, delivery, DeliveryState.UNKNOWN, "send_crashed", _where(exc), as_of, report)
     else:
         _finish(link, runtime, delivery, DeliveryState.SENT, None, None, as_of, report,

@@ -13,6 +13,7 @@ import shutil
 from datetime import datetime, timezone
 
 import pytest
+import structlog
 from sqlalchemy import select
 
 from loyalty.settings import load_settings
@@ -144,8 +145,12 @@ def test_a_crash_inside_a_channel_ends_that_delivery_as_unknown_and_the_batch_go
     real = runtime.email_channel
     runtime.email_channel = lambda: _CrashingOnOne(real(), "anna@members.example")
 
-    report = run_tick(runtime, BIRTHDAY_MORNING)
+    with structlog.testing.capture_logs() as events:
+        report = run_tick(runtime, BIRTHDAY_MORNING)
 
+    [crash] = [event for event in events if event["event"] == "delivery.send_crashed"]
+    assert crash["log_level"] == "error" and crash["error"] == "KeyError"
+    assert crash["stack"][-1].startswith("test_one_member_never_stops_a_run.py:")  # where to look, no message
     result = outcomes(pg_sessions)
     assert result["ANNA"][:2] == ("unknown", "send_crashed")  # it may or may not have gone: never re-sent blindly
     assert result["ANNA"][2].startswith("KeyError at test_one_member_never_stops_a_run.py:")
