@@ -52,3 +52,24 @@ def test_retries_back_off_within_minutes_not_days():
     delays = [retry_delay(attempt).total_seconds() for attempt in range(1, 9)]
     assert delays[:5] == [30, 60, 120, 240, 480]
     assert max(delays) == 900
+
+
+def test_a_subject_with_babel_s_narrow_no_break_space_arrives_with_it():
+    sent = OutgoingEmail(
+        occurrence_key="birthday:M3:2027", to="m3@members.example", sender=EMAIL.sender,
+        subject="Joyeux anniversaire, Chloé ! 1\u202f500 points pour vous (15,00\xa0€)", text="1\u202f500\n",
+        html="<p>1\u202f500</p>\n", unsubscribe_url=EMAIL.unsubscribe_url,
+    )
+    received = email.message_from_bytes(build_message(sent).as_bytes(policy=WIRE_POLICY), policy=email.policy.default)
+    assert received["Subject"] == sent.subject
+
+
+def test_an_address_that_is_not_ascii_is_written_as_itself_in_utf8_and_everything_else_stays_7bit():
+    sent = OutgoingEmail(
+        occurrence_key="birthday:M4:2027", to="inès.x@example.com", sender=EMAIL.sender, subject="Joyeux anniversaire",
+        text="Bonjour Inès\n", html="<p>Bonjour Inès</p>\n", unsubscribe_url=EMAIL.unsubscribe_url,
+    )
+    wire = build_message(sent).as_bytes(policy=WIRE_POLICY)
+    assert "\r\nTo: inès.x@example.com\r\n".encode() in wire  # RFC 6532: for an SMTPUTF8 server only
+    assert [line for line in wire.split(b"\r\n") if not line.isascii()] == ["To: inès.x@example.com".encode()]
+    assert build_message(sent).as_bytes().split(b"\n").count("To: inès.x@example.com".encode()) == 1  # the outbox
