@@ -3,7 +3,9 @@
 PostgreSQL sessions run with JIT off (it adds 10-200 ms to the small indexed queries the worker
 makes) and ``pool_pre_ping`` so a worker survives a database restart without a restart of its own.
 SQLite (the embedded default) runs in WAL mode with a busy timeout, so the CLI and an in-process
-worker can share the file.
+worker can share the file. The sqlite3 driver opens a transaction only before an INSERT, UPDATE or
+DELETE, so a SAVEPOINT issued first would itself become the transaction and its RELEASE would commit
+(an import's ``--dry-run`` would write its rows): a savepoint outside a transaction begins one first.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+
+        @event.listens_for(engine, "savepoint")
+        def _begin_before_savepoint(connection, _name):
+            dbapi_connection = connection.connection.dbapi_connection
+            if not dbapi_connection.in_transaction:
+                dbapi_connection.execute("BEGIN")  # ended by the driver's own COMMIT or ROLLBACK
 
         return engine
     return create_engine(
