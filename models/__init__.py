@@ -3,6 +3,7 @@
 from models.audit import AuditEntry
 from models.base import Base, utcnow
 from models.delivery import Delivery, DeliveryState
+from models.inbox import InboxEntry, ShopVersion
 from models.member import ContactStatus, Member
 from models.order import Order, OrderStatus
 from models.points import EntryKind, PointEntry
@@ -16,11 +17,13 @@ __all__ = [
     "Delivery",
     "DeliveryState",
     "EntryKind",
+    "InboxEntry",
     "Member",
     "Order",
     "OrderStatus",
     "PointEntry",
     "ProcessedWebhook",
+    "ShopVersion",
     "TierChange",
     "utcnow",
 ]

@@ -72,6 +72,7 @@ class Member(Base):
     last_order_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # placed orders only
     last_order_local_date: Mapped[str | None] = mapped_column(String(10))  # ISO, in the member's zone: win-back
     joined_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # personal data erased (privacy request)
 
     # Mailchimp: the audience copy (workers/mailchimp_sync.py). None: never synced.
     mailchimp_status: Mapped[str | None] = mapped_column(String(16))

@@ -2,7 +2,7 @@
 
 Every write is keyed so that applying the same order, refund or expiry twice changes nothing:
 ``order:{order id}`` (earned), ``first_order:{member}`` (bonus), ``refund:{order id}`` (reversal),
-``expire:{lot id}`` (expiry).
+``refund:{order id}:{refund id}`` (a partial refund's share), ``expire:{lot id}`` (expiry).
 """
 
 from __future__ import annotations
@@ -86,17 +86,57 @@ def _earn_for_order(session: Session, program: Program, member: Member, order: O
 
 
 def reverse_order(session: Session, program: Program, member: Member, order: Order, *, now: datetime) -> RefundOutcome:
-    """Take back what the order earned, never below zero; what was already spent is recorded."""
-    earned = session.scalar(select(PointEntry.points).where(PointEntry.entry_key == f"order:{order.order_id}")) or 0
+    """Take back what the order earned and partial refunds did not already, never below zero; what was
+    already spent is recorded."""
     key = f"refund:{order.order_id}"
-    if earned <= 0 or ledger.entry_exists(session, key):
+    if ledger.entry_exists(session, key):
+        return RefundOutcome(0, 0)
+    return _take_back(session, member, key, _earned(session, order) - _partially_taken(session, order), now,
+                      source=f"refund:{order.order_id}")
+
+
+def reverse_refund(session: Session, member: Member, order: Order, *, refund_id: str, amount: Decimal,
+                   now: datetime) -> RefundOutcome:
+    """A partial refund of ``amount`` of the order's total: its share of the points, never below zero.
+
+    The caller applies each refund once (the inbox keeps a refund's id). The share is cumulative: the
+    refunded amount so far over the total, of what the order earned, less what earlier partial refunds
+    took. The refunded amount stops counting toward the member's tier spend.
+    """
+    key = f"refund:{order.order_id}:{refund_id}"
+    if ledger.entry_exists(session, key) or ledger.entry_exists(session, f"refund:{order.order_id}"):
+        return RefundOutcome(0, 0)
+    total = Decimal(order.total)
+    refunded = min(Decimal(order.refunded_amount or 0) + amount, total)
+    order.refunded_amount = refunded
+    earned = _earned(session, order)
+    share = earned if total <= 0 else int(earned * refunded / total)  # cumulative, rounded down
+    return _take_back(session, member, key, share - _partially_taken(session, order), now,
+                      source=f"refund:{order.order_id}:{refund_id}")
+
+
+def _earned(session: Session, order: Order) -> int:
+    return session.scalar(select(PointEntry.points).where(PointEntry.entry_key == f"order:{order.order_id}")) or 0
+
+
+def _partially_taken(session: Session, order: Order) -> int:
+    """The points the order's partial refunds took back."""
+    return -(session.scalar(
+        select(func.coalesce(func.sum(PointEntry.points), 0))
+        .where(PointEntry.member_id == order.member_id, PointEntry.entry_key.startswith(f"refund:{order.order_id}:"))
+    ) or 0)
+
+
+def _take_back(session: Session, member: Member, key: str, points: int, now: datetime, *, source: str) -> RefundOutcome:
+    if points <= 0:
         return RefundOutcome(0, 0)
     available = session.scalar(
         select(func.coalesce(func.sum(PointEntry.remaining), 0)).where(PointEntry.member_id == member.id, PointEntry.remaining > 0)
     )
-    taken = min(earned, int(available))
-    short = earned - taken
-    source = f"refund:{order.order_id}" + (f" ({short} points already spent, not recoverable)" if short else "")
+    taken = min(points, int(available))
+    short = points - taken
+    if short:
+        source += f" ({short} points already spent, not recoverable)"
     if taken:
         ledger.debit(session, member_id=member.id, entry_key=key, kind=EntryKind.ADJUST, points=taken,
                      occurred_at=now, source=source)
@@ -106,7 +146,7 @@ def reverse_order(session: Session, program: Program, member: Member, order: Ord
 def spend_in_window(session: Session, program: Program, member_id: int, now: datetime) -> Decimal:
     since = now - timedelta(days=program.tiers.window_days)
     total = session.scalar(
-        select(func.coalesce(func.sum(Order.total), 0)).where(
+        select(func.coalesce(func.sum(Order.total - Order.refunded_amount), 0)).where(
             Order.member_id == member_id, Order.status == OrderStatus.PLACED, Order.placed_at > since, Order.placed_at <= now
         )
     )
@@ -115,7 +155,7 @@ def spend_in_window(session: Session, program: Program, member_id: int, now: dat
 
 def _placed_orders(session: Session, member_id: int, after: datetime, until: datetime) -> list[tier_history.PlacedOrder]:
     rows = session.execute(
-        select(Order.placed_at, Order.total, Order.order_id)
+        select(Order.placed_at, Order.total - Order.refunded_amount, Order.order_id)
         .where(Order.member_id == member_id, Order.status == OrderStatus.PLACED, Order.placed_at > after,
                Order.placed_at <= until)
         .order_by(Order.placed_at, Order.id)

@@ -149,3 +149,16 @@ def order_events(order: Mapping[str, Any], mapping: ShopMapping) -> list[ShopEve
             member_id=member_id, member_email=guest,
         ))
     return events
+
+
+def delivery_key(topic: str, payload: Any) -> str:
+    """The inbox key of a webhook or a polled resource: the resource, its id and its modification time,
+    so the same version seen twice (a webhook and the poll) is one entry. WooCommerce's own delivery
+    id is new on every delivery and cannot serve."""
+    resource, _, action = topic.partition(".")
+    if not isinstance(payload, dict):
+        raise PayloadProblem(f"a {topic} payload must be a JSON object")
+    rid = resource_id(payload.get("id"), f"the {resource}'s id")
+    if action == "deleted":
+        return f"{PLATFORM}:{resource}:{rid}:deleted"
+    return f"{PLATFORM}:{resource}:{rid}:{iso(_version(payload, resource))}"

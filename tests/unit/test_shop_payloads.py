@@ -23,7 +23,7 @@ from shops.signatures import body_signature, valid_bearer, valid_body_signature
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "shops"
 MAPPING = ShopMapping(default_timezone="America/New_York", birthday_key="facts.birth_date")
-TRIGGERED = datetime(2027, 3, 1, 15, 16, 31, tzinfo=UTC)
+TRIGGERED = datetime(2026, 11, 1, 15, 16, 31, tzinfo=UTC)
 
 
 def load(name: str) -> dict:
@@ -64,14 +64,14 @@ def test_a_shopify_customer_becomes_a_member_row_with_dated_consent():
     [event] = shopify.parse("customers/update", "evt-1", TRIGGERED, load("shopify_customer"), MAPPING)
     assert event.kind is EventKind.MEMBER
     assert event.dedup_key == "shopify:customers/update:evt-1"
-    assert event.version_at == datetime(2027, 3, 1, 15, 16, tzinfo=UTC)  # the customer's updated_at
+    assert event.version_at == datetime(2026, 11, 1, 15, 16, tzinfo=UTC)  # the customer's updated_at
     fields = event.fields
     assert fields["external_id"] == "115310627314723954"
     assert fields["timezone"] == "Europe/Paris"  # France has one zone
     assert fields["email_opt_in"] == "true" and fields["email_consent_at"] == "2026-05-01T12:00:00Z"
     assert fields["sms_opt_in"] == "false" and "sms_consent_at" not in fields
     assert fields["birthday"] == "1990-12-10"
-    row = parse_member(fields, default_timezone="UTC", default_locale="en", today=date(2027, 3, 1))
+    row = parse_member(fields, default_timezone="UTC", default_locale="en", today=date(2026, 11, 1))
     assert row.email_opt_in and not row.sms_opt_in
     assert row.phone == "+33612345678" and row.timezone == "Europe/Paris"
 
@@ -96,7 +96,7 @@ def test_a_shopify_order_earns_on_its_subtotal_in_the_shops_currency():
     fields = event.fields
     # 90.00 after the discount; shipping (7) and taxes (18) left out; EUR, not the buyer's USD.
     assert (fields["total"], fields["currency"]) == ("90.00", "EUR")
-    assert fields["placed_at"] == "2027-03-01T15:14:58Z"
+    assert fields["placed_at"] == "2026-11-01T15:14:58Z"
     assert OrderState(fields["state"]) is OrderState.PAID
     row = parse_order({**fields, "status": import_status(OrderState.PAID)})
     assert row.total == Decimal("90.00")
@@ -129,7 +129,7 @@ def test_the_program_may_earn_on_the_total():
 def test_shopify_statuses_map_to_ours(financial_status, cancelled, state, status):
     order = load("shopify_order")
     order["financial_status"] = financial_status
-    order["cancelled_at"] = "2027-03-02T10:00:00-05:00" if cancelled else None
+    order["cancelled_at"] = "2026-11-02T10:00:00-05:00" if cancelled else None
     [event] = shopify.parse("orders/updated", "evt-7", TRIGGERED, order, MAPPING)
     assert OrderState(event.fields["state"]) is state
     assert import_status(state) == status
@@ -192,7 +192,7 @@ def test_an_unknown_financial_status_is_refused_not_guessed():
 def test_a_woocommerce_order_earns_on_its_line_totals_and_carries_its_refunds():
     events = woocommerce.parse("order.updated", load("woocommerce_order"), MAPPING)
     order, refund = events
-    assert order.dedup_key == "woocommerce:order:727:2027-03-06T08:00:00Z"  # resource, id, modification
+    assert order.dedup_key == "woocommerce:order:727:2026-11-06T08:00:00Z"  # resource, id, modification
     assert order.fields["total"] == "90.00" and order.fields["member_id"] == "26"
     assert OrderState(order.fields["state"]) is OrderState.PARTIALLY_REFUNDED
     # 57.50 of 115.00 refunded: half of the 90.00 the order earned on.
@@ -204,7 +204,7 @@ def test_the_same_woocommerce_version_twice_has_one_key_and_a_new_version_anothe
     first = woocommerce.parse("order.updated", load("woocommerce_order"), MAPPING)[0]
     again = woocommerce.parse("order.updated", copy.deepcopy(load("woocommerce_order")), MAPPING)[0]
     later = load("woocommerce_order")
-    later["date_modified_gmt"] = "2027-03-07T08:00:00"
+    later["date_modified_gmt"] = "2026-11-07T08:00:00"
     assert first.dedup_key == again.dedup_key != woocommerce.parse("order.updated", later, MAPPING)[0].dedup_key
 
 
@@ -213,7 +213,7 @@ def test_a_woocommerce_customer_reads_birthday_and_consent_from_meta_data():
                                 ShopMapping(birthday_key="birthday"))
     assert event.fields["birthday"] == "--12-10" and event.fields["email_opt_in"] == "yes"
     assert "sms_opt_in" not in event.fields
-    row = parse_member(event.fields, default_timezone="UTC", default_locale="en", today=date(2027, 3, 1))
+    row = parse_member(event.fields, default_timezone="UTC", default_locale="en", today=date(2026, 11, 1))
     assert row.phone == "+33612345678"  # the French number, read in France's region
     assert row.email_opt_in
 
@@ -234,7 +234,7 @@ FACTS = prestashop.ShopFacts(timezone="Europe/Paris", currencies={"1": "EUR"}, l
 
 def test_a_prestashop_customer_reads_dates_in_the_shops_zone():
     event = prestashop.member_event(load("prestashop_customer"), MAPPING, FACTS)
-    assert event.version_at == datetime(2027, 3, 1, 15, 10, tzinfo=UTC)  # 16:10 in Paris
+    assert event.version_at == datetime(2026, 11, 1, 15, 10, tzinfo=UTC)  # 16:10 in Paris
     assert event.fields["locale"] == "fr" and event.fields["birthday"] == "1990-12-10"
     assert event.fields["email_opt_in"] == "true" and event.fields["email_consent_at"] == "2026-05-01T12:00:00Z"
 

@@ -1,0 +1,163 @@
+"""The shop's inbox and privacy requests: ``loyalty inbox``, ``loyalty member erase|export``.
+
+``inbox`` lists what the shop sent (by state: received, applied, waiting, rejected) with the reason,
+never the payload; ``inbox retry ID`` puts a rejected or waiting entry back and applies it;
+``inbox apply`` applies everything received (the embedded default has no worker process).
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.table import Table
+
+from loyalty.cli import cli, runtime_for_cli
+from loyalty.cli import plain as console
+from loyalty.commands.support import _echo_json, actor_option, json_option, member
+from loyalty.errors import InputError
+from models.inbox import InboxState
+
+STATES = click.Choice([state.value for state in InboxState])
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--state", type=STATES, help="Only the entries in this state.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@json_option
+@click.pass_context
+def inbox(ctx: click.Context, state: str | None, limit: int, as_json: bool) -> None:
+    """What the shop sent (webhooks, API events) and what became of it, newest first.
+
+    Example: loyalty inbox --state rejected
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from models.inbox import listing
+
+    runtime = runtime_for_cli()
+    with runtime.sessions() as session:
+        rows = [{"id": e.id, "received_at": e.received_at.isoformat(), "platform": e.platform, "topic": e.topic,
+                 "state": e.state, "reason": e.reason, "member": e.member_ref, "attempts": e.attempts}
+                for e in listing(session, state, limit)]
+    if as_json:
+        for row in rows:
+            _echo_json(row)
+        return
+    if not rows:
+        console.print("The inbox is empty" + (f" in state {state}." if state else "."))
+        return
+    table = Table(title="Inbox")
+    for column in ("id", "received", "platform", "topic", "state", "member", "reason"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(str(row["id"]), row["received_at"][:19], row["platform"], row["topic"], row["state"],
+                      row["member"] or "", row["reason"] or "")
+    console.print(table)
+
+
+@inbox.command("retry")
+@click.argument("entry_id", type=int)
+def inbox_retry(entry_id: int) -> None:
+    """Put a rejected or waiting entry back and apply it now.
+
+    Example: loyalty inbox retry 42
+    """
+    from models.db import transaction
+    from models.inbox import InboxEntry, retry
+    from workers.inbox import apply_entry
+    from workers.runtime import set_runtime
+
+    runtime = runtime_for_cli()
+    set_runtime(runtime)
+    with transaction(runtime.sessions) as session:
+        if not retry(session, entry_id):
+            raise InputError(f"Inbox entry {entry_id} is not rejected or waiting; `loyalty inbox` lists the entries.")
+    _apply_with_woken([entry_id])
+    with runtime.sessions() as session:
+        entry = session.get(InboxEntry, entry_id)
+        console.print(f"Entry {entry_id}: {entry.state}" + (f" ({entry.reason})" if entry.reason else "") + ".")
+
+
+@inbox.command("apply")
+def inbox_apply() -> None:
+    """Apply every received entry now, in the order received (what the worker does).
+
+    Example: loyalty inbox apply
+    """
+    from sqlalchemy import select
+
+    from models.inbox import InboxEntry
+    from workers.runtime import set_runtime
+
+    runtime = runtime_for_cli()
+    set_runtime(runtime)
+    with runtime.sessions() as session:
+        ids = list(session.scalars(select(InboxEntry.id).where(InboxEntry.state == InboxState.RECEIVED)
+                                   .order_by(InboxEntry.id)))
+    done = _apply_with_woken(ids)
+    console.print(f"{done} inbox entries applied or settled.")
+
+
+def _apply_with_woken(ids: list[int]) -> int:
+    from workers.inbox import apply_entry
+
+    pending, done = list(ids), 0
+    while pending:
+        pending.extend(apply_entry(pending.pop(0)))
+        done += 1
+    return done
+
+
+@member.command("erase")
+@click.argument("member_id", metavar="ID|EMAIL|PHONE")
+@click.option("--reason", required=True, metavar="TEXT", help="Why (e.g. 'GDPR request, ticket 1234'); audited.")
+@actor_option
+def member_erase(member_id: str, reason: str, actor: str) -> None:
+    """Erase a member's personal data for good; the anonymous points ledger stays for the accounts.
+
+    Example: loyalty member erase M0042 --reason "asked by email, ticket 1234"
+    """
+    from models.base import utcnow
+    from models.db import transaction
+    from models.history import get_member
+    from models.privacy import erase_member
+
+    runtime = runtime_for_cli()
+    with transaction(runtime.sessions) as session:
+        found = get_member(session, member_id, runtime.settings.default_locale)
+        if found.erased_at is not None:
+            raise InputError(f"Member {found.external_id} was already erased on {found.erased_at:%Y-%m-%d}.")
+        counts = erase_member(session, found, actor=actor, reason=reason, now=utcnow())
+        external_id = found.external_id
+    console.print(f"Member {external_id} erased: names, email, phone, birthday and consent are gone; "
+                  f"{counts['deliveries_skipped']} planned sends skipped, "
+                  f"{counts['inbox_payloads_erased']} shop payloads erased.")
+
+
+@member.command("export")
+@click.argument("member_id", metavar="ID|EMAIL|PHONE")
+@click.option("--reason", default="data access request", show_default=True, metavar="TEXT", help="Audited.")
+@click.option("--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of stdout.")
+@actor_option
+def member_export(member_id: str, reason: str, output: str | None, actor: str) -> None:
+    """Everything held about a member, as JSON (a data access request).
+
+    Example: loyalty member export M0042 --output m0042.json
+    """
+    from models.base import utcnow
+    from models.db import transaction
+    from models.history import get_member
+    from models.privacy import export_member
+
+    runtime = runtime_for_cli()
+    with transaction(runtime.sessions) as session:
+        data = export_member(session, get_member(session, member_id, runtime.settings.default_locale),
+                             actor=actor, reason=reason, now=utcnow())
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    if output:
+        with open(output, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+        console.print(f"Written to {output}.")
+    else:
+        click.echo(text)
