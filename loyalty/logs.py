@@ -5,27 +5,27 @@ number or a name. ``LOYALTY_LOG_LEVEL`` sets the level (``info`` by default).
 
 Libraries log through the standard ``logging`` module (uvicorn, APScheduler, dramatiq): their
 records go through the same JSON rendering, a traceback included, so a line is always one event.
-As a last guard, anything that looks like an email address or an E.164 phone number is masked in
-every event (a provider's error text may quote the address it refused).
+As a last guard, anything that looks like an email address or a phone number, E.164 or formatted
+(``+33 6 12 34 56 78``, ``(415) 555-0123``), is masked in every event with the patterns of
+:mod:`loyalty.redact` (a provider's error text may quote the address it refused).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 
 import structlog
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-_PHONE = re.compile(r"\+[1-9]\d{7,14}\b")
+from loyalty.redact import redact
+
 QUIET_LIBRARIES = ("alembic",)  # "setup plugin ..." on import: noise in a process's log
 
 
 def _mask(value):
     if isinstance(value, str):
-        return _PHONE.sub("<phone>", _EMAIL.sub("<email>", value))
+        return redact(value, email="<email>", phone="<phone>")
     if isinstance(value, dict):
         return {key: _mask(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
