@@ -2,18 +2,22 @@
 
 Every error is one sentence on stderr and a non-zero exit code, never a traceback (set
 ``LOYALTY_DEBUG=1`` to see one). On the embedded default, any command creates or migrates the
-SQLite database on first use.
+SQLite database on first use. Whatever the consoles print is stripped of terminal control
+characters (an ANSI escape in a member's name, a file name or a provider's error text cannot move
+the cursor, recolour the terminal or rewrite what was printed before); newlines and tabs stay.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from datetime import datetime
 
 import click
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType, RenderHook, RenderResult
 from rich.markup import escape
+from rich.segment import Segment
 from sqlalchemy.exc import OperationalError
 
 from campaigns.calendar import parse_instant
@@ -22,11 +26,58 @@ from loyalty.errors import InputError, LoyaltyError
 from loyalty.settings import get_settings
 from models.base import utcnow
 
-console = Console()
-errors = Console(stderr=True)
+#: ANSI escape sequences (CSI, OSC, two-character), then any C0 control but tab and newline, DEL and C1.
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[ -~]?"
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+
+
+def strip_control(text: str) -> str:
+    """``text`` without terminal control characters (escape sequences removed whole)."""
+    return _CONTROL.sub("", text)
+
+
+class _Stripped:
+    """A renderable printed as its wrapped one, with control characters taken out of its text (a
+    ``Text`` built by a command, which does not go through :meth:`_DataConsole.render_str`)."""
+
+    def __init__(self, renderable: RenderableType):
+        self.renderable = renderable
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for segment in console.render(self.renderable, options):
+            if segment.control is None and _CONTROL.search(segment.text):
+                segment = Segment(strip_control(segment.text), segment.style)
+            yield segment
+
+
+class _StripControl(RenderHook):
+    def process_renderables(self, renderables: list[RenderableType]) -> list[RenderableType]:
+        return [_Stripped(renderable) for renderable in renderables]
+
+
+class _DataConsole(Console):
+    """A console that prints no terminal control characters: strings lose theirs before they are
+    laid out, and any renderable's text loses what is left as it is rendered."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.push_render_hook(_StripControl())
+
+    def render_str(self, text: str, **options):
+        return super().render_str(strip_control(text), **options)
+
+
+def _console(**options) -> Console:
+    return _DataConsole(**options)
+
+
+console = _console()
+errors = _console(stderr=True)
 #: For text that carries data (ids, subjects, reasons): no markup, no ``:emoji:`` codes, no colouring.
-plain = Console(markup=False, emoji=False, highlight=False)
-plain_errors = Console(stderr=True, markup=False, emoji=False, highlight=False)
+plain = _console(markup=False, emoji=False, highlight=False)
+plain_errors = _console(stderr=True, markup=False, emoji=False, highlight=False)
 
 
 class LoyaltyGroup(click.Group):
