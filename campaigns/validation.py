@@ -39,11 +39,28 @@ def validate_all(campaigns_dir: Path, templates_dir: Path, program_file: Path) -
     renderer = Renderer(templates_dir)
     for campaign in loaded.campaigns.values():
         path = campaigns_dir / f"{campaign.id}.yaml"
-        problems = check_templates(campaign, renderer, path, program, warnings=result.warnings)
+        problems = check_tiers(campaign, path, program)
+        problems += check_templates(campaign, renderer, path, program, warnings=result.warnings)
         result.problems.extend(problems)
         if not problems:
             result.checked[campaign.id] = list(campaign.locales)
     return result
+
+
+def check_tiers(campaign: CampaignBase, definition_path: Path, program) -> list[str]:
+    """Every tier a campaign names (its audience, a reward by tier) must be one of the program's:
+    a misspelled one would silently match no member."""
+    named = [(["audience", "tiers", index], tier) for index, tier in enumerate(campaign.audience.tiers or [])]
+    reward = getattr(campaign, "reward", None)
+    for tier in getattr(reward, "points_by_tier", None) or {}:
+        named.append((["reward", "points_by_tier", tier], tier))
+    known = program.tiers.names
+    return [
+        f"{_shown(definition_path)}, line {_line(definition_path, keys)}: {'.'.join(map(str, keys[:-1]))} names the tier "
+        f"{tier!r}, which is not one of the program's tiers ({', '.join(known)}); fix the name."
+        for keys, tier in named
+        if tier not in known
+    ]
 
 
 def check_templates(campaign: CampaignBase, renderer: Renderer, definition_path: Path, program,
