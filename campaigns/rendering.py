@@ -105,6 +105,7 @@ def plain_spaces(text: str) -> str:
     return "".join(" " if ch != " " and unicodedata.category(ch) == "Zs" else ch for ch in text)
 
 
+@functools.lru_cache(maxsize=256)
 def format_locale(template_locale: str, member_locale: str | None) -> str:
     """The locale numbers and dates are written in: the member's own when it is a regional variant
     of the template's language (``en_AU`` on an ``en`` template), else the template's."""
@@ -158,17 +159,20 @@ class Renderer:
         numbers and dates."""
         email = campaign.messages.email
         assert email is not None, "the schema guarantees an email section for an email channel"
+        context = _with_locales(context, locale, member_locale)
         return RenderedEmail(
-            subject=self.render_subject(campaign, locale, context, member_locale=member_locale),
-            text=self.render_template(locale, email.text, context, member_locale=member_locale),
-            html=self.render_template(locale, email.html, context, member_locale=member_locale),
+            subject=self._subject(campaign, locale, context),
+            text=self.render_file(f"{locale}/{email.text}", context),
+            html=self.render_file(f"{locale}/{email.html}", context),
         )
 
     def render_subject(self, campaign: CampaignBase, locale: str, context: dict[str, Any], *,
                        member_locale: str | None = None) -> str:
         """The email subject, on one line (ASCII whitespace collapsed; no-break spaces kept)."""
+        return self._subject(campaign, locale, _with_locales(context, locale, member_locale))
+
+    def _subject(self, campaign: CampaignBase, locale: str, context: dict[str, Any]) -> str:
         source = campaign.messages.email.subject[locale]
-        context = _with_locales(context, locale, member_locale)
         return one_line(self._render_string(source, context, f"{campaign.id} email subject ({locale})"))
 
     def render_template(self, locale: str, relative: str, context: dict[str, Any], *,
