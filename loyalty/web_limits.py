@@ -37,19 +37,27 @@ class _TooLarge(Exception):
 
 
 class BodySizeLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, never reading more than that."""
+    """Refuse request bodies over ``max_bytes`` with 413, never reading more than that.
 
-    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES):
+    ``by_prefix`` gives other limits to the paths starting with a prefix (the longest prefix wins),
+    for an endpoint whose senders post more (a shop's order webhook, say)."""
+
+    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES, by_prefix: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.by_prefix = sorted((by_prefix or {}).items(), key=lambda item: -len(item[0]))
+
+    def limit_for(self, path: str) -> int:
+        return next((limit for prefix, limit in self.by_prefix if path.startswith(prefix)), self.max_bytes)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_for(scope.get("path", ""))
         length = _content_length(scope)
-        if length is not None and length > self.max_bytes:
-            await _too_large(send, self.max_bytes)
+        if length is not None and length > max_bytes:
+            await _too_large(send, max_bytes)
             return
         received = 0
         started = False
@@ -59,7 +67,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise _TooLarge
             return message
 
@@ -73,7 +81,7 @@ class BodySizeLimit:
         except _TooLarge:
             if started:  # an answer already begun cannot become a 413: end it by closing the connection
                 raise
-            await _too_large(send, self.max_bytes)
+            await _too_large(send, max_bytes)
 
 
 def _content_length(scope) -> int | None:
