@@ -33,7 +33,7 @@ def _apply(kind: str, event: str, fields: dict) -> None:
     settings = runtime.settings
     try:
         with transaction(runtime.sessions) as session:
-            outcome = apply_record(session, kind, fields, source=f"event:{event}",
+            outcome = apply_record(session, kind, fields, source=f"event:{event}", program=runtime.program,
                                    default_timezone=settings.default_timezone, default_locale=settings.default_locale)
             if kind == "orders":
                 apply_pending_orders(session, runtime.program, now=utcnow())

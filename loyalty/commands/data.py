@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from loyalty.cli import cli, console, errors, runtime_for_cli
+from loyalty.cli import cli, console, errors, plain, plain_errors, runtime_for_cli
 from loyalty.settings import get_settings
 
 
@@ -37,18 +37,18 @@ def import_(kind: str, path: Path, dry_run: bool, actor: str) -> None:
         report = import_file(
             runtime.sessions, kind, path, dry_run=dry_run, actor=actor,
             default_timezone=settings.default_timezone, default_locale=settings.default_locale,
-            progress=lambda n: progress.update(task, completed=n),
+            progress=lambda n: progress.update(task, completed=n), program=runtime.program,
         )
     for error in report.errors:
-        errors.print(f"{path}, line {error.line}: {error.message}", highlight=False, soft_wrap=True, markup=False)
+        plain_errors.print(f"{path}, line {error.line}: {error.message}", soft_wrap=True)
     if report.ignored_columns:
-        errors.print(f"{path}: ignored unknown column(s): {', '.join(report.ignored_columns)}.", markup=False)
+        plain_errors.print(f"{path}: ignored unknown column(s): {', '.join(report.ignored_columns)}.")
     if kind == "orders" and not dry_run:
         applied = _apply_orders(runtime)
         if applied:
             console.print(f"Applied {applied} order(s) to points, last orders and tiers.")
     verb = "Would import" if dry_run else "Imported"
-    console.print(
+    plain.print(
         f"{verb} {report.rows} {kind} row(s) from {path}: {report.inserted} new, {report.updated} updated, "
         f"{report.unchanged} unchanged, {len(report.errors)} rejected."
     )

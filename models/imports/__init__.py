@@ -2,7 +2,12 @@
 
 Idempotent: members and orders are upserted by the shop's id and ledger entries are written once
 per ``entry_id``, so importing the same file twice changes nothing the second time. A bad row is
-reported with its line number and the reason, and the good rows still land. A file that cannot be
+reported with its line number and the reason, and the good rows still land. An id already met in
+the same file is such a row: the first row with that id is imported, the later ones are refused
+(which of two differing rows is right is for the user to say). Given the program, a member's tier
+must be one of its tiers and an order must be in its currency; an imported order must not be dated
+in the future (a live ``order_placed`` event is the shop telling us an order was just placed: its
+time is taken as the shop gives it, since refusing it would drop a real order). A file that cannot be
 read at all raises :class:`~loyalty.errors.InputError` before anything is written.
 
 The work is split in three: :mod:`~models.imports.reading` turns the file into rows of text,
@@ -16,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from babel import Locale, UnknownLocaleError
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,9 +42,14 @@ from models.imports.writing import (
     apply_chunk,
 )
 
+if TYPE_CHECKING:
+    from campaigns.program import Program
+
 __all__ = ["CHUNK_SIZE", "KINDS", "ImportReport", "RowError", "apply_record", "import_file"]
 
 KINDS = ("members", "orders", "points")
+#: The column holding each kind's id: the same id twice in one file is refused after its first row.
+ID_COLUMNS = {"members": "external_id", "orders": "order_id", "points": "entry_id"}
 CHUNK_SIZE = 1000
 
 
@@ -72,12 +82,14 @@ def import_file(
     default_timezone: str = "UTC",
     default_locale: str = "en",
     progress: Callable[[int], None] | None = None,
+    program: Program | None = None,
 ) -> ImportReport:
     """Import one file of ``kind`` (members, orders or points); see the module docstring.
 
     ``progress`` is called with the number of rows done so far after every chunk. With ``dry_run``
     every row is written and checked as usual, then everything is rolled back, so the report is
-    the one a real import would give. One audit entry records a real import.
+    the one a real import would give. One audit entry records a real import. With ``program``,
+    tiers and the currency are checked against it.
     """
     if kind not in KINDS:
         raise InputError(f"Cannot import {kind!r}: the kinds of import are {', '.join(KINDS)}.")
@@ -86,14 +98,16 @@ def import_file(
     now = utcnow()
     report = ImportReport(kind=kind, path=str(path), rows=0, inserted=0, updated=0, unchanged=0,
                           errors=[], dry_run=dry_run)
-    parse = _parser(kind, default_locale=default_locale, default_timezone=default_timezone, now=now)
+    parse = _parser(kind, default_locale=default_locale, default_timezone=default_timezone, now=now, program=program,
+                    latest_order=now)
     applier = _applier(kind, now=now, source=f"import:{path.name}"[:64])
 
     committed: ImportReport | None = None  # the counts of the chunks committed so far
+    first_lines: dict[str, int] = {}  # id -> the line it was first met on
     with open_source(path, kind) as source, sessions() as session:
         try:
             for chunk in _chunks(source.rows()):
-                _import_chunk(session, applier, parse, chunk, report)
+                _import_chunk(session, applier, parse, chunk, report, first_lines)
                 if dry_run:
                     session.flush()
                 else:
@@ -125,6 +139,7 @@ def apply_record(
     source: str,
     default_timezone: str = "UTC",
     default_locale: str = "en",
+    program: Program | None = None,
 ) -> str:
     """Apply one record given as fields (a live event from the shop) exactly as an import row.
 
@@ -133,7 +148,8 @@ def apply_record(
     """
     now = utcnow()
     text_fields = {str(k).lower(): "" if v is None else str(v) for k, v in fields.items()}
-    row = _parser(kind, default_locale=default_locale, default_timezone=default_timezone, now=now)(text_fields)
+    parse = _parser(kind, default_locale=default_locale, default_timezone=default_timezone, now=now, program=program)
+    row = parse(text_fields)
     (result,) = apply_chunk(session, _applier(kind, now=now, source=source[:64]), [(1, row)])
     if result.problem is not None:
         raise parsing.RowProblem(result.problem)
@@ -141,14 +157,29 @@ def apply_record(
 
 
 def _import_chunk(
-    session: Session, applier: Applier, parse: Callable[[dict[str, str]], Any], chunk: list[RawRow], report: ImportReport
+    session: Session,
+    applier: Applier,
+    parse: Callable[[dict[str, str]], Any],
+    chunk: list[RawRow],
+    report: ImportReport,
+    first_lines: dict[str, int],
 ) -> None:
     report.rows += len(chunk)
+    id_column = ID_COLUMNS[report.kind]
     items = []
     for raw in chunk:
         if raw.problem is not None:
             report.errors.append(RowError(raw.line, raw.problem))
             continue
+        key = (raw.fields.get(id_column) or "").strip()
+        if key:
+            first = first_lines.setdefault(key, raw.line)
+            if first != raw.line:
+                report.errors.append(RowError(raw.line, (
+                    f"{id_column} {parsing.shown(key)} is also on line {first} of this file; an id may appear "
+                    f"once in a file, so only line {first} is imported: merge the two rows into one"
+                )))
+                continue
         try:
             items.append((raw.line, parse(raw.fields)))
         except parsing.RowProblem as problem:
@@ -181,14 +212,24 @@ def _checked_defaults(default_timezone: str, default_locale: str) -> tuple[str, 
     return zone, locale
 
 
-def _parser(kind: str, *, default_locale: str, default_timezone: str, now: datetime) -> Callable[[dict[str, str]], Any]:
+def _parser(
+    kind: str,
+    *,
+    default_locale: str,
+    default_timezone: str,
+    now: datetime,
+    program: Program | None,
+    latest_order: datetime | None = None,
+) -> Callable[[dict[str, str]], Any]:
     if kind == "members":
         today = now.date()
+        tiers = program.tiers.names if program is not None else None
         return lambda fields: parsing.parse_member(
-            fields, default_locale=default_locale, default_timezone=default_timezone, today=today
+            fields, default_locale=default_locale, default_timezone=default_timezone, today=today, tiers=tiers
         )
     if kind == "orders":
-        return parsing.parse_order
+        currency = program.points.currency if program is not None else None
+        return lambda fields: parsing.parse_order(fields, currency=currency, now=latest_order)
     return parsing.parse_point
 
 

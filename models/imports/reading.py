@@ -1,9 +1,16 @@
 """Reading an import file: CSV or JSONL, UTF-8 (with or without a BOM), row by row with line numbers.
 
-A file that cannot be read at all (missing, not UTF-8, no header, a required column missing) raises
+A file that cannot be read at all (missing, not UTF-8, no header, a required column missing, a
+column whose name is a misspelling of one the import knows, like ``e-mail``) raises
 :class:`~loyalty.errors.InputError` *before* anything is written. A row that cannot be read (a
-malformed CSV record, a line that is not a JSON object) is yielded with a ``problem`` instead of
-fields, so it becomes a row error and the rest of the file still imports.
+malformed CSV record, a line that is not a JSON object, or nested too deeply to parse) is yielded
+with a ``problem`` instead of fields, so it becomes a row error and the rest of the file still
+imports.
+
+An unclosed quote in a CSV makes the lines after it one field, up to the next quote or the end of
+the file. Those lines are not guessed at: the error names the line that opens the quote and the
+lines that were swallowed, so the user can close the quote and import again (re-importing is
+idempotent).
 
 Fields are handed on as text: JSON numbers keep their exact digits (``19.90`` stays ``"19.90"``),
 ``true``/``false`` become ``"true"``/``"false"`` and ``null`` becomes ``""``.
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import difflib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -74,17 +82,18 @@ class ImportSource:
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield RawRow(start, None, _csv_problem(exc))
+                yield RawRow(start, None, _csv_problem(exc, start, reader.line_num + 1))
                 continue
             if not any(value.strip() for value in record):
                 continue  # a blank line, or a spreadsheet's empty row (",,,")
             if len(record) != columns:
-                yield RawRow(
-                    start,
-                    None,
-                    f"the row has {len(record)} fields but the header names {columns} columns; "
-                    "check for a missing or extra separator or an unclosed quote",
+                end = reader.line_num + 1
+                span = (
+                    f"; lines {start}..{end} were read as one row, so a quote on line {start} is probably "
+                    "never closed where it should be: close it and import again"
+                    if end > start else "; check for a missing or extra separator or an unclosed quote"
                 )
+                yield RawRow(start, None, f"the row has {len(record)} fields but the header names {columns} columns{span}")
                 continue
             yield RawRow(start, {name: value for name, value in zip(self.header, record) if name})
 
@@ -98,14 +107,22 @@ class ImportSource:
             except json.JSONDecodeError as exc:
                 yield RawRow(number, None, f"the line is not valid JSON ({exc.msg} at column {exc.colno})")
                 continue
+            except RecursionError:
+                yield RawRow(number, None, "the line nests lists or objects too deeply to be read; "
+                                           "write one flat {...} object per line")
+                continue
             if not isinstance(obj, dict):
                 yield RawRow(number, None, "the line is not a JSON object; write one {...} object per line")
                 continue
             fields: dict[str, str] = {}
             problem = None
+            names = {str(key).strip().lower() for key in obj}
             for key, value in obj.items():
                 name = str(key).strip().lower()
                 if name not in known:
+                    meant = misspelled(name, self.kind, names)
+                    if meant is not None and problem is None:
+                        problem = f"the key {name!r} is not one the import knows; write it as {meant}"
                     self.ignored_columns.add(name)
                 if value is None:
                     fields[name] = ""
@@ -118,11 +135,36 @@ class ImportSource:
             yield RawRow(number, None, problem) if problem else RawRow(number, fields)
 
 
-def _csv_problem(error: csv.Error) -> str:
+def misspelled(name: str, kind: str, present) -> str | None:
+    """The column ``name`` was probably meant to be (``e-mail`` -> ``email``), if that one is not
+    ``present`` itself; None for a column that is simply extra."""
+    if not name or name in COLUMNS[kind]:
+        return None
+    missing = [column for column in COLUMNS[kind] if column not in present]
+    squeezed = {"".join(ch for ch in column if ch.isalnum()): column for column in missing}
+    key = "".join(ch for ch in name if ch.isalnum())
+    if key in squeezed:
+        return squeezed[key]
+    close = difflib.get_close_matches(name, missing, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def _csv_problem(error: csv.Error, start: int, end: int) -> str:
     reason = str(error)
+    swallowed = f"lines {start}..{end} were read as one field and none of them was imported" if end > start else ""
     if "unexpected end of data" in reason:
+        if swallowed:
+            return (
+                f"line {start} opens a quote that is never closed: {swallowed}; "
+                "close the quote (or double a quote inside a field) and import the file again"
+            )
         return "a quoted field that starts on this line is never closed; add the missing closing quote"
     if "expected after" in reason:
+        if swallowed:
+            return (
+                f"a quote opened on line {start} is closed only on line {end}, where more text follows it: "
+                f"{swallowed}; close the quote on line {start} and import the file again"
+            )
         return (
             "a closing quote is followed by more text in the same field; "
             "quote the whole field and double any quote inside it"
@@ -172,6 +214,13 @@ def _read_header(path: Path, kind: str, handle: TextIO) -> tuple[list[str], str]
         if name and name in seen:
             raise InputError(f"{path}, line 1: the header names the column {name} twice; keep one of them.")
         seen.add(name)
+    for name in names:
+        meant = misspelled(name, kind, seen)
+        if meant is not None:
+            raise InputError(
+                f"{path}, line 1: the header names a column {name!r}, which the import does not know; "
+                f"it is probably {meant}: rename it and import again."
+            )
     missing = [name for name in REQUIRED_COLUMNS[kind] if name not in seen]
     if missing:
         required = REQUIRED_COLUMNS[kind]

@@ -3,7 +3,9 @@
 Nothing here touches the database, so every rule can be tested on its own. Each ``parse_*`` function
 takes the row's fields (column name -> text, as read from CSV or JSONL) and returns a typed row, or
 raises :class:`RowProblem` whose message names the field and says what is wrong and what to write
-instead. Email and phone values never appear in a message: only the field's name does.
+instead. A message never repeats the field's value: a shifted column puts a phone number in the
+time zone column, a name in the locale column. Only an id (the shop's, not personal) is quoted,
+masked by :func:`loyalty.redact.redact` should it hold an address or a number.
 
 A column that is absent from the file is *not given*: the writer leaves that attribute of an
 existing record alone (a new record gets the default). A column that is present but empty means
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -25,6 +27,7 @@ import phonenumbers
 from babel import Locale, UnknownLocaleError
 from email_validator import EmailNotValidError, validate_email
 
+from loyalty.redact import redact
 from models.order import OrderStatus
 from models.points import EntryKind
 
@@ -49,6 +52,8 @@ DEFAULT_TIER = "bronze"
 DEFAULT_LOT_LIFETIME = timedelta(days=365)
 MAX_TOTAL = Decimal("9999999999.99")  # Numeric(12, 2)
 MAX_POINTS = 2**31 - 1  # a PostgreSQL integer
+#: How far ahead of our clock an order may be dated (the shop's clock may run a little fast).
+CLOCK_SKEW = timedelta(minutes=5)
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no", ""})
@@ -111,8 +116,9 @@ class PointRow:
 # --- shared field rules -------------------------------------------------------------------------
 
 def shown(value: str, limit: int = 40) -> str:
-    """A value quoted for a message, cut short so a garbage field cannot flood the report."""
-    value = value.strip()
+    """An id quoted for a message: cut short so a garbage field cannot flood the report, and with
+    anything that looks like an email address or a phone number masked."""
+    value = redact(value.strip()) or ""
     return repr(value if len(value) <= limit else value[: limit - 1] + "…")
 
 
@@ -156,7 +162,7 @@ def parse_instant(name: str, text: str) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise RowProblem(
-            f"{name} {shown(text)} is not an ISO 8601 date or date-time; "
+            f"{name} is not an ISO 8601 date or date-time; "
             "use a form like 2024-05-17 or 2024-05-17T09:30:00+02:00"
         ) from None
     if value.tzinfo is None:
@@ -182,7 +188,7 @@ def parse_flag(name: str, text: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise RowProblem(f"{name} {shown(text)} is not a yes/no value; use true, false, yes, no, 1 or 0")
+    raise RowProblem(f"{name} is not a yes/no value; use true, false, yes, no, 1 or 0")
 
 
 def parse_birthday(text: str, today: date) -> Birthday:
@@ -191,18 +197,18 @@ def parse_birthday(text: str, today: date) -> Birthday:
     hint = "use YYYY-MM-DD or --MM-DD"
     match = _BIRTHDAY.match(value)
     if not match:
-        raise RowProblem(f"birthday {shown(value)} is not a date; {hint}")
+        raise RowProblem(f"birthday is not a date; {hint}")
     year = int(match.group(1)) if match.group(1) else None
     month, day = int(match.group(2)), int(match.group(3))
     if not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(year or 2000, month)[1]:
         if year is not None and (month, day) == (2, 29):
-            raise RowProblem(f"birthday {shown(value)} is not a real date ({year} is not a leap year); {hint}")
-        raise RowProblem(f"birthday {shown(value)} is not a real date; {hint}")
+            raise RowProblem(f"birthday is not a real date (February 29 of a year that is not a leap year); {hint}")
+        raise RowProblem(f"birthday is not a real date; {hint}")
     if year is not None:
         if date(year, month, day) > today:
-            raise RowProblem(f"birthday {shown(value)} is in the future; {hint}")
+            raise RowProblem(f"birthday is in the future; {hint}")
         if year < 1900:
-            raise RowProblem(f"birthday {shown(value)} is before 1900; {hint}, leaving the year out if unknown")
+            raise RowProblem(f"birthday is before 1900; {hint}, leaving the year out if unknown")
     return Birthday(month=month, day=day, year=year)
 
 
@@ -219,7 +225,7 @@ def parse_timezone(text: str) -> str:
     """An IANA zone name, spelled as the database spells it (``europe/paris`` -> ``Europe/Paris``)."""
     name = _zones_by_lower_name().get(text.strip().lower())
     if name is None:
-        raise RowProblem(f"timezone {shown(text)} is not an IANA time zone; use a name like Europe/Paris")
+        raise RowProblem("timezone is not an IANA time zone; use a name like Europe/Paris")
     ZoneInfo(name)
     return name
 
@@ -241,7 +247,7 @@ def _locale(text: str) -> Locale | None:
 def parse_locale(text: str) -> str:
     locale = _locale(text.strip())
     if locale is None or len(str(locale)) > 16:
-        raise RowProblem(f"locale {shown(text)} is not a known locale; use a code like en or fr_FR")
+        raise RowProblem("locale is not a known locale; use a code like en or fr_FR")
     return str(locale)
 
 
@@ -271,7 +277,7 @@ def parse_phone(text: str, locale: str) -> str | None:
         region = locale_region(locale)
         if region is None:
             raise RowProblem(
-                f"phone has no country code and locale {shown(locale)} names no country; "
+                f"phone has no country code and locale {locale!r} names no country; "
                 "write it with its country code, starting with +"
             )
     try:
@@ -295,7 +301,9 @@ def parse_member(
     default_locale: str = "en",
     default_timezone: str = "UTC",
     today: date | None = None,
+    tiers: Sequence[str] | None = None,
 ) -> MemberRow:
+    """``tiers``: the program's tier names, lowest first; a tier not among them is refused."""
     check_fields(fields)
     given = frozenset(name for name in MEMBER_COLUMNS if name in fields)
     today = today or datetime.now(UTC).date()
@@ -318,8 +326,24 @@ def parse_member(
         email_opt_in=parse_flag("email_opt_in", _text(fields, "email_opt_in")),
         sms_opt_in=parse_flag("sms_opt_in", _text(fields, "sms_opt_in")),
         joined_at=_optional_instant(fields, "joined_at"),
-        tier=_optional(fields, "tier", 32) or DEFAULT_TIER,
+        tier=parse_tier(_text(fields, "tier"), tiers),
     )
+
+
+def parse_tier(text: str, tiers: Sequence[str] | None) -> str:
+    """One of the program's ``tiers`` (any case), or the lowest when empty."""
+    if tiers is None:
+        return _limited("tier", text, 32) or DEFAULT_TIER
+    if not text:
+        return tiers[0]
+    by_lower = {name.lower(): name for name in tiers}
+    tier = by_lower.get(text.lower())
+    if tier is None:
+        raise RowProblem(
+            f"tier is not one of the program's tiers ({', '.join(tiers)}); "
+            "use one of them or leave the field empty for the lowest"
+        )
+    return tier
 
 
 def parse_total(text: str) -> Decimal:
@@ -329,44 +353,56 @@ def parse_total(text: str) -> Decimal:
     except InvalidOperation:
         total = None
     if total is None or not total.is_finite():
-        raise RowProblem(f"total {shown(value)} is not a number; write it like 19.90")
+        raise RowProblem("total is not a number; write it like 19.90")
     if total < 0:
-        raise RowProblem(f"total {shown(value)} is negative; a total is 0 or more")
+        raise RowProblem("total is negative; a total is 0 or more")
     if total != total.quantize(Decimal("0.01")):
-        raise RowProblem(f"total {shown(value)} has more than 2 decimal places")
+        raise RowProblem("total has more than 2 decimal places; write it like 19.90")
     if total > MAX_TOTAL:
-        raise RowProblem(f"total {shown(value)} is too large; the most is {MAX_TOTAL:,}")
+        raise RowProblem(f"total is too large; the most is {MAX_TOTAL:,}")
     return total.quantize(Decimal("0.01"))
 
 
-def parse_order(fields: Mapping[str, str]) -> OrderRow:
+def parse_order(fields: Mapping[str, str], *, currency: str | None = None, now: datetime | None = None) -> OrderRow:
+    """``currency``: the program's, the only one an order may be in; ``now``: no order is placed later."""
     check_fields(fields)
     given = frozenset(name for name in ORDER_COLUMNS if name in fields)
     order_id = _required(fields, "order_id", 64, "every order needs the shop's id for it")
     member_id = _required(fields, "member_id", 64, "give the external_id of the member who placed the order")
     placed_at = _required_instant(fields, "placed_at")
+    if now is not None and placed_at > now + CLOCK_SKEW:
+        raise RowProblem(
+            "placed_at is in the future; import an order once it is placed, "
+            "and write its time with its UTC offset like 2024-05-17T09:30:00+02:00"
+        )
     total_text = _text(fields, "total")
     if not total_text:
         raise RowProblem("total is empty; write the order total like 19.90")
     total = parse_total(total_text)
-    currency = _text(fields, "currency")
-    if not _CURRENCY.match(currency):
-        raise RowProblem(f"currency {shown(currency)} is not a 3-letter currency code like EUR")
+    code = _text(fields, "currency")
+    if not _CURRENCY.match(code):
+        raise RowProblem("currency is not a 3-letter currency code like EUR")
+    code = code.upper()
+    if currency is not None and code != currency:
+        raise RowProblem(
+            f"currency is {code} but the program's points are earned in {currency}; "
+            f"convert the order to {currency} or leave it out"
+        )
     status = _text(fields, "status").lower() or OrderStatus.PLACED
     if status not in OrderStatus.ALL:
-        raise RowProblem(f"status {shown(status)} is not one of {', '.join(OrderStatus.ALL)}")
-    return OrderRow(order_id, member_id, placed_at, total, currency.upper(), status, given)
+        raise RowProblem(f"status is not one of {', '.join(OrderStatus.ALL)}")
+    return OrderRow(order_id, member_id, placed_at, total, code, status, given)
 
 
 def parse_points(text: str) -> int:
     value = text.strip()
     if not _INTEGER.match(value):
-        raise RowProblem(f"points {shown(value)} is not a whole number")
+        raise RowProblem("points is not a whole number")
     points = int(value)
     if points == 0:
         raise RowProblem("points is 0; an entry must add or take away points")
     if abs(points) > MAX_POINTS:
-        raise RowProblem(f"points {shown(value)} is too large; the most is {MAX_POINTS:,}")
+        raise RowProblem(f"points is too large; the most is {MAX_POINTS:,}")
     return points
 
 
@@ -376,7 +412,7 @@ def parse_point(fields: Mapping[str, str]) -> PointRow:
     member_id = _required(fields, "member_id", 64, "give the external_id of the member")
     kind = _text(fields, "kind").lower()
     if kind not in EntryKind.ALL:
-        raise RowProblem(f"kind {shown(kind)} is not one of {', '.join(EntryKind.ALL)}")
+        raise RowProblem(f"kind is not one of {', '.join(EntryKind.ALL)}")
     points_text = _text(fields, "points")
     if not points_text:
         raise RowProblem("points is empty; write a whole number of points")

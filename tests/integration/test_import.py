@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -11,10 +17,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
+from campaigns.program import load_program
 from loyalty.errors import InputError
 from models import AuditEntry, Member, Order, PointEntry
 from models.imports import ImportReport, RowError, import_file
 from models.ledger import balance
+from tests.conftest import REPO_ROOT, TEST_SECRET
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "import"
 MEMBER_HEADER = (
@@ -78,16 +86,16 @@ def test_members_csv_lands_the_good_rows_and_reports_each_bad_one_by_line(pg_ses
     assert (report.rows, report.inserted, report.updated, report.unchanged) == (14, 4, 0, 0)
     assert lines_of(report) == MEMBERS_CSV_ERROR_LINES
     messages = {error.line: error.message for error in report.errors}
-    assert messages[7] == "birthday '2027-02-30' is not a real date; use YYYY-MM-DD or --MM-DD"
-    assert messages[16] == "birthday '2001-02-29' is not a real date (2001 is not a leap year); use YYYY-MM-DD or --MM-DD"
+    assert messages[7] == "birthday is not a real date; use YYYY-MM-DD or --MM-DD"
+    assert messages[16] == "birthday is not a real date (February 29 of a year that is not a leap year); use YYYY-MM-DD or --MM-DD"
     assert messages[5] == "email is not a valid email address; correct it or leave the field empty"
     assert messages[6].startswith("phone has no country code and locale 'en' names no country")
     assert messages[8].startswith("phone is not a valid phone number;")
     assert messages[9] == "external_id is empty; every member needs the shop's id for them"
-    assert messages[10] == "locale 'xx_XX' is not a known locale; use a code like en or fr_FR"
-    assert messages[11] == "timezone 'Mars/Olympus_Mons' is not an IANA time zone; use a name like Europe/Paris"
-    assert messages[12] == "email_opt_in 'maybe' is not a yes/no value; use true, false, yes, no, 1 or 0"
-    assert messages[13].startswith("joined_at 'yesterday' is not an ISO 8601 date or date-time")
+    assert messages[10] == "locale is not a known locale; use a code like en or fr_FR"
+    assert messages[11] == "timezone is not an IANA time zone; use a name like Europe/Paris"
+    assert messages[12] == "email_opt_in is not a yes/no value; use true, false, yes, no, 1 or 0"
+    assert messages[13].startswith("joined_at is not an ISO 8601 date or date-time")
     _assert_no_contact_details_in(report, DATA / "members.csv")
 
     members = members_by_id(pg_sessions)
@@ -146,7 +154,7 @@ def test_members_jsonl_lands_the_same_members(pg_sessions):
 
     assert (report.rows, report.inserted, report.updated, report.unchanged) == (10, 4, 0, 0)
     assert [(e.line, e.message) for e in report.errors] == [
-        (5, "birthday '2027-02-30' is not a real date; use YYYY-MM-DD or --MM-DD"),
+        (5, "birthday is not a real date; use YYYY-MM-DD or --MM-DD"),
         (6, "phone is not a valid phone number; write it with its country code, starting with +, or leave the field empty"),
         (8, "the line is not valid JSON (Expecting ',' delimiter at column 44)"),
         (9, "the line is not a JSON object; write one {...} object per line"),
@@ -289,12 +297,33 @@ def test_an_import_does_not_undo_an_opt_out_given_elsewhere(pg_sessions, tmp_pat
     assert member.email_opt_in is True
 
 
-def test_the_same_member_twice_in_a_file_is_applied_in_order(pg_sessions, tmp_path):
-    path = write_csv(tmp_path / "twice.csv", "external_id,tier", "M1,silver", "M1,gold", "M1,gold")
-    report = import_file(pg_sessions, "members", path)
+@pytest.mark.parametrize(("kind", "header", "rows"), [
+    ("members", "external_id,tier", ["M1,silver", "M2,gold", "M1,gold", "M1,gold"]),
+    ("orders", "order_id,member_id,placed_at,total,currency",
+     ["O1,M1,2024-06-01,10.00,EUR", "O2,M1,2024-06-02,5.00,EUR", "O1,M1,2024-06-01,99.00,EUR", "O1,M1,2024-06-01,10.00,EUR"]),
+    ("points", "entry_id,member_id,kind,points,occurred_at",
+     ["P1,M1,earn,10,2024-06-01", "P2,M1,earn,5,2024-06-01", "P1,M1,earn,99,2024-06-01", "P1,M1,earn,10,2024-06-01"]),
+])
+def test_the_same_id_twice_in_a_file_is_reported_with_both_lines_and_the_first_row_wins(pg_sessions, tmp_path, kind, header, rows):
+    if kind != "members":
+        seed_members(pg_sessions, "M1")
+    path = write_csv(tmp_path / "twice.csv", header, *rows)
+    report = import_file(pg_sessions, kind, path)
 
-    assert (report.inserted, report.updated, report.unchanged) == (1, 1, 1)
-    assert members_by_id(pg_sessions)["M1"].tier == "gold"
+    column, first = header.split(",")[0], rows[0].split(",")[0]
+    assert (report.inserted, report.updated, report.unchanged) == (2, 0, 0)
+    assert report.errors == [
+        RowError(line, f"{column} '{first}' is also on line 2 of this file; an id may appear once in a file, "
+                       "so only line 2 is imported: merge the two rows into one")
+        for line in (4, 5)
+    ]
+    table, key, field, value = {
+        "members": ("members", "external_id", "tier", "silver"),
+        "orders": ("orders", "order_id", "total", Decimal("10.00")),
+        "points": ("point_entries", "entry_key", "points", 10),
+    }[kind]
+    stored = {row[key]: row[field] for row in snapshot(pg_sessions)[table]}
+    assert len(stored) == 2 and stored[first] == value  # the first row, not the last
 
 
 # --- orders ---------------------------------------------------------------------------------------
@@ -307,11 +336,11 @@ def test_orders_csv(pg_sessions):
     assert (report.rows, report.inserted, report.updated, report.unchanged) == (9, 3, 0, 0)
     assert [(e.line, e.message) for e in report.errors] == [
         (5, "member_id 'M404' is not a known member; import the members first"),
-        (6, "total '-3.00' is negative; a total is 0 or more"),
-        (7, "total '3.999' has more than 2 decimal places"),
-        (8, "currency 'EURO' is not a 3-letter currency code like EUR"),
-        (9, "status 'shipped' is not one of placed, refunded, cancelled"),
-        (10, ("placed_at 'last tuesday' is not an ISO 8601 date or date-time; "
+        (6, "total is negative; a total is 0 or more"),
+        (7, "total has more than 2 decimal places; write it like 19.90"),
+        (8, "currency is not a 3-letter currency code like EUR"),
+        (9, "status is not one of placed, refunded, cancelled"),
+        (10, ("placed_at is not an ISO 8601 date or date-time; "
               "use a form like 2024-05-17 or 2024-05-17T09:30:00+02:00")),
     ]
     with pg_sessions() as session:
@@ -361,9 +390,9 @@ def test_points_csv_writes_the_ledger_in_file_order(pg_sessions):
         (5, "redeems 500 points but the member has only 150"),
         (8, "points is negative but an earn entry adds points; use an adjust entry to take points away"),
         (9, "member_id 'M404' is not a known member; import the members first"),
-        (10, "kind 'bonus' is not one of earn, redeem, expire, adjust"),
+        (10, "kind is not one of earn, redeem, expire, adjust"),
         (11, "points is 0; an entry must add or take away points"),
-        (12, "points '1.5' is not a whole number"),
+        (12, "points is not a whole number"),
     ]
     with pg_sessions() as session:
         entries = {e.entry_key: e for e in session.scalars(select(PointEntry))}
@@ -476,11 +505,14 @@ def test_a_large_file_is_committed_in_chunks_with_progress(pg_sessions, tmp_path
     report = import_file(pg_sessions, "members", path, progress=seen.append)
 
     assert seen == [1000, 2000, 2501]
-    assert (report.rows, report.inserted, report.updated, report.errors) == (2501, 2500, 1, [])
+    assert (report.rows, report.inserted, report.updated) == (2501, 2500, 0)
+    # an id met two chunks earlier is still known: the later row is refused, the first one stands
+    assert report.errors == [RowError(2502, "external_id 'M00000' is also on line 2 of this file; an id may appear "
+                                            "once in a file, so only line 2 is imported: merge the two rows into one")]
     with pg_sessions() as session:
         assert session.scalar(select(func.count()).select_from(Member)) == 2500
         first = session.scalar(select(Member).where(Member.external_id == "M00000"))
-        assert (first.email_opt_in, first.email_consent_source) == (False, "import:many.csv")
+        assert (first.email_opt_in, first.email_consent_source) == (True, "import:many.csv")
 
 
 def test_an_interrupted_import_keeps_its_committed_chunks_and_says_so_in_the_audit_log(pg_sessions, tmp_path):
@@ -516,9 +548,10 @@ def test_a_row_the_database_refuses_is_reported_and_the_rest_of_its_chunk_lands(
             "CREATE TRIGGER refuse_test_member BEFORE INSERT OR UPDATE ON members "
             "FOR EACH ROW EXECUTE FUNCTION refuse_test_member()"
         ))
+    seed_members(pg_sessions, "M0")
     try:
         path = write_csv(tmp_path / "refused.csv", "external_id,tier", "M1,gold", "M2,gold", "M-REFUSED,gold", "M3,gold",
-                         "M1,silver")
+                         "M0,silver")
         report = import_file(pg_sessions, "members", path)
     finally:
         with pg_sessions() as session, session.begin():
@@ -528,7 +561,8 @@ def test_a_row_the_database_refuses_is_reported_and_the_rest_of_its_chunk_lands(
     assert (report.rows, report.inserted, report.updated) == (5, 3, 1)
     assert report.errors == [RowError(4, "the database refused the row (refused by the test trigger); "
                                          "correct it and import again")]
-    assert {k: m.tier for k, m in members_by_id(pg_sessions).items()} == {"M1": "silver", "M2": "gold", "M3": "gold"}
+    assert {k: m.tier for k, m in members_by_id(pg_sessions).items()} == {"M0": "silver", "M1": "gold", "M2": "gold",
+                                                                         "M3": "gold"}
 
 
 def test_imported_times_are_utc_whatever_the_offset(pg_sessions, tmp_path):
@@ -539,3 +573,87 @@ def test_imported_times_are_utc_whatever_the_offset(pg_sessions, tmp_path):
     member = members_by_id(pg_sessions)["M1"]
     assert member.joined_at == utc(2024, 3, 31, 6, 30)
     assert member.birthday_updated_at == utc(2024, 3, 31, 10) == utc(2024, 4, 1) - timedelta(hours=14)
+
+
+# --- the program's rules, duplicates, the embedded default ----------------------------------------
+
+PROGRAM = load_program(REPO_ROOT / "campaigns" / "program.yaml")  # tiers bronze, silver, gold; points in EUR
+
+
+def test_a_tier_the_program_does_not_have_is_refused_with_its_line(pg_sessions, tmp_path):
+    path = write_csv(tmp_path / "tiers.csv", "external_id,tier", "M1,gold", "M2,platinum", "M3,", "M4,Silver")
+    report = import_file(pg_sessions, "members", path, program=PROGRAM)
+
+    assert report.errors == [RowError(3, "tier is not one of the program's tiers (bronze, silver, gold); "
+                                         "use one of them or leave the field empty for the lowest")]
+    assert {k: m.tier for k, m in members_by_id(pg_sessions).items()} == {"M1": "gold", "M3": "bronze", "M4": "silver"}
+
+
+def test_orders_in_another_currency_or_in_the_future_are_refused(pg_sessions, tmp_path):
+    seed_members(pg_sessions, "M1")
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    path = write_csv(tmp_path / "orders.csv", "order_id,member_id,placed_at,total,currency",
+                     "O1,M1,2024-06-01T10:00:00Z,10.00,eur", "O2,M1,2024-06-02T10:00:00Z,10.00,USD",
+                     f"O3,M1,{tomorrow},10.00,EUR")
+    report = import_file(pg_sessions, "orders", path, program=PROGRAM)
+
+    assert report.errors == [
+        RowError(3, "currency is USD but the program's points are earned in EUR; convert the order to EUR or leave it out"),
+        RowError(4, "placed_at is in the future; import an order once it is placed, "
+                    "and write its time with its UTC offset like 2024-05-17T09:30:00+02:00"),
+    ]
+    assert [row["order_id"] for row in snapshot(pg_sessions)["orders"]] == ["O1"]
+
+
+def embedded_loyalty(home: Path, *args: str) -> subprocess.CompletedProcess:
+    """The real CLI on the embedded default: a SQLite file under ``home``."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+    environment.update({"LOYALTY_HOME": str(home), "LOYALTY_SECRET": TEST_SECRET, "COLUMNS": "300"})
+    return subprocess.run([sys.executable, "-m", "loyalty", *args], env=environment, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def sqlite_counts(home: Path) -> tuple[int, int]:
+    with closing(sqlite3.connect(home / "loyalty.db")) as db:
+        return (db.execute("SELECT count(*) FROM members").fetchone()[0],
+                db.execute("SELECT count(*) FROM audit_log").fetchone()[0])
+
+
+def test_a_dry_run_writes_nothing_on_the_embedded_sqlite_default_either(tmp_path):
+    home = tmp_path / "home"
+    path = write_csv(tmp_path / "members.csv", "external_id,tier", *(f"M{i},gold" for i in range(1, 1501)))
+    embedded_loyalty(home, "import", "members", str(DATA / "members_bom.csv"))  # something already there
+    before = sqlite_counts(home)
+
+    dry = embedded_loyalty(home, "import", "members", str(path), "--dry-run")
+
+    assert dry.returncode == 0, dry.stderr
+    assert f"Would import 1500 members row(s) from {path}: 1500 new" in dry.stdout
+    assert sqlite_counts(home) == before
+    real = embedded_loyalty(home, "import", "members", str(path))
+    assert real.returncode == 0, real.stderr
+    assert sqlite_counts(home) == (before[0] + 1500, before[1] + 1)
+
+
+def test_the_cli_prints_no_contact_details_and_no_terminal_control_characters(tmp_path):
+    home = tmp_path / "home"
+    path = write_csv(tmp_path / "members\x1b[2J\x1b]0;owned\x07.csv", "external_id,timezone,tier",
+                     "M1,Europe/Paris,gold", "M2,+33 6 12 34 56 78,gold", "M3,UTC,platinum", "M\x1b[31m4,UTC,gold",
+                     "M\x1b[31m4,UTC,silver")
+
+    result = embedded_loyalty(home, "import", "members", str(path))
+
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", output), output
+    shown = str(path).replace("\x1b[2J", "").replace("\x1b]0;owned\x07", "")
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        f"{shown}, line 3: timezone is not an IANA time zone; use a name like Europe/Paris",
+        f"{shown}, line 4: tier is not one of the program's tiers (bronze, silver, gold); "
+        "use one of them or leave the field empty for the lowest",
+        f"{shown}, line 6: external_id 'M\\x1b[31m4' is also on line 5 of this file; an id may appear once in a file, "
+        "so only line 5 is imported: merge the two rows into one",
+    ]
+    assert "6 12 34" not in output
+    assert f"Imported 5 members row(s) from {shown}: 2 new, 0 updated, 0 unchanged, 3 rejected." in result.stdout

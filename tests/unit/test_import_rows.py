@@ -17,6 +17,7 @@ from models.imports.rows import (
     parse_member,
     parse_order,
     parse_point,
+    shown,
 )
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "import"
@@ -94,12 +95,12 @@ def test_locale_and_timezone_are_checked_and_spelled_canonically():
     assert member(locale="fr-FR").locale == "fr_FR"
     assert member(locale="pt_BR").locale == "pt_BR"
     assert member(timezone="europe/paris").timezone == "Europe/Paris"
-    assert problem(member, locale="xx") == "locale 'xx' is not a known locale; use a code like en or fr_FR"
-    assert problem(member, locale="en_ZZ").startswith("locale 'en_ZZ' is not a known locale")
+    assert problem(member, locale="xx") == "locale is not a known locale; use a code like en or fr_FR"
+    assert problem(member, locale="en_ZZ").startswith("locale is not a known locale")
     assert problem(member, timezone="Mars/Base") == (
-        "timezone 'Mars/Base' is not an IANA time zone; use a name like Europe/Paris"
+        "timezone is not an IANA time zone; use a name like Europe/Paris"
     )
-    assert problem(member, timezone="localtime").startswith("timezone 'localtime' is not an IANA time zone")
+    assert problem(member, timezone="localtime").startswith("timezone is not an IANA time zone")
 
 
 @pytest.mark.parametrize(
@@ -119,26 +120,26 @@ def test_birthdays(text, expected):
 
 def test_feb_30_is_not_a_birthday():
     assert problem(parse_birthday, "2027-02-30", date(2030, 1, 1)) == (
-        "birthday '2027-02-30' is not a real date; use YYYY-MM-DD or --MM-DD"
+        "birthday is not a real date; use YYYY-MM-DD or --MM-DD"
     )
-    assert problem(parse_birthday, "--02-30", TODAY) == "birthday '--02-30' is not a real date; use YYYY-MM-DD or --MM-DD"
+    assert problem(parse_birthday, "--02-30", TODAY) == "birthday is not a real date; use YYYY-MM-DD or --MM-DD"
 
 
 def test_feb_29_needs_a_leap_year_when_a_year_is_given():
     assert problem(parse_birthday, "2001-02-29", TODAY) == (
-        "birthday '2001-02-29' is not a real date (2001 is not a leap year); use YYYY-MM-DD or --MM-DD"
+        "birthday is not a real date (February 29 of a year that is not a leap year); use YYYY-MM-DD or --MM-DD"
     )
 
 
 @pytest.mark.parametrize(
     ("text", "start"),
     [
-        ("10/12/1985", "birthday '10/12/1985' is not a date"),
-        ("1985-12", "birthday '1985-12' is not a date"),
-        ("---12-10", "birthday '---12-10' is not a date"),
-        ("1985-13-01", "birthday '1985-13-01' is not a real date"),
-        ("2026-06-02", "birthday '2026-06-02' is in the future"),
-        ("1815-12-10", "birthday '1815-12-10' is before 1900"),
+        ("10/12/1985", "birthday is not a date"),
+        ("1985-12", "birthday is not a date"),
+        ("---12-10", "birthday is not a date"),
+        ("1985-13-01", "birthday is not a real date"),
+        ("2026-06-02", "birthday is in the future"),
+        ("1815-12-10", "birthday is before 1900"),
     ],
 )
 def test_bad_birthdays(text, start):
@@ -156,7 +157,7 @@ def test_opt_ins(text, value):
 
 def test_a_bad_opt_in():
     assert problem(member, sms_opt_in="maybe") == (
-        "sms_opt_in 'maybe' is not a yes/no value; use true, false, yes, no, 1 or 0"
+        "sms_opt_in is not a yes/no value; use true, false, yes, no, 1 or 0"
     )
 
 
@@ -165,7 +166,7 @@ def test_joined_at_and_birthday_updated_at_are_utc():
     assert member(joined_at="2024-05-17T09:30:00").joined_at == datetime(2024, 5, 17, 9, 30, tzinfo=UTC)
     assert member(joined_at="2024-05-17T09:30:00+02:00").joined_at == datetime(2024, 5, 17, 7, 30, tzinfo=UTC)
     assert member(birthday_updated_at="2024-05-17T09:30:00Z").birthday_updated_at == datetime(2024, 5, 17, 9, 30, tzinfo=UTC)
-    assert problem(member, joined_at="yesterday").startswith("joined_at 'yesterday' is not an ISO 8601 date or date-time")
+    assert problem(member, joined_at="yesterday").startswith("joined_at is not an ISO 8601 date or date-time")
 
 
 def test_tier_and_names():
@@ -173,6 +174,20 @@ def test_tier_and_names():
     assert (row.tier, row.first_name, row.last_name) == ("gold", "Ada", None)
     assert member(tier="").tier == "bronze"
     assert problem(member, tier="x" * 33) == "tier is longer than 32 characters"
+
+
+PROGRAM_TIERS = ["bronze", "silver", "gold"]
+
+
+def test_a_tier_must_be_one_of_the_programs():
+    def tiered(tier: str):
+        return parse_member({"external_id": "M1", "tier": tier}, today=TODAY, tiers=PROGRAM_TIERS)
+
+    assert problem(tiered, "platinum") == (
+        "tier is not one of the program's tiers (bronze, silver, gold); use one of them or leave the field empty for the lowest")
+    assert tiered(" Gold ").tier == "gold"  # spelled as the program spells it
+    assert tiered("").tier == "bronze"  # the program's lowest
+    assert parse_member({"external_id": "M1"}, today=TODAY, tiers=["basic", "plus"]).tier == "basic"
     assert problem(member, first_name="x" * 201) == "first_name is longer than 200 characters"
 
 
@@ -205,21 +220,79 @@ def test_an_order():
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"total": "-3"}, "total '-3' is negative; a total is 0 or more"),
-        ({"total": "12,50"}, "total '12,50' is not a number; write it like 19.90"),
-        ({"total": "NaN"}, "total 'NaN' is not a number; write it like 19.90"),
-        ({"total": "1.999"}, "total '1.999' has more than 2 decimal places"),
-        ({"total": "10000000000"}, "total '10000000000' is too large; the most is 9,999,999,999.99"),
+        ({"total": "-3"}, "total is negative; a total is 0 or more"),
+        ({"total": "12,50"}, "total is not a number; write it like 19.90"),
+        ({"total": "NaN"}, "total is not a number; write it like 19.90"),
+        ({"total": "1.999"}, "total has more than 2 decimal places; write it like 19.90"),
+        ({"total": "10000000000"}, "total is too large; the most is 9,999,999,999.99"),
         ({"total": ""}, "total is empty; write the order total like 19.90"),
-        ({"currency": "EURO"}, "currency 'EURO' is not a 3-letter currency code like EUR"),
-        ({"currency": "€"}, "currency '€' is not a 3-letter currency code like EUR"),
-        ({"status": "shipped"}, "status 'shipped' is not one of placed, refunded, cancelled"),
+        ({"currency": "EURO"}, "currency is not a 3-letter currency code like EUR"),
+        ({"currency": "€"}, "currency is not a 3-letter currency code like EUR"),
+        ({"status": "shipped"}, "status is not one of placed, refunded, cancelled"),
         ({"placed_at": ""}, "placed_at is empty; give an ISO 8601 date or date-time like 2024-05-17T09:30:00Z"),
         ({"member_id": ""}, "member_id is empty; give the external_id of the member who placed the order"),
     ],
 )
 def test_bad_orders(fields, message):
     assert problem(order, **fields) == message
+
+
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+
+
+def test_an_order_in_another_currency_than_the_programs_is_refused():
+    def priced(currency: str):
+        return parse_order({"order_id": "O1", "member_id": "M1", "placed_at": "2024-06-01T10:00:00Z", "total": "19.90",
+                            "currency": currency}, currency="EUR", now=NOW)
+
+    assert problem(priced, "usd") == (
+        "currency is USD but the program's points are earned in EUR; convert the order to EUR or leave it out")
+    assert priced("eur").currency == "EUR"
+
+
+def test_an_order_dated_in_the_future_is_refused():
+    def placed(at: str):
+        return parse_order({"order_id": "O1", "member_id": "M1", "placed_at": at, "total": "19.90", "currency": "EUR"},
+                           currency="EUR", now=NOW)
+
+    assert problem(placed, "2026-06-02T12:00:00Z") == (
+        "placed_at is in the future; import an order once it is placed, "
+        "and write its time with its UTC offset like 2024-05-17T09:30:00+02:00")
+    assert problem(placed, "2026-06-01T14:00:00").startswith("placed_at is in the future")  # Paris time without offset
+    assert placed("2026-06-01T12:04:00Z").placed_at == datetime(2026, 6, 1, 12, 4, tzinfo=UTC)  # a shop's clock a bit fast
+    assert placed("2026-06-01T13:00:00+02:00").placed_at == datetime(2026, 6, 1, 11, tzinfo=UTC)
+
+
+PHONE = "+33 6 12 34 56 78"
+
+
+@pytest.mark.parametrize("column", ["locale", "timezone", "birthday", "birthday_updated_at", "email_opt_in",
+                                    "sms_opt_in", "joined_at", "tier", "email"])
+def test_a_member_row_error_never_repeats_the_value(column):
+    """A shifted column puts a phone number where a time zone should be: the message names the column only."""
+    message = problem(parse_member, {"external_id": "M1", column: PHONE}, today=TODAY, tiers=PROGRAM_TIERS)
+    assert message.startswith(f"{column} ")
+    assert "12 34" not in message and "33" not in message
+
+
+@pytest.mark.parametrize("column", ["placed_at", "total", "currency", "status"])
+def test_an_order_row_error_never_repeats_the_value(column):
+    fields = {"order_id": "O1", "member_id": "M1", "placed_at": "2024-06-01", "total": "1", "currency": "EUR", column: PHONE}
+    message = problem(parse_order, fields, currency="EUR", now=NOW)
+    assert message.startswith(f"{column} ") and "12 34" not in message
+
+
+@pytest.mark.parametrize("column", ["kind", "points", "occurred_at", "expires_at"])
+def test_a_points_row_error_never_repeats_the_value(column):
+    fields = {"entry_id": "P1", "member_id": "M1", "kind": "earn", "points": "5", "occurred_at": "2024-06-01", column: PHONE}
+    message = problem(parse_point, fields)
+    assert message.startswith(f"{column} ") and "12 34" not in message
+
+
+def test_an_id_is_quoted_with_contact_details_masked():
+    assert shown("M-404") == "'M-404'"
+    assert shown("ada@example.com") == "'[email]'"
+    assert shown("+33 6 12 34 56 78") == "'[phone]'"
 
 
 # --- points ---------------------------------------------------------------------------------------
@@ -255,11 +328,11 @@ def test_adjust_goes_either_way():
     [
         ({"points": "-5"}, "points is negative but an earn entry adds points; use an adjust entry to take points away"),
         ({"points": "0"}, "points is 0; an entry must add or take away points"),
-        ({"points": "1.5"}, "points '1.5' is not a whole number"),
-        ({"points": "99999999999"}, "points '99999999999' is too large; the most is 2,147,483,647"),
-        ({"kind": "bonus"}, "kind 'bonus' is not one of earn, redeem, expire, adjust"),
+        ({"points": "1.5"}, "points is not a whole number"),
+        ({"points": "99999999999"}, "points is too large; the most is 2,147,483,647"),
+        ({"kind": "bonus"}, "kind is not one of earn, redeem, expire, adjust"),
         ({"expires_at": "2024-03-01T12:00:00Z"}, "expires_at is not after occurred_at; points must expire after they are earned"),
-        ({"occurred_at": "soon"}, "occurred_at 'soon' is not an ISO 8601 date or date-time; use a form like 2024-05-17 or 2024-05-17T09:30:00+02:00"),
+        ({"occurred_at": "soon"}, "occurred_at is not an ISO 8601 date or date-time; use a form like 2024-05-17 or 2024-05-17T09:30:00+02:00"),
         ({"entry_id": ""}, "entry_id is empty; every entry needs the shop's id for it"),
     ],
 )
@@ -386,7 +459,74 @@ def test_broken_csv_quoting_is_a_row_problem_and_reading_goes_on(tmp_path):
         (2, None, ("a closing quote is followed by more text in the same field; "
                    "quote the whole field and double any quote inside it")),
         (3, {"external_id": "M2", "first_name": "Cy"}, None),
-        (4, None, "a quoted field that starts on this line is never closed; add the missing closing quote"),
+        (4, None, ("line 4 opens a quote that is never closed: lines 4..5 were read as one field and none of them "
+                   "was imported; close the quote (or double a quote inside a field) and import the file again")),
+    ]
+
+
+def test_an_unclosed_quote_names_every_line_it_swallowed(tmp_path):
+    path = tmp_path / "members.csv"
+    good = [f"M{i},Ann" for i in range(4, 50_002)]  # 49,998 good rows after the unclosed quote
+    path.write_text("\n".join(["external_id,first_name", "M1,Ann", 'M2,"Bob', *good]) + "\n")
+    rows, _ = read(path)
+    assert [(row.line, row.fields, row.problem) for row in rows] == [
+        (2, {"external_id": "M1", "first_name": "Ann"}, None),
+        (3, None, ("line 3 opens a quote that is never closed: lines 3..50001 were read as one field and none of "
+                   "them was imported; close the quote (or double a quote inside a field) and import the file again")),
+    ]
+
+
+def test_a_quote_closed_many_lines_later_names_the_lines_in_between(tmp_path):
+    path = tmp_path / "members.csv"
+    path.write_text('external_id,first_name\nM1,"Bob\nM2,Cy\nM3,"Ann"\nM4,Dee\n')
+    rows, _ = read(path)
+    assert [(row.line, row.fields, row.problem) for row in rows] == [
+        (2, None, ("a quote opened on line 2 is closed only on line 4, where more text follows it: lines 2..4 were "
+                   "read as one field and none of them was imported; close the quote on line 2 and import the file again")),
+        (5, {"external_id": "M4", "first_name": "Dee"}, None),
+    ]
+
+
+def test_a_jsonl_line_nested_too_deeply_is_that_lines_error(tmp_path):
+    path = tmp_path / "members.jsonl"
+    deep = '{"external_id": "M2", "tier": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    path.write_text('{"external_id": "M1"}\n' + deep + '\n{"external_id": "M3"}\n')
+    rows, _ = read(path)
+    assert [(row.line, row.fields, row.problem) for row in rows] == [
+        (1, {"external_id": "M1"}, None),
+        (2, None, "the line nests lists or objects too deeply to be read; write one flat {...} object per line"),
+        (3, {"external_id": "M3"}, None),
+    ]
+
+
+@pytest.mark.parametrize(("column", "meant"), [("e-mail", "email"), ("First Name", "first_name"), ("emial", "email"),
+                                               ("sms opt-in", "sms_opt_in")])
+def test_a_misspelled_column_makes_the_file_an_error(tmp_path, column, meant):
+    path = tmp_path / "members.csv"
+    path.write_text(f"external_id,{column},tier\nM1,x,gold\n")
+    with pytest.raises(InputError) as caught:
+        read(path)
+    assert str(caught.value) == (
+        f"{path}, line 1: the header names a column {column.lower()!r}, which the import does not know; "
+        f"it is probably {meant}: rename it and import again."
+    )
+
+
+def test_an_extra_column_that_misspells_nothing_is_only_noted(tmp_path):
+    path = tmp_path / "members.csv"
+    path.write_text("external_id,email,notes,e_mail_2\nM1,,VIP,\n")  # email is there: e_mail_2 is an extra
+    rows, source = read(path)
+    assert rows[0].fields["external_id"] == "M1"
+    assert source.ignored_columns == {"notes", "e_mail_2"}
+
+
+def test_a_misspelled_key_in_a_jsonl_line_is_that_lines_error(tmp_path):
+    path = tmp_path / "members.jsonl"
+    path.write_text('{"external_id": "M1", "e-mail": "x"}\n{"external_id": "M2", "email": "", "vip": true}\n')
+    rows, _ = read(path)
+    assert [(row.line, row.fields, row.problem) for row in rows] == [
+        (1, None, "the key 'e-mail' is not one the import knows; write it as email"),
+        (2, {"external_id": "M2", "email": "", "vip": "true"}, None),
     ]
 
 
