@@ -130,7 +130,7 @@ def test_a_twenty_thousand_field_form_is_refused_at_once_and_the_health_check_an
         time.sleep(0.3)
     assert answers == [413] * 20
     assert health.answers > 5 and not health.failures
-    assert health.slowest < 1.0, f"/healthz took {health.slowest:.1f} s while the forms came in"
+    assert health.slowest < 2.0, f"/healthz took {health.slowest:.1f} s while the forms came in"
 
 
 def test_a_21_mb_body_is_refused_without_being_read(web):
@@ -152,8 +152,8 @@ def test_a_21_mb_body_is_refused_without_being_read(web):
         assert "413" in answer or "Error" in answer, answer  # the 413, or the connection it closed
         time.sleep(0.3)
     assert health.answers > 3 and not health.failures
-    assert health.slowest < 1.0, f"/healthz took {health.slowest:.1f} s while the body came in"
-    assert rss_mb(web.pid) - rss_before < 15, "the process grew while refusing the body"
+    assert health.slowest < 2.0, f"/healthz took {health.slowest:.1f} s while the body came in"
+    assert rss_mb(web.pid) - rss_before < 10, "the process grew while refusing the body"
     assert httpx.get(web.url + "/healthz", timeout=2).json() == {"status": "ok"}
 
 
@@ -180,5 +180,5 @@ def test_the_health_check_waits_for_the_database_in_a_thread_not_on_the_event_lo
         server.stop()
         engine.dispose()
     assert other.status_code == 404
-    assert elapsed < 1.0, f"another request waited {elapsed:.1f} s behind the health check"
+    assert elapsed < 3.0, f"another request waited {elapsed:.1f} s behind the health check"
     assert health[0].json() == {"status": "ok"}
