@@ -1,26 +1,32 @@
 """``loyalty demo``: the whole product on the embedded default, in one command.
 
 Seeds a realistic member base (time zones around the world, English and French speakers, three
-tiers, some without consent, some who changed their birthday last week, Feb 29 birthdays) with
-stories that make every campaign kind due today: birthdays, points about to expire, lapsed
-customers, fresh tier upgrades and, on a member day, the offer. Orders go through the real
-earning rules. Then it runs today's tick through the in-process queue and worker, and shows what
-was sent and why the others were not. Seeding is an upsert, so running it again sends nothing twice.
+tiers, some without consent, some who changed their birthday last week, Feb 29 birthdays on the
+days that celebrate them) with stories that make every campaign kind due today: birthdays, points
+about to expire, lapsed customers, fresh tier upgrades and, on a member day, the offer. Orders go
+through the real earning rules. Then it runs today's tick through the in-process queue and worker,
+and shows what this run sent and why the others were not, what earlier runs had already sent
+(seeding is an upsert and the send ledger is idempotent: running it again sends nothing twice), what
+became of every birthday member, where each channel's messages went, and how to run the CLI next.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
+import sys
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import dramatiq
 from dramatiq import Worker
 from dramatiq.common import join_queue
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from campaigns import calendar
 from campaigns.calendar import iso_utc
@@ -70,9 +76,17 @@ def _orders_for(story: str, external_id: str, now: datetime, rng: random.Random)
             for i in range(1, rng.randint(2, 4))]
 
 
-def seed_members(sessions, program, count: int, now: datetime, rng: random.Random) -> Counter:
-    """Upsert ``count`` demo members and their orders; returns how many of each story."""
+@dataclass
+class Seeded:
+    stories: Counter  # how many members of each story
+    birthdays: list[str]  # the external ids of the members whose birthday is today (in their zone)
+
+
+def seed_members(sessions, program, count: int, now: datetime, rng: random.Random, *,
+                 leap_rule: str = "feb28") -> Seeded:
+    """Upsert ``count`` demo members and their orders; says how many of each story there are."""
     stories: Counter = Counter()
+    birthdays: list[str] = []
     with transaction(sessions) as session:
         existing = {m.external_id: m for m in session.scalars(select(Member).where(Member.external_id.like("DEMO%")))}
         known_orders = set(session.scalars(select(Order.order_id).where(Order.order_id.like("DEMO%"))))
@@ -82,8 +96,10 @@ def seed_members(sessions, program, count: int, now: datetime, rng: random.Rando
             story = _story(rng)
             stories[story] += 1
             local_today = calendar.local_datetime(now, zone_name).date()
-            if story == "birthday":
-                birthday = local_today if rng.random() > 0.1 else local_today.replace(year=2000, month=2, day=29)
+            if story == "birthday":  # today, in their zone; born on Feb 29 only on a day that celebrates it
+                leap_born = rng.random() <= 0.1 and (2, 29) in calendar.celebrated_birthdays(local_today, leap_rule)
+                birthday = local_today.replace(year=2000, month=2, day=29) if leap_born else local_today
+                birthdays.append(external_id)
             else:
                 birthday = local_today - timedelta(days=rng.randint(1, 360))
             joined = now - timedelta(days=rng.randint(400, 2000))
@@ -114,7 +130,7 @@ def seed_members(sessions, program, count: int, now: datetime, rng: random.Rando
         session.flush()
         while apply_pending_orders(session, program, now=now):
             pass
-    return stories
+    return Seeded(stories, birthdays)
 
 
 def run_tick_through_queue(runtime, at: datetime) -> None:
@@ -147,14 +163,18 @@ def run_demo(settings: Settings, console: Console, *, member_count: int = 240, n
     set_runtime(runtime)
     now = (now or utcnow()).replace(microsecond=0)  # the queue carries instants to the second
     console.print(f"[bold]Loyalty demo[/] on the embedded default: {settings.database_url.split('///')[-1]}")
-    stories = seed_members(runtime.sessions, runtime.program, member_count, now, random.Random(42))
+    birthday = runtime.campaigns.campaigns.get("birthday")
+    seeded = seed_members(runtime.sessions, runtime.program, member_count, now, random.Random(42),
+                          leap_rule=birthday.birthday.leap_day_in_common_years if birthday is not None else "feb28")
     console.print(f"Seeded {member_count} members in {len(ZONES)} time zones (English and French): "
-                  + ", ".join(f"{n} {story.replace('_', ' ')}" for story, n in sorted(stories.items())) + ".")
+                  + ", ".join(f"{n} {story.replace('_', ' ')}" for story, n in sorted(seeded.stories.items())) + ".")
     for problem in runtime.campaigns.errors:
         console.print(f"[yellow]warning:[/] skipping a broken campaign: {problem}", highlight=False)
 
+    with runtime.sessions() as session:
+        last_before = session.scalar(select(func.max(Delivery.id))) or 0  # what this run adds comes after
     run_tick_through_queue(runtime, now)
-    show_today(runtime, console, now)
+    show_today(runtime, console, now, since_id=last_before, birthdays=seeded.birthdays)
 
 
 def _idle(runtime, campaign_id: str, now: datetime) -> str:
@@ -167,14 +187,47 @@ def _idle(runtime, campaign_id: str, now: datetime) -> str:
     return "nobody due today"
 
 
-def show_today(runtime, console: Console, now: datetime) -> None:
+def show_today(runtime, console: Console, now: datetime, *, since_id: int = 0, birthdays: list[str] = ()) -> None:
+    """What this run's tick did (deliveries after ``since_id``), what earlier runs had already sent
+    today, where the messages went, every birthday member's outcome, and how to go on."""
     with runtime.sessions() as session:
         rows = session.execute(
             select(Delivery, Member)
             .join(Member, Member.id == Delivery.member_id)
-            .where(Member.external_id.like("DEMO%"), Delivery.planned_at >= now - timedelta(days=1))
+            .where(Member.external_id.like("DEMO%"), Delivery.planned_at.between(now - timedelta(days=1), now))
             .order_by(Delivery.campaign, Delivery.state, Member.external_id)
         ).all()
+    new = [(d, m) for d, m in rows if d.id > since_id]
+    earlier = [(d, m) for d, m in rows if d.id <= since_id]
+    if new:
+        _summary(runtime, console, now, new)
+        _samples(console, now, new)
+    already = [d for d, _ in earlier if d.state == DeliveryState.SENT]
+    if already:
+        by_campaign = Counter(d.campaign for d in already)
+        first, last = min(d.finished_at or d.send_at for d in already), max(d.finished_at or d.send_at for d in already)
+        when = _day_and_time(first) + ("" if last - first < timedelta(minutes=1) else f" to {_day_and_time(last)}")
+        console.print(f"{'Nothing new: ' if not new else 'Already sent by an earlier run: '}{len(already)} message(s) "
+                      f"already sent on {when} (from the send ledger: "
+                      + ", ".join(f"{n} {c}" for c, n in sorted(by_campaign.items())) + "); none was sent again.")
+    elif not new:
+        console.print("Nothing is due today, and nothing was sent today by an earlier run.")
+    _birthdays_accounted(runtime, console, now, birthdays)
+    _where_it_went(runtime, console, [d for d, _ in rows if d.state == DeliveryState.SENT])
+    gifted = next((m.external_id for d, m in rows if d.campaign == "birthday" and d.state == DeliveryState.SENT), None)
+    run = cli_command()
+    console.print(f"Next: {run} preview winback --at {iso_utc(now)}   |   {run} validate"
+                  + (f"   |   {run} history --member {gifted}" if gifted else ""), highlight=False, soft_wrap=True)
+    if run != "loyalty":
+        console.print(f"(`loyalty` is not on your PATH: run it as {run}, or `. {Path(run).parent}/activate` first.)",
+                      highlight=False, soft_wrap=True)
+
+
+def _day_and_time(at: datetime) -> str:
+    return f"{at:%Y-%m-%d} at {at:%H:%M} UTC"
+
+
+def _summary(runtime, console: Console, now: datetime, rows: list) -> None:
     summary = Table(title=f"Today's tick at {iso_utc(now)}, per campaign")
     channels = {"email": "by email", "sms": "by SMS"}
     if any(d.channel == "mailchimp" for d, _ in rows):  # with --providers, a journey event on Mailchimp
@@ -194,6 +247,8 @@ def show_today(runtime, console: Console, now: datetime) -> None:
         )
     console.print(summary)
 
+
+def _samples(console: Console, now: datetime, rows: list) -> None:
     sample = Table(title="A few of the messages sent")
     for column in ("campaign", "member", "tier", "local time", "locale", "channel", "detail"):
         sample.add_column(column)
@@ -207,7 +262,75 @@ def show_today(runtime, console: Console, now: datetime) -> None:
                   else delivery.coupon_code or delivery.occurrence_key.split(":", 2)[-1])
         sample.add_row(delivery.campaign, member.external_id, member.tier, f"{local:%H:%M}", member.locale,
                        delivery.channel, detail)
-    console.print(sample)
-    console.print(f"Emails: {runtime.settings.outbox_dir / 'email'} (one .eml each); "
-                  f"SMS: {runtime.settings.outbox_dir / 'sms'} (one .json each).")
-    console.print(f"Try: loyalty preview winback --at {iso_utc(now)}   |   loyalty validate")
+    if sample.row_count:
+        console.print(sample)
+
+
+def birthday_outcomes(runtime, now: datetime, birthdays: list[str]) -> Counter:
+    """What became of each member whose birthday is today: the state (and reason) of this year's
+    gift in the send ledger, or why there is none (not yet the send time in their zone)."""
+    campaign = runtime.campaigns.campaigns.get("birthday")
+    outcomes: Counter = Counter()
+    if campaign is None or not campaign.enabled:
+        outcomes["not sent (the birthday campaign is off)"] += len(birthdays)
+        return outcomes
+    with runtime.sessions() as session:
+        zones = dict(session.execute(select(Member.external_id, Member.timezone)
+                                     .where(Member.external_id.in_(birthdays))).all())
+        keys = {external_id: f"{campaign.id}:{external_id}:{calendar.local_datetime(now, zones[external_id]).year}"
+                for external_id in birthdays}
+        gifts = {d.occurrence_key: d for d in session.scalars(select(Delivery)
+                                                               .where(Delivery.occurrence_key.in_(keys.values())))}
+    for external_id in birthdays:
+        gift = gifts.get(keys[external_id])
+        if gift is not None:
+            state = {DeliveryState.PLANNED: "waiting", DeliveryState.HELD_OUT: "held out"}.get(gift.state, gift.state)
+            outcomes[f"{state} ({gift.reason})" if gift.reason and gift.state != DeliveryState.HELD_OUT else state] += 1
+        elif calendar.local_datetime(now, zones[external_id]).time() < campaign.send_time:
+            outcomes[f"not due yet (before {campaign.send_time:%H:%M} in their zone)"] += 1
+        else:
+            outcomes["not planned"] += 1
+    return outcomes
+
+
+def _birthdays_accounted(runtime, console: Console, now: datetime, birthdays: list[str]) -> None:
+    if not birthdays:
+        return
+    outcomes = birthday_outcomes(runtime, now, birthdays)
+    console.print(f"Birthdays today: {len(birthdays)} member(s): "
+                  + ", ".join(f"{n} {what}" for what, n in outcomes.most_common()) + ".", highlight=False, soft_wrap=True)
+
+
+def _where_it_went(runtime, console: Console, sent: list) -> None:
+    """Where the messages sent today really are: the outbox folder, or the provider that took them."""
+    settings = runtime.settings
+    counts = Counter(d.channel for d in sent)
+    places = []
+    if counts["email"]:
+        place = f"in {settings.outbox_dir / 'email'} (one .eml each)" if settings.smtp is None else "through SMTP"
+        places.append(f"{counts['email']} email(s) {place}")
+    if counts["sms"]:
+        place = (f"in {settings.outbox_dir / 'sms'} (one .json each)" if settings.twilio is None
+                 else f"to Twilio at {settings.twilio.api_base_url}")
+        places.append(f"{counts['sms']} SMS {place}")
+    if counts["mailchimp"]:
+        place = (f"in {settings.outbox_dir / 'mailchimp'}" if settings.mailchimp is None
+                 else f"to Mailchimp at {settings.mailchimp.api_base_url}")
+        places.append(f"{counts['mailchimp']} Mailchimp step(s) {place}")
+    if places:
+        console.print("Sent today: " + "; ".join(places) + ".", highlight=False, soft_wrap=True)
+
+
+def cli_command() -> str:
+    """How to run the CLI from this shell: ``loyalty`` when it is on the PATH, else its path
+    (``.venv/bin/loyalty`` after ``make demo``)."""
+    script = Path(sys.argv[0]) if Path(sys.argv[0]).name == "loyalty" else Path(sys.executable).with_name("loyalty")
+    if not script.exists():
+        return f"{sys.executable} -m loyalty"
+    on_path = shutil.which("loyalty")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "loyalty"
+    try:
+        return str(script.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(script.absolute())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,8 +113,6 @@ def _campaign_rows(stdout: str, columns: int = 7) -> dict[str, list[str]]:
 
 
 def test_the_demo_with_the_local_providers_counts_what_twilio_and_mailchimp_accepted(tmp_path):
-    import re
-
     env = {"LOYALTY_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
     result = loyalty(env, "demo", "--providers", "--members", "150", "--at", "2027-06-01T12:00:00Z", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -125,6 +124,12 @@ def test_the_demo_with_the_local_providers_counts_what_twilio_and_mailchimp_acce
     assert sum(int(cells[2]) for cells in rows.values()) == texts
     assert int(rows["tier_upgrade"][3]) == events > 0  # the notice goes out as a Mailchimp journey event
     assert all(int(cells[0]) == sum(int(c) for c in cells[1:4]) for cells in rows.values())
+    said = " ".join(result.stdout.split())
+    emails = sum(int(cells[1]) for cells in rows.values())
+    assert re.search(rf"Sent today: {emails} email\(s\) in \S+/home/outbox/email \(one \.eml each\); {texts} SMS to "
+                     rf"Twilio at http://127\.0\.0\.1:\d+; {events} Mailchimp step\(s\) to Mailchimp at http://", said)
+    assert "outbox/sms" not in said  # where things really went, not a folder nothing was written to
+    assert not (tmp_path / "home" / "outbox" / "sms").exists()
 
 
 def test_the_demo_runs_every_kind_on_the_embedded_default_with_no_server(tmp_path):
@@ -144,8 +149,41 @@ def test_the_demo_runs_every_kind_on_the_embedded_default_with_no_server(tmp_pat
     assert len(sms) == sum(int(cells[2]) for cells in rows.values())
     assert (tmp_path / "home" / "loyalty.db").exists()
 
-    again = loyalty(env, "demo", "--members", "150", "--at", at, cwd=tmp_path)
+    said = " ".join(result.stdout.split())
+    assert f"Sent today: {len(emails)} email(s) in {outbox / 'email'} (one .eml each); {len(sms)} SMS in" in said
+    venv_bin = Path(sys.executable).parent
+    assert f"Next: {venv_bin / 'loyalty'} preview winback --at {at}" in said  # not on this PATH: its path
+    assert f"(`loyalty` is not on your PATH: run it as {venv_bin / 'loyalty'}, or `. {venv_bin}/activate` first.)" in said
+
+    again = loyalty({**env, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}, "demo", "--members", "150",
+                    "--at", at, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert _campaign_rows(again.stdout) == rows  # the same day, seen again
+    assert _campaign_rows(again.stdout) == {}  # no table as if it sent again
+    total = sum(sent.values())
+    assert re.search(rf"Nothing new: {total} message\(s\) already sent on \d{{4}}-\d\d-\d\d at \d\d:\d\d UTC \(from "
+                     r"the send ledger: \d+ birthday, \d+ member_day, \d+ points_expiring, \d+ tier_upgrade, \d+ "
+                     r"winback\); none was sent again\.", " ".join(again.stdout.split())), again.stdout
+    assert f"Next: loyalty preview winback --at {at}" in again.stdout  # on the PATH now: just `loyalty`
     assert sorted((outbox / "email").glob("*.eml")) == emails  # and nothing sent twice
     assert sorted((outbox / "sms").glob("*.json")) == sms
+
+
+def _birthdays(stdout: str) -> tuple[int, int, dict[str, int]]:
+    """(birthday members seeded, members accounted for, {outcome: count}) from the demo's output."""
+    said = " ".join(stdout.split())
+    seeded = int(re.search(r"Seeded \d+ members .*?: (?:.*?, )?(\d+) birthday", said).group(1))
+    told = re.search(r"Birthdays today: (\d+) member\(s\): (.*?)\.(?: Sent today| Next)", said)
+    outcomes = {what: int(n) for n, what in re.findall(r"(\d+) ([^,]+)", told.group(2))}
+    return seeded, int(told.group(1)), outcomes
+
+
+def test_every_birthday_the_demo_seeds_is_accounted_for(tmp_path):
+    for n, at in enumerate(("2027-06-01T12:00:00Z", "2027-02-28T03:00:00Z")):  # a Feb 28 when few zones reached 09:00
+        env = {"LOYALTY_HOME": str(tmp_path / f"home{n}"), "COLUMNS": "200"}
+        result = loyalty(env, "demo", "--members", "240", "--at", at, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        seeded, told, outcomes = _birthdays(result.stdout)
+        assert seeded == told == sum(outcomes.values()) > 0, (at, result.stdout)
+        assert outcomes.get("sent", 0) == int(_campaign_rows(result.stdout)["birthday"][0])
+        assert set(outcomes) <= {"sent", "skipped (no_consent)", "skipped (birthday_recently_changed)",
+                                 "not due yet (before 09:00 in their zone)", "waiting", "held out"}, outcomes
