@@ -24,6 +24,7 @@ import difflib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Self, TextIO
 
@@ -140,7 +141,11 @@ def misspelled(name: str, kind: str, present) -> str | None:
     ``present`` itself; None for a column that is simply extra."""
     if not name or name in COLUMNS[kind]:
         return None
-    missing = [column for column in COLUMNS[kind] if column not in present]
+    return _closest(name, tuple(column for column in COLUMNS[kind] if column not in present))
+
+
+@lru_cache(maxsize=1024)  # a JSONL file repeats its extra keys on every line
+def _closest(name: str, missing: tuple[str, ...]) -> str | None:
     squeezed = {"".join(ch for ch in column if ch.isalnum()): column for column in missing}
     key = "".join(ch for ch in name if ch.isalnum())
     if key in squeezed:
