@@ -69,7 +69,8 @@ def shop(receiver):
 
 def shopify_events(headers: dict[str, str], body: bytes) -> list:
     triggered = datetime.fromisoformat(headers["x-shopify-triggered-at"].replace("Z", "+00:00"))
-    return shopify.parse(headers["x-shopify-topic"], headers["x-shopify-event-id"], triggered, json.loads(body), MAPPING)
+    topic, event_id = headers["x-shopify-topic"], headers["x-shopify-event-id"]
+    return shopify.parse(topic, event_id, triggered, json.loads(body), MAPPING)
 
 
 def test_shopify_webhooks_carry_the_platform_headers_verify_and_parse(shop, receiver):
@@ -110,6 +111,21 @@ def test_shopify_tax_inclusive_guest_order_earns_on_merchandise_without_tax(shop
     assert event.member_id is None and event.member_email == "guest@example.org"
 
 
+def test_shopify_payment_cancellation_and_privacy_topics_parse(shop, receiver):
+    ana = shop.add_customer("ana@example.org", "Ana")
+    order = shop.place_order(ana["id"], financial_status="pending")
+    shop.mark_paid(order["id"])
+    shop.cancel_order(order["id"])
+    shop.request_data(ana["id"])
+    shop.redact_shop()
+    events = {h["x-shopify-topic"]: shopify_events(h, body)[0] for h, body in receiver.got}
+    assert events["orders/create"].fields["state"] == "pending" and events["orders/paid"].fields["state"] == "paid"
+    assert events["orders/cancelled"].fields["state"] == "cancelled"
+    assert events["customers/data_request"].kind is EventKind.EXPORT_MEMBER
+    assert events["customers/data_request"].member_id == str(ana["id"])
+    assert events["shop/redact"].kind is EventKind.ERASE_SHOP
+
+
 def test_shopify_retries_a_failed_delivery_with_the_same_event_until_it_succeeds(shop, receiver):
     receiver.statuses = [500, 503]
     shop.add_customer("ana@example.org", "Ana")
@@ -145,7 +161,7 @@ def test_shopify_faults_duplicate_reorder_drop_and_forge(shop, receiver):
     shop.webhook_faults.drop = 1
     shop.update_customer(ana["id"], first_name="Ana")
     assert receiver.got == [] and shop.deliveries[-1].error == "dropped"
-    shop.webhook_faults.wrong_secret = "forged"
+    assert httpx.post(f"{shop.url}/__admin/webhook_faults", json={"wrong_secret": "forged"}).status_code == 200
     shop.update_customer(ana["id"], first_name="Anna")
     [(headers, body)] = receiver.got
     assert not valid_body_signature(body, headers["x-shopify-hmac-sha256"], ["shpss_test_secret"])
@@ -172,7 +188,8 @@ PAGE = """query Page($first: Int!, $after: String, $q: String) {
 
 
 def graphql(server: ShopifyServer, query: str, variables: dict | None = None, token: str = "shpat_test_token"):
-    return httpx.post(f"{server.url}/admin/api/2026-01/graphql.json", json={"query": query, "variables": variables or {}},
+    return httpx.post(f"{server.url}/admin/api/2026-01/graphql.json",
+                      json={"query": query, "variables": variables or {}},
                       headers={"X-Shopify-Access-Token": token}, timeout=5)
 
 
@@ -216,13 +233,19 @@ def test_shopify_graphql_auth_throttling_and_a_failed_request_to_resume_from(rec
         server.fail_request(2)  # the second request from now fails; the first is answered
         cursor = first["pageInfo"]["endCursor"]
         second = graphql(server, PAGE % "customers", {"first": 2, "after": cursor}).json()["data"]["customers"]
-        assert graphql(server, PAGE % "customers", {"first": 2, "after": second["pageInfo"]["endCursor"]}).status_code == 500
-        third = graphql(server, PAGE % "customers", {"first": 2, "after": second["pageInfo"]["endCursor"]}).json()
+        rest = {"first": 2, "after": second["pageInfo"]["endCursor"]}
+        assert graphql(server, PAGE % "customers", rest).status_code == 500
+        third = graphql(server, PAGE % "customers", rest).json()
         ids = [e["node"]["id"] for page in (first, second, third["data"]["customers"]) for e in page["edges"]]
         assert len(ids) == len(set(ids)) == 6 and not third["data"]["customers"]["pageInfo"]["hasNextPage"]
+        too_many = graphql(server, PAGE % "customers", {"first": 251}).json()
+        assert "between 1 and 250" in too_many["errors"][0]["message"]
+        unknown = graphql(server, "{ products(first: 1) { edges { node { id } } } }").json()
+        assert unknown["errors"][0]["extensions"]["code"] == "undefinedField"
         tiny = ShopifyServer(bucket_size=10, restore_rate=1).start()
         try:
-            assert graphql(tiny, PAGE % "orders", {"first": 50}).json()["errors"][0]["extensions"]["code"] == "THROTTLED"
+            costly = graphql(tiny, PAGE % "orders", {"first": 50}).json()
+            assert costly["errors"][0]["extensions"]["code"] == "THROTTLED"
         finally:
             tiny.stop()
 
@@ -251,7 +274,8 @@ def test_woocommerce_webhooks_are_php_json_signed_over_the_bytes_and_parse(woo, 
     order = woo.place_order(ada["id"], [("Tea tin", 2, "50.00")], discount="10.00", shipping="7.00")
     woo.refund(order["id"], "57.50", reason="one tin dented")
     woo.place_order(None, email="guest@example.org")
-    assert receiver.topics("x-wc-webhook-topic") == ["customer.created", "order.created", "order.updated", "order.created"]
+    assert receiver.topics("x-wc-webhook-topic") == ["customer.created", "order.created", "order.updated",
+                                                     "order.created"]
     parsed = []
     for headers, body in receiver.got:
         assert valid_body_signature(body, headers["x-wc-webhook-signature"], ["wc_webhook_secret"])
@@ -265,7 +289,8 @@ def test_woocommerce_webhooks_are_php_json_signed_over_the_bytes_and_parse(woo, 
     assert member.fields["email_opt_in"] == "yes"
     assert parsed[1][0].fields["total"] == "90.00" and parsed[1][0].fields["state"] == "paid"
     placed, refund = parsed[2]
-    assert placed.fields["state"] == "partially_refunded" and refund.fields["amount"] == "45.00"  # 57.50 of 115.00: half of 90
+    # 57.50 of an order of 115.00 gives back half of its 90.00 of merchandise
+    assert placed.fields["state"] == "partially_refunded" and refund.fields["amount"] == "45.00"
     assert parsed[3][0].member_id is None and parsed[3][0].member_email == "guest@example.org"
 
 
@@ -332,6 +357,10 @@ def test_woocommerce_rest_pages_with_totals_and_the_poll_catches_a_dropped_webho
     polled = wc_get(woo, "orders", modified_after="2026-12-01T00:00:00", dates_are_gmt="true").json()
     assert [o["id"] for o in polled] == [missed["id"]]
     assert woocommerce.parse("order.updated", polled[0], MAPPING)[0].fields["state"] == "paid"
+    woo.refund(orders[1], "10.00", reason="late")
+    [refund] = wc_get(woo, f"orders/{orders[1]}/refunds").json()
+    assert refund["amount"] == "10.00" and refund["reason"] == "late" and refund["date_created_gmt"]
+    assert wc_get(woo, "orders/99999").json()["code"] == "woocommerce_rest_order_invalid_id"
 
 
 def test_woocommerce_rest_fails_the_nth_request_as_configured(woo):
@@ -378,13 +407,17 @@ def test_prestashop_webservice_resources_parse_with_our_mapping():
         assert member.fields["email_opt_in"] == "true" and member.version_at == START
         one = ps_get(ps, f"orders/{order['id']}").json()["order"]
         placed = prestashop.order_event(one, MAPPING, facts)
-        assert placed.fields["total"] == "90.00" and placed.fields["currency"] == "EUR" and placed.fields["state"] == "paid"
+        assert (placed.fields["total"], placed.fields["currency"], placed.fields["state"]) == ("90.00", "EUR", "paid")
         [slip] = ps_get(ps, "order_slip", display="full").json()["order_slips"]
         assert prestashop.refund_event(slip, facts).fields["amount"] == "45.00"
         states = [prestashop.order_event(o, MAPPING, facts).fields["state"]
                   for o in ps_get(ps, "orders", display="full").json()["orders"]]
         assert states == ["paid", "pending"]
+        states_table = ps_get(ps, "order_states", display="full", **{"filter[paid]": "[1]"}).json()["order_states"]
+        assert {s["id"] for s in states_table} == {2, 3, 4, 5, 7, 11}
         ps.refund(order["id"])  # the rest: the order becomes Refunded
+        history = ps_get(ps, "order_histories", display="full", **{"filter[id_order]": f"[{order['id']}]"}).json()
+        assert [h["id_order_state"] for h in history["order_histories"]] == ["2", "7"]
         refunded = ps_get(ps, f"orders/{order['id']}").json()["order"]
         assert prestashop.order_event(refunded, MAPPING, facts).fields["state"] == "refunded"
 
@@ -394,7 +427,8 @@ def test_prestashop_auth_and_list_options():
         ps.add_customer("ada@example.com")
         denied = ps_get(ps, "customers", key="wrong")
         assert denied.status_code == 401 and "authentication key as the login" in denied.headers["www-authenticate"]
-        assert httpx.get(f"{ps.url}/api/customers", params={"ws_key": ps.key, "output_format": "JSON"}).status_code == 200
+        by_query = httpx.get(f"{ps.url}/api/customers", params={"ws_key": ps.key, "output_format": "JSON"})
+        assert by_query.status_code == 200
         assert ps_get(ps, "customers").json() == {"customers": [{"id": 1}]}
         assert ps_get(ps, "customers", display="[id,date_upd]").json()["customers"][0].keys() == {"id", "date_upd"}
         assert ps_get(ps, "customers", **{"filter[email]": "[ADA@example.com]"}).json() == {"customers": [{"id": 1}]}

@@ -177,8 +177,10 @@ class PrestaShopServer(ShopServer):
             when = self._local(self.clock.tick(at))
             slip = self._add("order_slip", {
                 "id_customer": o["id_customer"], "id_order": str(order_id), "conversion_rate": "1.000000",
-                "total_products_tax_excl": ps_money(part), "total_products_tax_incl": ps_money(amount(part * (1 + rate))),
-                "total_shipping_tax_excl": ps_money(ship), "total_shipping_tax_incl": ps_money(amount(ship * (1 + rate))),
+                "total_products_tax_excl": ps_money(part),
+                "total_products_tax_incl": ps_money(amount(part * (1 + rate))),
+                "total_shipping_tax_excl": ps_money(ship),
+                "total_shipping_tax_incl": ps_money(amount(ship * (1 + rate))),
                 "amount": ps_money(amount(part * (1 + rate))), "shipping_cost": "1" if shipping else "0",
                 "shipping_cost_amount": ps_money(amount(ship * (1 + rate))), "partial": "0" if part >= whole else "1",
                 "order_slip_type": "0", "date_add": when, "date_upd": when,
@@ -208,7 +210,8 @@ class PrestaShopServer(ShopServer):
             raise ApiError(406, b"This stand-in serves only output_format=JSON", [(b"content-type", b"text/plain")])
         parts = path.strip("/").split("/")
         if parts[0] != "api" or len(parts) < 2 or parts[1] not in PLURAL or method != "GET":
-            raise error(404 if method == "GET" else 405, 22, f"Resource of type \"{'/'.join(parts[1:])}\" does not exist")
+            what = "/".join(parts[1:])
+            raise error(404 if method == "GET" else 405, 22, f'Resource of type "{what}" does not exist')
         resource = parts[1]
         with self._lock:
             table = self.tables[resource]

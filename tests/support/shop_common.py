@@ -12,8 +12,10 @@
   :attr:`ShopServer.deliveries`, with the status our side answered.
 * Webhook faults, in :attr:`ShopServer.webhook_faults` (a :class:`WebhookFaults`): ``duplicates``
   (each delivery sent N times), ``drop`` (the next N deliveries are never sent, recorded as dropped),
-  ``wrong_secret`` (sign with that secret instead). Out of order: ``with shop.held(): ...`` keeps the
-  deliveries made inside and sends them on leaving in reverse order (or ``held(order=[2, 0, 1])``).
+  ``wrong_secret`` (sign with that secret instead); also over HTTP, ``POST /__admin/webhook_faults``.
+  Out of order: ``with shop.held(): ...`` keeps the deliveries made inside and sends them on leaving
+  in reverse order (or ``held("as_made")``, or ``held(order=[2, 0])``: those, in that order, the
+  rest never). A stale retry after a newer update is the same: two updates inside ``held()``.
 * Admin-API faults: :meth:`ShopServer.fail_request` makes the Nth API request from now fail (a 500,
   or a time-out held ``hold_seconds``), so a backfill can be shown to resume.
 * Helpers: :func:`php_json` (WordPress' ``wp_json_encode`` bytes: ``\\/`` and ``\\uXXXX``),
@@ -305,6 +307,15 @@ class ShopServer(ProviderServer):
                     self._wake.notify_all()
             if delay is not None:
                 self._schedule(job, delay)
+
+    def admin_action(self, method: str, action: str, payload: Any) -> tuple[int, Any] | None:
+        """``POST /__admin/webhook_faults {"duplicates": 2, "drop": 1, "wrong_secret": "x"}`` (for scripts)."""
+        if action != "webhook_faults":
+            return None
+        with self._lock:
+            if method == "POST":
+                self.webhook_faults = WebhookFaults(**{**vars(self.webhook_faults), **payload})
+            return 200, vars(self.webhook_faults)
 
     def reset_state(self) -> None:
         self._deliveries.clear()

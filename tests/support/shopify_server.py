@@ -10,7 +10,8 @@ The store (Python methods, each returns the REST resource as a webhook carries i
 
 Webhooks: each change fires its topics to every subscription that has them (``orders/create`` and
 ``orders/paid`` for a paid order; ``refunds/create`` and ``orders/updated`` for a refund;
-``customers/create|update``; ``orders/cancelled``; privacy topics through :meth:`request_redact`,
+``customers/create|update``; ``orders/paid`` and ``orders/updated`` through :meth:`mark_paid`;
+``orders/cancelled``; privacy topics through :meth:`request_redact`,
 :meth:`request_data`, :meth:`redact_shop`). Body: compact JSON of the REST resource, frozen when the
 event fired (retries carry it unchanged). Headers: ``X-Shopify-Topic``, ``-Hmac-Sha256`` (base64
 HMAC-SHA256 of those bytes with ``secret``), ``-Shop-Domain``, ``-API-Version``, ``-Webhook-Id`` (one
@@ -131,7 +132,8 @@ class ShopifyServer(ShopServer):
     def _set_birthday(self, customer: dict[str, Any], birthday: str | None) -> None:
         if birthday is not None:
             namespace, _, key = self.birthday_metafield.partition(".")
-            customer["metafields"] = [m for m in customer["metafields"] if (m["namespace"], m["key"]) != (namespace, key)]
+            kept = [m for m in customer["metafields"] if (m["namespace"], m["key"]) != (namespace, key)]
+            customer["metafields"] = kept
             customer["metafields"].append({"namespace": namespace, "key": key, "value": birthday, "type": "date"})
 
     def update_customer(self, customer_id: int, *, at: datetime | None = None, **changes: Any) -> dict[str, Any]:
@@ -188,7 +190,8 @@ class ShopifyServer(ShopServer):
                     "total_discount": "0.00",
                     "discount_allocations": [{"amount": str(money(share)), "discount_application_index": 0,
                                               "amount_set": self._set(share)}] if share else [],
-                    "tax_lines": [{"title": "VAT", "rate": float(rate), "price": str(tax), "price_set": self._set(tax)}],
+                    "tax_lines": [{"title": "VAT", "rate": float(rate), "price": str(tax),
+                                   "price_set": self._set(tax)}],
                 })
             customer = self.customers.get(customer_id) if customer_id is not None else None
             subtotal, taxes, ship = gross - discount, sum((Decimal(li["tax_lines"][0]["price"]) for li in line_items),
@@ -265,6 +268,16 @@ class ShopifyServer(ShopServer):
         self._publish("orders/updated", order, when)
         return json.loads(json.dumps(refund))
 
+    def mark_paid(self, order_id: int, *, at: datetime | None = None) -> dict[str, Any]:
+        """A pending order gets paid: ``orders/paid`` then ``orders/updated``."""
+        with self._lock:
+            order = self.orders[order_id]
+            when = self._time(self.clock.tick(at))
+            order.update(financial_status="paid", updated_at=when)
+        self._publish("orders/paid", order, when)
+        self._publish("orders/updated", order, when)
+        return json.loads(json.dumps(order))
+
     def cancel_order(self, order_id: int, reason: str = "customer", *, at: datetime | None = None) -> dict[str, Any]:
         """Cancel (``orders/cancelled`` then ``orders/updated``); the financial status is left as it is."""
         with self._lock:
@@ -302,9 +315,10 @@ class ShopifyServer(ShopServer):
             webhook_id = str(uuid.uuid4())
 
             def build(attempt: int, sub: Subscription = sub, webhook_id: str = webhook_id) -> tuple[bytes, dict]:
+                secret = self.webhook_faults.wrong_secret or self.secret
                 headers = {"Content-Type": "application/json", "User-Agent": "Shopify-Captain-Hook",
                            "X-Shopify-Topic": topic,
-                           "X-Shopify-Hmac-Sha256": body_signature(body, self.webhook_faults.wrong_secret or self.secret),
+                           "X-Shopify-Hmac-Sha256": body_signature(body, secret),
                            "X-Shopify-Shop-Domain": self.shop_domain, "X-Shopify-API-Version": self.api_version,
                            "X-Shopify-Webhook-Id": webhook_id, "X-Shopify-Event-Id": event_id,
                            "X-Shopify-Triggered-At": triggered}
