@@ -264,7 +264,8 @@ def _insert(session: Session, delivery: Delivery) -> int:
     return inserted
 
 
-def render_for(runtime: Runtime, session: Session, campaign, member: Member, delivery: Delivery, at: datetime) -> Rendered:
+def render_for(runtime: Runtime, session: Session, campaign, member: Member, delivery: Delivery, at: datetime, *,
+               balance: int | None = None) -> Rendered:
     """The message a delivery would carry and how it would end, decided by the sender's own code
     (:func:`workers.delivery._prepare`: re-check, render, the SMS length limit); writes nothing.
 
@@ -275,8 +276,8 @@ def render_for(runtime: Runtime, session: Session, campaign, member: Member, del
     locale = runtime.renderer.choose_locale(campaign, member.locale)
     fields = merge_fields(session, [member], at) if channel == "mailchimp" else {}
     try:
-        prepared = prepare_delivery(runtime, session, delivery, member, at,
-                                    balance=ledger.balance(session, member.id), fields=fields)
+        prepared = prepare_delivery(runtime, session, delivery, member, at, fields=fields,
+                                    balance=ledger.balance(session, member.id) if balance is None else balance)
     except DeliveryOutcome as outcome:
         return Rendered(channel, locale, None, "", state=outcome.state, reason=outcome.reason, detail=outcome.detail)
     message = prepared.message
@@ -297,10 +298,13 @@ def expected_outcomes(runtime: Runtime, session: Session, campaign, rows: list[d
     texts = [row for row in rows if row["state"] == DeliveryState.PLANNED and row.get("channel") == "sms"]
     if not texts:
         return
-    members = {m.id: m for m in session.scalars(select(Member).where(Member.id.in_({r["member_id"] for r in texts})))}
+    ids = {r["member_id"] for r in texts}
+    members = {m.id: m for m in session.scalars(select(Member).where(Member.id.in_(ids)))}
+    balances = ledger.balances(session, ids)
     fields = ("occurrence_key", "campaign", "member_id", "channel", "reward_points", "occurrence_date", "payload")
     for row in texts:
         delivery = Delivery(**{name: row[name] for name in fields if name in row})
-        rendered = render_for(runtime, session, campaign, members[row["member_id"]], delivery, at)
+        rendered = render_for(runtime, session, campaign, members[row["member_id"]], delivery, at,
+                              balance=balances.get(row["member_id"], 0))
         if rendered.state == DeliveryState.FAILED:
             row["state"], row["reason"] = rendered.state, rendered.reason
