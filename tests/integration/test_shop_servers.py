@@ -242,6 +242,11 @@ def test_shopify_graphql_auth_throttling_and_a_failed_request_to_resume_from(rec
         assert "between 1 and 250" in too_many["errors"][0]["message"]
         unknown = graphql(server, "{ products(first: 1) { edges { node { id } } } }").json()
         assert unknown["errors"][0]["extensions"]["code"] == "undefinedField"
+        server.read_all_orders = False  # without the scope, orders older than 60 days are invisible
+        server.place_order(None, email="old@example.org", at=server.clock.now() - timedelta(days=61))
+        recent = server.place_order(None, email="new@example.org", at=server.clock.now() - timedelta(days=59))
+        visible = graphql(server, PAGE % "orders", {"first": 250}).json()["data"]["orders"]["edges"]
+        assert [int(e["node"]["legacyResourceId"]) for e in visible] == [recent["id"]]
         tiny = ShopifyServer(bucket_size=10, restore_rate=1).start()
         try:
             costly = graphql(tiny, PAGE % "orders", {"first": 50}).json()
@@ -358,6 +363,8 @@ def test_woocommerce_rest_pages_with_totals_and_the_poll_catches_a_dropped_webho
     assert [o["id"] for o in polled] == [missed["id"]]
     assert woocommerce.parse("order.updated", polled[0], MAPPING)[0].fields["state"] == "paid"
     woo.refund(orders[1], "10.00", reason="late")
+    with pytest.raises(ValueError, match="left to refund"):
+        woo.refund(orders[1], "1000.00")
     [refund] = wc_get(woo, f"orders/{orders[1]}/refunds").json()
     assert refund["amount"] == "10.00" and refund["reason"] == "late" and refund["date_created_gmt"]
     assert wc_get(woo, "orders/99999").json()["code"] == "woocommerce_rest_order_invalid_id"
@@ -457,6 +464,7 @@ def test_prestashop_pages_a_date_window_once_each_and_resumes_after_a_failure():
         assert seen == ids[1:] + ids[:1]
         assert [r.status for r in ps.requests].count(500) == 1
         assert ps_get(ps, "orders", limit="2").json()["orders"] == [{"id": ids[0]}, {"id": ids[1]}]
+        assert ps_get(ps, "orders", limit="two").status_code == 400
 
 
 def test_shop_clock_dates_changes_one_second_apart():

@@ -226,6 +226,8 @@ class PrestaShopServer(ShopServer):
             records.sort(key=lambda r, n=name: _sort_key(r.get(n)), reverse=direction.upper() == "DESC")
         if "limit" in params:
             offset, _, count = params["limit"].rpartition(",")
+            if not (offset or "0").isdigit() or not count.isdigit():
+                raise error(400, 34, "The limit parameter is not valid: use limit=count or limit=offset,count")
             records = records[int(offset or 0): int(offset or 0) + int(count)]
         display = params.get("display")
         if display != "full":

@@ -25,7 +25,8 @@ Admin API: ``POST /admin/api/{version}/graphql.json`` with ``X-Shopify-Access-To
 queries understood: :mod:`tests.support.shopify_graphql`. Every answer has ``extensions.cost`` from a
 leaky bucket (``bucket_size`` 2000, ``restore_rate`` 100/s); a query costing more than is available,
 or one of the next N after :meth:`throttle_next`, answers ``errors[0].extensions.code == "THROTTLED"``
-(HTTP 200). A wrong token: 401 ``{"errors": "[API] Invalid API key or access token ..."}``.
+(HTTP 200). ``read_all_orders=False``: orders created more than 60 days ago are invisible, as without
+that scope. A wrong token: 401 ``{"errors": "[API] Invalid API key or access token ..."}``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -72,12 +73,12 @@ class ShopifyServer(ShopServer):
                  shop_id: int = 81234567, api_version: str = API_VERSION, currency: str = "EUR",
                  timezone: str = "Europe/Paris", retry_delays: Sequence[float] = tuple(0.01 * 2 ** i for i in range(8)),
                  webhook_timeout: float = 5.0, bucket_size: float = 2000.0, restore_rate: float = 100.0,
-                 birthday_metafield: str = "facts.birth_date", **base: Any):
+                 birthday_metafield: str = "facts.birth_date", read_all_orders: bool = True, **base: Any):
         self.secret, self.access_token, self.shop_domain, self.shop_id = secret, access_token, shop_domain, shop_id
         self.api_version, self.currency, self.zone = api_version, currency, ZoneInfo(timezone)
         self.retry_delays, self.webhook_timeout = tuple(retry_delays), webhook_timeout
         self.bucket = gql.CostBucket(bucket_size, restore_rate)
-        self.birthday_metafield = birthday_metafield
+        self.birthday_metafield, self.read_all_orders = birthday_metafield, read_all_orders
         self.subscriptions: list[Subscription] = []
         self.customers: dict[int, dict[str, Any]] = {}
         self.orders: dict[int, dict[str, Any]] = {}
@@ -193,7 +194,7 @@ class ShopifyServer(ShopServer):
                     "tax_lines": [{"title": "VAT", "rate": float(rate), "price": str(tax),
                                    "price_set": self._set(tax)}],
                 })
-            customer = self.customers.get(customer_id) if customer_id is not None else None
+            customer = self.customers[customer_id] if customer_id is not None else None
             subtotal, taxes, ship = gross - discount, sum((Decimal(li["tax_lines"][0]["price"]) for li in line_items),
                                                           Decimal(0)), money(shipping)
             total = subtotal + ship + (0 if taxes_included else taxes)
@@ -235,6 +236,8 @@ class ShopifyServer(ShopServer):
                     done[rli["line_item_id"]] += rli["quantity"]
             if lines is None:
                 lines = {li["id"]: li["quantity"] - done[li["id"]] for li in order["line_items"]}
+            if unknown := set(lines) - set(done):
+                raise ValueError(f"order {order_id} has no line item {sorted(unknown)}")
             refund_lines, subtotal, taxes = [], Decimal(0), Decimal(0)
             for li in order["line_items"]:
                 qty = lines.get(li["id"], 0)
@@ -364,11 +367,14 @@ class ShopifyServer(ShopServer):
         return 200, out, json.dumps(answer).encode()
 
     def _query(self, text: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """Dispatch on the root field to ``graphql_<field>(args) -> (data, actual cost)``: issue 14 adds
+        its mutations (``graphql_discountCodeBasicCreate``...) as more such methods."""
         root = gql.root_field(text)
-        if root not in ("customers", "orders"):
+        resolver = getattr(self, f"graphql_{root}", None)
+        if resolver is None:
             raise gql.GraphQLError(f"Field '{root}' doesn't exist on type 'QueryRoot'", "undefinedField")
         args = gql.arguments(text, root, variables)
-        requested = 2 + (args.get("first") if isinstance(args.get("first"), int) else 1)
+        requested = 2 + (args.get("first") if isinstance(args.get("first"), int) else 8)
         with self._lock:
             throttled = self._throttle_next > 0
             self._throttle_next -= throttled
@@ -376,11 +382,22 @@ class ShopifyServer(ShopServer):
                 return {"errors": [{"message": "Throttled", "extensions": {
                     "code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
                     "extensions": self.bucket.extension(requested, None)}
-            records = list((self.customers if root == "customers" else self.orders).values())
-            node = gql.customer_node if root == "customers" else gql.order_node
-            data, count = gql.connection(records, args, node)
-            self.bucket.available += requested - (2 + count)  # charged the actual cost
-            return {"data": {root: data}, "extensions": self.bucket.extension(requested, 2 + count)}
+            data, actual = resolver(args)
+            self.bucket.available += requested - actual  # charged the actual cost
+            return {"data": {root: data}, "extensions": self.bucket.extension(requested, actual)}
+
+    def graphql_customers(self, args: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        data, count = gql.connection(list(self.customers.values()), args, gql.customer_node)
+        return data, 2 + count
+
+    def graphql_orders(self, args: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """Without ``read_all_orders`` only the last 60 days of orders are visible, as on Shopify."""
+        orders = list(self.orders.values())
+        if not self.read_all_orders:
+            since = self.clock.now() - timedelta(days=60)
+            orders = [o for o in orders if datetime.fromisoformat(o["created_at"]) >= since]
+        data, count = gql.connection(orders, args, gql.order_node)
+        return data, 2 + count
 
     def state(self) -> dict[str, Any]:
         return {"customers": list(self.customers.values()), "orders": list(self.orders.values())}

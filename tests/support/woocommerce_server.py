@@ -211,7 +211,7 @@ class WooCommerceServer(ShopServer):
                                    "subtotal_tax": str(money(qty * price * rate)), "total": str(money(total)),
                                    "total_tax": str(money(total * rate)), "price": float(price), "taxes": [],
                                    "meta_data": []})
-            customer = self.customers.get(customer_id) if customer_id else None
+            customer = self.customers[customer_id] if customer_id else None
             billing = dict(customer["billing"]) if customer else {"first_name": "", "last_name": "", "country": "",
                                                                    "email": email or "", "phone": ""}
             line_tax = sum((Decimal(li["total_tax"]) for li in line_items), Decimal(0))
@@ -260,6 +260,8 @@ class WooCommerceServer(ShopServer):
             moment, rid = self.clock.tick(at), self._next("post")
             done = sum((-Decimal(r["total"]) for r in o["refunds"]), Decimal(0))
             value = money(amount) if amount is not None else Decimal(o["total"]) - done
+            if not 0 < value <= Decimal(o["total"]) - done:
+                raise ValueError(f"order {order_id} has {Decimal(o['total']) - done} left to refund, not {value}")
             o["refunds"].insert(0, {"id": rid, "reason": reason, "total": f"-{money(value)}"})
             self.order_refunds[order_id].insert(0, {
                 "id": rid, **self._dates("date_created", moment), "amount": str(money(value)), "reason": reason,
