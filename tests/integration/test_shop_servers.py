@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -177,6 +178,18 @@ def test_shopify_background_delivery_and_two_subscriptions(receiver):
     assert sorted(receiver.topics("x-shopify-name")) == ["loyalty-a", "loyalty-a", "loyalty-b"]
     assert len({h["x-shopify-event-id"] for h, _ in receiver.got}) == 1
     assert len({h["x-shopify-webhook-id"] for h, _ in receiver.got}) == 2
+
+
+def test_shopify_retries_reach_a_web_process_that_was_down_when_the_event_fired(receiver):
+    with ShopifyServer(receiver.url, background=True, retry_delays=[0.2] * 8) as server:
+        receiver.server.stop()
+        server.add_customer("ana@example.org")
+        time.sleep(0.3)
+        receiver.server.start()  # the same port
+        assert server.wait_deliveries(5)
+    attempts = server.deliveries
+    assert attempts[0].error.startswith("connection") and attempts[-1].status == 200
+    assert len(receiver.got) == 1
 
 
 PAGE = """query Page($first: Int!, $after: String, $q: String) {
