@@ -80,6 +80,7 @@ def worker_env(database: str, **extra: str) -> dict[str, str]:
         "LOYALTY_SECRET": BENCH_SECRET,
         "LOYALTY_HOME": home,
         "LOYALTY_PUBLIC_URL": "https://club.example.com",
+        "LOYALTY_EMAIL_FROM": "Loyalty Club <club@example.com>",
     }
     for name in ("LOYALTY_DATA_KEYS", "LOYALTY_LOOKUP_KEY"):  # the generator encrypted with the same keys
         if os.environ.get(name):

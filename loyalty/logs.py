@@ -1,7 +1,8 @@
 """Logs: one structured JSON event per line on stdout, for the processes of the Procfile.
 
 Events carry ids (member external id, delivery id, campaign), never an email address, a phone
-number or a name. ``LOYALTY_LOG_LEVEL`` sets the level (``info`` by default).
+number or a name. ``LOYALTY_LOG_LEVEL`` sets the level (``info`` by default), read and checked
+with the other settings (``loyalty/settings.py``) and passed in by each process.
 
 Libraries log through the standard ``logging`` module (uvicorn, APScheduler, dramatiq): their
 records go through the same JSON rendering, a traceback included, so a line is always one event.
@@ -13,7 +14,6 @@ As a last guard, anything that looks like an email address or a phone number, E.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import structlog
@@ -38,9 +38,9 @@ def mask_personal_data(_logger, _method, event_dict):
     return {key: _mask(value) for key, value in event_dict.items()}
 
 
-def configure(level: str | None = None, *, stream=None) -> None:
-    level_name = (level or os.environ.get("LOYALTY_LOG_LEVEL") or "info").upper()
-    numeric = getattr(logging, level_name, logging.INFO)
+def configure(level: str = "info", *, stream=None) -> None:
+    """``level``: one of ``debug``, ``info``, ``warning``, ``error`` (``Settings.log_level``)."""
+    numeric = logging.getLevelNamesMapping()[level.upper()]
     out = stream or sys.stdout
     shared = [
         structlog.contextvars.merge_contextvars,

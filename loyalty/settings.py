@@ -10,16 +10,20 @@ Tests and tools build a ``Settings`` from any mapping with :func:`load_settings`
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from functools import lru_cache
+from ipaddress import ip_address
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
+from email_validator import EmailNotValidError, validate_email
 
 from loyalty.errors import ConfigurationError
 
@@ -28,6 +32,10 @@ DEFAULT_CAMPAIGNS_DIR = PACKAGE_ROOT / "campaigns" / "definitions"
 DEFAULT_TEMPLATES_DIR = PACKAGE_ROOT / "campaigns" / "templates"
 DEFAULT_PROGRAM_FILE = PACKAGE_ROOT / "campaigns" / "program.yaml"
 EMBEDDED_SECRET = "embedded-default-secret-do-not-use-in-production"
+EMBEDDED_EMAIL_FROM = "Loyalty Club <club@example.com>"
+EMBEDDED_PUBLIC_URL = "http://127.0.0.1:8000"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MIN_KEY_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,11 @@ class Settings:
     lookup_key: str | None = None  # LOYALTY_LOOKUP_KEY; None: derived from the secret
     twilio: TwilioTarget | None = None  # None: SMS go to the outbox folder
     mailchimp: MailchimpTarget | None = None  # None: Mailchimp steps go to the outbox folder
+    tick_minutes: int = 5  # LOYALTY_TICK_MINUTES: the clock's period
+    log_level: str = "info"  # LOYALTY_LOG_LEVEL: debug, info, warning or error
+    queue_namespace: str = "loyalty"  # LOYALTY_QUEUE_NAMESPACE: the Redis key prefix of the queues
+    actor: str = "cli"  # LOYALTY_ACTOR, else $USER: who runs a CLI command, for the audit log
+    port: int = 8000  # PORT: where the web process listens
 
     @property
     def embedded(self) -> bool:
@@ -97,14 +110,29 @@ class Settings:
         return self.redis_url is not None
 
 
+def _check_port(name: str, raw: str, example: str) -> None:
+    """A port in the URL, when there is one, is a number from 1 to 65535 (never echoing the URL,
+    which may carry a password)."""
+    parts = urlsplit(raw)
+    if "," in parts.netloc:  # libpq's several hosts: host1:5432,host2:5432
+        return
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigurationError(f"{name} has a port that is not a number from 1 to 65535; set it like {example}.")
+
+
 def normalise_database_url(raw: str) -> str:
     """Accept Heroku's ``postgres://`` and plain ``postgresql://``; use the psycopg 3 driver."""
     scheme, sep, rest = raw.partition("://")
     if not sep:
         raise ConfigurationError(
-            f"DATABASE_URL {raw!r} is not a URL: set it like postgresql://user@host:5432/dbname."
+            "DATABASE_URL is not a URL: set it like postgresql://user@host:5432/dbname."
         )
     if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+        _check_port("DATABASE_URL", raw, "postgresql://user@host:5432/dbname")
         return f"postgresql+psycopg://{rest}"
     if scheme.startswith("sqlite"):
         return raw
@@ -121,6 +149,14 @@ def parse_redis_url(raw: str) -> str:
             f"REDIS_URL uses the scheme {scheme!r}; use redis:// or rediss:// (TLS), or unset it for "
             "the in-process queue."
         )
+    if scheme != "unix":
+        example = "redis://:password@host:6379/0"
+        _check_port("REDIS_URL", raw, example)
+        database = urlsplit(raw).path.strip("/")
+        if database and not database.isdigit():
+            raise ConfigurationError(
+                f"REDIS_URL names the database {database!r}, which is not a number; set it like {example}."
+            )
     return raw
 
 
@@ -135,12 +171,17 @@ def parse_smtp_url(raw: str) -> SmtpTarget:
     if not parts.hostname:
         raise ConfigurationError("SMTP_URL has no host: set it like smtp+starttls://user:pass@host:587.")
     default_port = {"none": 25, "starttls": 587, "tls": 465}[security]
-    query = parse_qs(parts.query)
+    _check_port("SMTP_URL", raw, "smtp+starttls://user:pass@host:587")
+    port = parts.port or default_port
+    raw_timeout = parse_qs(parts.query).get("timeout", ["30"])[0]
     try:
-        port = parts.port or default_port
-        timeout = float(query.get("timeout", ["30"])[0])
-    except ValueError as exc:
-        raise ConfigurationError(f"SMTP_URL has a bad port or timeout ({exc}).") from None
+        timeout = float(raw_timeout)
+    except ValueError:
+        timeout = math.nan
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigurationError(
+            f"SMTP_URL has the timeout {raw_timeout!r}; it must be a number of seconds greater than zero, like ?timeout=30."
+        )
     return SmtpTarget(
         host=parts.hostname,
         port=port,
@@ -151,7 +192,7 @@ def parse_smtp_url(raw: str) -> SmtpTarget:
     )
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _positive_int(env: Mapping[str, str], name: str, default: int, *, maximum: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -161,6 +202,8 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigurationError(f"{name} must be a whole number, not {raw!r}.") from None
     if value <= 0:
         raise ConfigurationError(f"{name} must be greater than zero, not {value}.")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"{name} must be at most {maximum}, not {value}.")
     return value
 
 
@@ -268,6 +311,137 @@ def _check_locale(name: str, value: str) -> str:
     return value
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _public_url(env: Mapping[str, str], production: bool) -> str:
+    """LOYALTY_PUBLIC_URL: required with DATABASE_URL, absolute and https (http only on a loopback
+    address, for a web process run and called on the same machine)."""
+    name, example = "LOYALTY_PUBLIC_URL", "https://loyalty.shop.example"
+    raw = env.get(name) or ""
+    if not raw:
+        if production:
+            raise ConfigurationError(
+                f"{name} is not set: it is the web process's public address, put into every unsubscribe link and "
+                f"checked against Twilio's signatures, so set it to an https URL like {example} whenever "
+                "DATABASE_URL is set."
+            )
+        return EMBEDDED_PUBLIC_URL
+    parts = urlsplit(raw)
+    try:
+        parts.port
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigurationError(f"{name} is not an absolute http(s) URL without query; set it like {example}.")
+    if parts.scheme != "https" and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"{name} must be an https URL (links sent to members and Twilio's callbacks go to it); set it like {example}."
+        )
+    return raw.rstrip("/")
+
+
+def _email_from(env: Mapping[str, str], production: bool) -> str:
+    """LOYALTY_EMAIL_FROM: required with DATABASE_URL; one valid address, optionally with a name."""
+    name = "LOYALTY_EMAIL_FROM"
+    raw = env.get(name) or ""
+    example = "Club <club@shop.example>"
+    if not raw:
+        if production:
+            raise ConfigurationError(
+                f"{name} is not set: it is the sender of every email, so set it like {example} whenever "
+                "DATABASE_URL is set."
+            )
+        return EMBEDDED_EMAIL_FROM
+    if "\r" in raw or "\n" in raw:
+        raise ConfigurationError(f"{name} contains a line break; set it on one line, like {example}.")
+    _display, address = parseaddr(raw)
+    try:
+        if not address or "@" not in address:
+            raise EmailNotValidError("no address")
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError:
+        raise ConfigurationError(f"{name} is not a valid sender address; set it like {example}.") from None
+    return raw
+
+
+def _secret(env: Mapping[str, str], production: bool) -> str:
+    secret = env.get("LOYALTY_SECRET") or ""
+    if not secret:
+        if production:
+            raise ConfigurationError(
+                "LOYALTY_SECRET is not set: it signs unsubscribe links, so set it to a long random "
+                "string (for example `openssl rand -hex 32`) whenever DATABASE_URL is set."
+            )
+        return EMBEDDED_SECRET
+    if not secret.strip():
+        raise ConfigurationError(
+            "LOYALTY_SECRET is only spaces: set it to a long random string (for example `openssl rand -hex 32`)."
+        )
+    if len(secret.strip()) < MIN_KEY_LENGTH:
+        raise ConfigurationError(f"LOYALTY_SECRET is too short: use at least {MIN_KEY_LENGTH} random characters.")
+    return secret
+
+
+def _lookup_key(env: Mapping[str, str]) -> str | None:
+    raw = env.get("LOYALTY_LOOKUP_KEY") or ""
+    if not raw:
+        return None
+    if len(raw.strip()) < MIN_KEY_LENGTH:
+        raise ConfigurationError(
+            f"LOYALTY_LOOKUP_KEY is too short: use at least {MIN_KEY_LENGTH} random characters "
+            "(for example `openssl rand -hex 32`), or unset it to derive it from LOYALTY_SECRET."
+        )
+    return raw
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    raw = env.get("LOYALTY_LOG_LEVEL") or "info"
+    if raw.lower() not in LOG_LEVELS:
+        raise ConfigurationError(f"LOYALTY_LOG_LEVEL {raw!r} is not a level; use one of {', '.join(LOG_LEVELS)}.")
+    return raw.lower()
+
+
+def _queue_namespace(env: Mapping[str, str]) -> str:
+    raw = env.get("LOYALTY_QUEUE_NAMESPACE") or "loyalty"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", raw):
+        raise ConfigurationError(
+            "LOYALTY_QUEUE_NAMESPACE must be 1 to 64 letters, digits, dots, dashes or underscores, "
+            "starting with a letter or digit (like loyalty)."
+        )
+    return raw
+
+
+def _usable_actor(raw: str) -> bool:
+    return bool(raw.strip()) and len(raw) <= 100 and raw.isprintable()
+
+
+def _actor(env: Mapping[str, str]) -> str:
+    """LOYALTY_ACTOR, else the login name ($USER, when it is a usable name), else ``cli``."""
+    raw = env.get("LOYALTY_ACTOR") or ""
+    if not raw:
+        user = env.get("USER") or ""
+        return user.strip() if _usable_actor(user) else "cli"
+    if not _usable_actor(raw):
+        raise ConfigurationError(
+            "LOYALTY_ACTOR must be a name of 1 to 100 printable characters (who acts, for the audit log), like alice."
+        )
+    return raw.strip()
+
+
+def _port(env: Mapping[str, str]) -> int:
+    raw = env.get("PORT") or "8000"
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 65535):
+        raise ConfigurationError(f"PORT must be a number from 1 to 65535, not {raw!r}.")
+    return int(raw)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build and validate the settings from ``env`` (``os.environ`` when omitted)."""
     env = dict(os.environ if env is None else env)
@@ -277,29 +451,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     database_url = normalise_database_url(raw_db) if raw_db else f"sqlite:///{home / 'loyalty.db'}"
     redis_url = parse_redis_url(env["REDIS_URL"]) if env.get("REDIS_URL") else None
     smtp = parse_smtp_url(env["SMTP_URL"]) if env.get("SMTP_URL") else None
-
-    secret = env.get("LOYALTY_SECRET") or ""
-    if not secret:
-        if raw_db:
-            raise ConfigurationError(
-                "LOYALTY_SECRET is not set: it signs unsubscribe links, so set it to a long random "
-                "string (for example `openssl rand -hex 32`) whenever DATABASE_URL is set."
-            )
-        secret = EMBEDDED_SECRET
-    elif len(secret) < 16:
-        raise ConfigurationError("LOYALTY_SECRET is too short: use at least 16 random characters.")
+    production = bool(raw_db)  # a database of its own: no development default may stand in
 
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
         smtp=smtp,
-        secret=secret,
+        secret=_secret(env, production),
         default_timezone=_check_timezone(
             "LOYALTY_DEFAULT_TIMEZONE", env.get("LOYALTY_DEFAULT_TIMEZONE") or "UTC"
         ),
         default_locale=_check_locale("LOYALTY_DEFAULT_LOCALE", env.get("LOYALTY_DEFAULT_LOCALE") or "en"),
-        email_from=env.get("LOYALTY_EMAIL_FROM") or "Loyalty Club <club@example.com>",
-        public_base_url=(env.get("LOYALTY_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),
+        email_from=_email_from(env, production),
+        public_base_url=_public_url(env, production),
         home=home,
         campaigns_dir=Path(env.get("LOYALTY_CAMPAIGNS_DIR") or DEFAULT_CAMPAIGNS_DIR),
         templates_dir=Path(env.get("LOYALTY_TEMPLATES_DIR") or DEFAULT_TEMPLATES_DIR),
@@ -309,9 +473,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         stale_after_seconds=_positive_int(env, "LOYALTY_STALE_AFTER_SECONDS", 600),
         max_delivery_attempts=_positive_int(env, "LOYALTY_MAX_DELIVERY_ATTEMPTS", 6),
         data_keys=_check_data_keys(env.get("LOYALTY_DATA_KEYS")),
-        lookup_key=env.get("LOYALTY_LOOKUP_KEY") or None,
+        lookup_key=_lookup_key(env),
         twilio=parse_twilio(env),
         mailchimp=parse_mailchimp(env),
+        tick_minutes=_positive_int(env, "LOYALTY_TICK_MINUTES", 5, maximum=1440),
+        log_level=_log_level(env),
+        queue_namespace=_queue_namespace(env),
+        actor=_actor(env),
+        port=_port(env),
     )
 
 

@@ -96,8 +96,6 @@ def build_scheduler(settings: Settings, *, tick_minutes: int, sweep_minutes: int
 
 
 def run_clock(settings: Settings) -> None:
-    import os
-
     from workers.broker import build_broker, install_broker
 
     if settings.redis_url is None:
@@ -106,7 +104,7 @@ def run_clock(settings: Settings) -> None:
     campaigns = load_campaigns(settings.campaigns_dir)
     for problem in campaigns.errors:
         log.error("campaign.broken", problem=str(problem))
-    tick_minutes = int(os.environ.get("LOYALTY_TICK_MINUTES", "5"))
+    tick_minutes = settings.tick_minutes
     log.info("clock.start", campaigns=sorted(c.id for c in campaigns.enabled), tick_minutes=tick_minutes)
     scheduler = build_scheduler(settings, tick_minutes=tick_minutes)
 

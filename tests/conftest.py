@@ -27,6 +27,8 @@ PG_ROOT = os.environ.get("LOYALTY_TEST_POSTGRES", "postgresql://postgres@127.0.0
 REDIS_URL = os.environ.get("LOYALTY_TEST_REDIS", "redis://127.0.0.1:6379/0")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-0123456789abcdef"
+TEST_SENDER = "Loyalty Club <club@example.com>"
+PUBLIC_URL = "https://club.example.com"
 
 # The keys our processes derive from LOYALTY_SECRET=TEST_SECRET, so the tests read what they write.
 TEST_KEYS = KeyRing.from_settings(TEST_SECRET, None, None)
@@ -127,7 +129,8 @@ def env(tmp_path, pg_database, smtp_sink):
         "SMTP_URL": f"smtp://127.0.0.1:{smtp_sink.port}",
         "LOYALTY_SECRET": TEST_SECRET,
         "LOYALTY_HOME": str(tmp_path / "home"),
-        "LOYALTY_PUBLIC_URL": "https://club.example.com",
+        "LOYALTY_PUBLIC_URL": PUBLIC_URL,
+        "LOYALTY_EMAIL_FROM": TEST_SENDER,
     }
 
 

@@ -6,8 +6,6 @@ TLS options, and Heroku's ``rediss://`` endpoints present a self-signed certific
 
 from __future__ import annotations
 
-import os
-
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
@@ -28,7 +26,7 @@ def build_broker(settings: Settings, *, namespace: str | None = None) -> dramati
         return StubBroker()
     return RedisBroker(
         client=redis_client(settings.redis_url),
-        namespace=namespace or os.environ.get("LOYALTY_QUEUE_NAMESPACE", "loyalty"),
+        namespace=namespace or settings.queue_namespace,
     )
 
 

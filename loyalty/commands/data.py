@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from loyalty.settings import get_settings
 @click.argument("kind", type=click.Choice(["members", "orders", "points"]))
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Check and report every row without writing anything.")
-@click.option("--as", "actor", default=lambda: os.environ.get("LOYALTY_ACTOR") or os.environ.get("USER") or "cli",
+@click.option("--as", "actor", default=lambda: get_settings().actor,
               help="Who is importing, for the audit log (default: $LOYALTY_ACTOR or $USER).")
 def import_(kind: str, path: Path, dry_run: bool, actor: str) -> None:
     """Import members, orders or points from a CSV or JSONL file (idempotent upsert by id).

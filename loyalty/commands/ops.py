@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from loyalty import logs
@@ -53,13 +51,14 @@ def clock() -> None:
     """
     from schedules.clock import run_clock
 
-    logs.configure()
-    run_clock(get_settings())
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    run_clock(settings)
 
 
 @cli.command()
 @click.option("--host", default="0.0.0.0", show_default=True)
-@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", "8000")), help="Default: $PORT or 8000.")
+@click.option("--port", type=click.IntRange(1, 65535), default=lambda: get_settings().port, help="Default: $PORT or 8000.")
 def web(host: str, port: int) -> None:
     """Run the small HTTP app (the Procfile's web process): health check and unsubscribe links.
 
@@ -67,5 +66,9 @@ def web(host: str, port: int) -> None:
     """
     import uvicorn
 
-    logs.configure()
-    uvicorn.run("loyalty.web:create_app", factory=True, host=host, port=port, log_config=None, access_log=False)
+    from loyalty.web import create_app
+
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    app = create_app(settings)  # a configuration or database problem is one sentence here, before serving
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)

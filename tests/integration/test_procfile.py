@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from models.db import make_engine, make_sessionmaker
 from models.delivery import Delivery
-from tests.conftest import PG_ROOT, REDIS_URL, REPO_ROOT, TEST_SECRET, free_port
+from tests.conftest import PG_ROOT, PUBLIC_URL, REDIS_URL, REPO_ROOT, TEST_SECRET, TEST_SENDER, free_port
 from tests.support.members import add_members, make_member
 
 PROCFILE = REPO_ROOT / "Procfile"
@@ -84,6 +84,7 @@ def test_the_procfile_runs_delivers_and_stops_cleanly_on_sigterm(fresh_database,
         **{k: v for k, v in os.environ.items() if not k.startswith(("LOYALTY_", "DATABASE_URL", "REDIS_URL", "SMTP_URL"))},
         "DATABASE_URL": fresh_database, "REDIS_URL": REDIS_URL, "LOYALTY_QUEUE_NAMESPACE": redis_namespace,
         "SMTP_URL": f"smtp://127.0.0.1:{smtp_sink.port}", "LOYALTY_SECRET": TEST_SECRET, "PORT": str(port),
+        "LOYALTY_PUBLIC_URL": PUBLIC_URL, "LOYALTY_EMAIL_FROM": TEST_SENDER,
         "LOYALTY_TICK_MINUTES": "1", "WORKER_PROCESSES": "2", "WORKER_THREADS": "2", "LOYALTY_DELIVERY_BATCH_SIZE": "5",
         "LOYALTY_CAMPAIGNS_DIR": str(definitions), "LOYALTY_HOME": str(tmp_path / "home"),
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1",
