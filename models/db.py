@@ -14,14 +14,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from loyalty.errors import LoyaltyError
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+log = structlog.get_logger("loyalty.db")
 
 
 def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
@@ -55,12 +61,67 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
     )
 
 
-def engine_for(settings, *, pool_size: int = 5) -> Engine:
-    """The engine for ``settings``, with the personal-data keys installed for this process."""
+class SchemaNotReadyError(LoyaltyError):
+    """The database's schema is missing or older than this code."""
+
+
+def engine_for(settings, *, pool_size: int = 5, check_keys: bool = True) -> Engine:
+    """The engine for ``settings``, with the personal-data keys installed for this process, once the
+    database is known to be migrated and its stored members readable with these keys (see
+    :func:`check_database`; ``check_keys=False`` for ``loyalty keys rotate``, which repairs them)."""
     from models.personal_data import KeyRing, install
 
-    install(KeyRing.from_settings(settings.secret, settings.data_keys, settings.lookup_key))
-    return make_engine(settings.database_url, pool_size=pool_size)
+    ring = KeyRing.from_settings(settings.secret, settings.data_keys, settings.lookup_key)
+    install(ring)
+    engine = make_engine(settings.database_url, pool_size=pool_size)
+    try:
+        check_database(engine, ring if check_keys else None)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def check_database(engine: Engine, ring=None) -> None:
+    """At a process's start: a PostgreSQL database never migrated, or older than this code, is one
+    sentence saying to run ``loyalty migrate``; stored members that do not match ``ring`` are one
+    sentence naming the variable that changed. The embedded SQLite file is migrated by the runtime
+    itself, so only its keys are checked, once it is at the newest revision. A database that
+    cannot be reached is left to the process's own handling (the worker waits for it)."""
+    from models.personal_data import check_stored_members
+
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+            head = head_revision(engine)
+            if engine.dialect.name != "sqlite":
+                _refuse_an_old_schema(engine, current, head)
+            elif current != head:
+                return
+            if ring is not None:
+                check_stored_members(connection, ring)
+    except OperationalError as exc:
+        log.warning("database.unreachable_at_start", error=type(exc.orig or exc).__name__)
+
+
+def _refuse_an_old_schema(engine: Engine, current: str | None, head: str | None) -> None:
+    if current is None:
+        raise SchemaNotReadyError(
+            "The database at DATABASE_URL has no schema yet: run `loyalty migrate` "
+            "(on Heroku the release phase runs it at each deploy)."
+        )
+    if current == head:
+        return
+    scripts = ScriptDirectory.from_config(alembic_config(engine))
+    try:
+        behind = current in {rev.revision for rev in scripts.walk_revisions()}
+    except CommandError:
+        behind = False
+    if behind:  # a revision newer than ours (a rollback of the code) is left alone
+        raise SchemaNotReadyError(
+            f"The database at DATABASE_URL is at schema revision {current}, older than this code's {head}: "
+            "run `loyalty migrate`."
+        )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -1,13 +1,51 @@
 """The ``worker`` process entry: ``dramatiq workers.main`` (see the Procfile).
 
-Builds the broker from the environment and moves the actors onto it.
+Reads the settings, builds the runtime (which checks the database's schema and the personal-data
+keys against stored members) and the broker, and moves the actors onto it. A problem found here
+is one sentence on stderr, as the CLI prints it, and the whole worker stops with exit code 2.
 """
 
-from loyalty import logs
-from loyalty.settings import get_settings
-from workers.broker import build_broker, install_broker
-from workers.shutdown import pass_on_first_sigterm_only
+import multiprocessing
+import os
+import signal
+import sys
 
-logs.configure()
-pass_on_first_sigterm_only()
-broker = install_broker(build_broker(get_settings()))
+from loyalty import logs
+from loyalty.errors import LoyaltyError
+
+
+def refuse_to_start(sentence: str, code: int = 2):
+    """Print ``sentence`` once and stop the whole worker.
+
+    Under ``dramatiq --processes N`` every worker process imports this module and would fail the
+    same way: only the first prints, and each asks dramatiq's parent to stop (SIGTERM), so the parent
+    shuts down quietly with the exit code instead of adding a line about a worker that "exited
+    unexpectedly". The sentence goes straight to file descriptor 2: dramatiq redirects ``sys.stderr``
+    of its workers into a pipe its parent may no longer read while it shuts down.
+    """
+    under_dramatiq = multiprocessing.parent_process() is not None and "dramatiq.cli" in sys.modules
+    first = not under_dramatiq or multiprocessing.current_process()._identity[:1] in ((), (1,))
+    if under_dramatiq:
+        os.kill(os.getppid(), signal.SIGTERM)
+    if first:
+        os.write(2, f"error: {sentence}\n".encode())
+    os._exit(code)  # nothing of dramatiq's start-up may print more
+
+
+def _start():
+    from loyalty.settings import get_settings
+    from workers.broker import build_broker, install_broker
+    from workers.runtime import get_runtime
+    from workers.shutdown import pass_on_first_sigterm_only
+
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    get_runtime()  # at start, not at the first message: a wrong key or an unmigrated database stops here
+    pass_on_first_sigterm_only()
+    return install_broker(build_broker(settings))
+
+
+try:
+    broker = _start()
+except LoyaltyError as exc:
+    refuse_to_start(str(exc))

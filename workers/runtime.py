@@ -116,8 +116,8 @@ class Runtime:
         self.engine.dispose()
 
 
-def build_runtime(settings: Settings, *, pool_size: int = 5) -> Runtime:
-    engine = engine_for(settings, pool_size=pool_size)
+def build_runtime(settings: Settings, *, pool_size: int = 5, check_keys: bool = True) -> Runtime:
+    engine = engine_for(settings, pool_size=pool_size, check_keys=check_keys)
     if settings.embedded:
         migrate(engine)  # on the embedded default, any command creates or migrates the database
     return Runtime(

@@ -6,7 +6,8 @@ import click
 from rich.progress import BarColumn, Progress, TextColumn
 from sqlalchemy import func, select, update
 
-from loyalty.cli import cli, console, errors, runtime_for_cli
+from loyalty.cli import cli, console, errors
+from loyalty.settings import get_settings
 
 
 @cli.group()
@@ -28,8 +29,9 @@ def rotate(batch: int) -> None:
     from models.db import transaction
     from models.member import Member
     from models.personal_data import lookup_columns
+    from workers.runtime import build_runtime
 
-    runtime = runtime_for_cli()
+    runtime = build_runtime(get_settings(), check_keys=False)  # it repairs what the start-up check refuses
     with runtime.sessions() as session:
         total = session.scalar(select(func.count()).select_from(Member))
     done, last_id = 0, 0

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import psycopg
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from models.base import Base
-from models.db import head_revision, make_engine, migrate
+from models.db import alembic_config, head_revision, make_engine, migrate
+from tests.conftest import PG_ROOT, REPO_ROOT
 
 
 def _differences(engine) -> list:
@@ -32,3 +41,48 @@ def test_a_new_sqlite_file_migrates_to_head_and_matches_the_models(tmp_path):
         assert _differences(engine) == []
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def unmigrated_database():
+    """A PostgreSQL database that exists but was never migrated, as `heroku addons:create` leaves it."""
+    name = f"loyalty_unmigrated_{os.getpid()}"
+    with psycopg.connect(f"{PG_ROOT}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG_ROOT}/{name}"
+    with psycopg.connect(f"{PG_ROOT}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _loyalty(env: dict, *args: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LOYALTY_", "DATABASE_URL", "REDIS_URL"))}
+    return subprocess.run([sys.executable, "-m", "loyalty", *args], env={**clean, **env}, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_database_never_migrated_says_run_loyalty_migrate_in_one_sentence_then_migrate_fixes_it(env, unmigrated_database):
+    env = {**env, "DATABASE_URL": unmigrated_database}
+    for command in (["preview", "birthday", "--at", "2027-02-28T10:00:00Z"], ["history", "--member", "M1"], ["report"]):
+        refused = _loyalty(env, *command)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.strip() == (
+            "error: The database at DATABASE_URL has no schema yet: run `loyalty migrate` "
+            "(on Heroku the release phase runs it at each deploy)."), refused.stderr
+        assert "SELECT" not in refused.stderr and refused.stdout == ""
+    assert _loyalty(env, "migrate").returncode == 0
+    assert _loyalty(env, "preview", "birthday", "--at", "2027-02-28T10:00:00Z").returncode == 0
+
+
+def test_a_database_behind_the_code_says_run_loyalty_migrate(env, unmigrated_database):
+    engine = make_engine(unmigrated_database.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        config = alembic_config(engine)
+        previous = ScriptDirectory.from_config(config).get_revision(head_revision(engine)).down_revision
+        command.upgrade(config, previous)
+    finally:
+        engine.dispose()
+    refused = _loyalty({**env, "DATABASE_URL": unmigrated_database}, "report")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().startswith(f"error: The database at DATABASE_URL is at schema revision {previous}, older")
+    assert refused.stderr.strip().endswith("run `loyalty migrate`.")
