@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import parseaddr
+from email.utils import getaddresses
 from functools import lru_cache
 from ipaddress import ip_address
 from pathlib import Path
@@ -361,11 +361,11 @@ def _email_from(env: Mapping[str, str], production: bool) -> str:
         return EMBEDDED_EMAIL_FROM
     if "\r" in raw or "\n" in raw:
         raise ConfigurationError(f"{name} contains a line break; set it on one line, like {example}.")
-    _display, address = parseaddr(raw)
+    addresses = getaddresses([raw])
     try:
-        if not address or "@" not in address:
-            raise EmailNotValidError("no address")
-        validate_email(address, check_deliverability=False)
+        if len(addresses) != 1 or "@" not in addresses[0][1]:
+            raise EmailNotValidError("not one address")
+        validate_email(addresses[0][1], check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError:
         raise ConfigurationError(f"{name} is not a valid sender address; set it like {example}.") from None
     return raw

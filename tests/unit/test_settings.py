@@ -88,6 +88,7 @@ def _one_sentence(message: str) -> bool:
         ({"LOYALTY_EMAIL_FROM": ""}, "LOYALTY_EMAIL_FROM is not set"),
         ({"LOYALTY_EMAIL_FROM": "Club"}, "LOYALTY_EMAIL_FROM is not a valid sender address"),
         ({"LOYALTY_EMAIL_FROM": "club@"}, "LOYALTY_EMAIL_FROM is not a valid sender address"),
+        ({"LOYALTY_EMAIL_FROM": "club@shop.example, all@shop.example"}, "LOYALTY_EMAIL_FROM is not a valid sender address"),
         ({"LOYALTY_EMAIL_FROM": "club@shop.example\r\nBcc: all@victims.example"}, "LOYALTY_EMAIL_FROM contains a line break"),
         ({"LOYALTY_SECRET": " " * 40}, "LOYALTY_SECRET is only spaces"),
         ({"LOYALTY_LOOKUP_KEY": "k"}, "LOYALTY_LOOKUP_KEY is too short"),
