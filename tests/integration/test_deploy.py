@@ -167,8 +167,12 @@ def test_the_worker_the_clock_the_web_and_the_cli_print_the_same_one_sentence(en
     assert said["worker"].startswith(sentence)
 
 
-def test_port_is_checked_for_the_web_process(env):
-    assert one_sentence(loyalty({**env, "PORT": "eighty"}, "web")) == "PORT must be a number from 1 to 65535, not 'eighty'."
+def test_port_is_checked_for_the_web_process_as_the_procfile_runs_it(env):
+    lines = (REPO_ROOT / "Procfile").read_text().splitlines()
+    web = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("web:"))
+    path = {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    refused = run({**env, **path, "PORT": "eighty"}, "sh", "-c", web)
+    assert one_sentence(refused) == "PORT must be a number from 1 to 65535, not 'eighty'."
 
 
 def test_the_clock_ticks_at_the_period_the_settings_read(env):
