@@ -101,7 +101,8 @@ def check_database(engine: Engine, ring=None) -> None:
             if ring is not None:
                 check_stored_members(connection, ring)
     except OperationalError as exc:
-        log.warning("database.unreachable_at_start", error=type(exc.orig or exc).__name__)
+        # info, not warning: the CLI then says "cannot be reached" once, in its own sentence
+        log.info("database.unreachable_at_start", error=type(exc.orig or exc).__name__)
 
 
 def _refuse_an_old_schema(engine: Engine, current: str | None, head: str | None) -> None:
