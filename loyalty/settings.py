@@ -26,6 +26,7 @@ from babel import Locale, UnknownLocaleError
 from email_validator import EmailNotValidError, validate_email
 
 from loyalty.errors import ConfigurationError
+from loyalty.shop_settings import ShopSettings, parse_shop_settings
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CAMPAIGNS_DIR = PACKAGE_ROOT / "campaigns" / "definitions"
@@ -94,6 +95,7 @@ class Settings:
     lookup_key: str | None = None  # LOYALTY_LOOKUP_KEY; None: derived from the secret
     twilio: TwilioTarget | None = None  # None: SMS go to the outbox folder
     mailchimp: MailchimpTarget | None = None  # None: Mailchimp steps go to the outbox folder
+    shop: ShopSettings = field(default_factory=ShopSettings)  # the shop's webhooks, API keys, data mapping
     tick_minutes: int = 5  # LOYALTY_TICK_MINUTES: the clock's period
     log_level: str = "info"  # LOYALTY_LOG_LEVEL: debug, info, warning or error
     queue_namespace: str = "loyalty"  # LOYALTY_QUEUE_NAMESPACE: the Redis key prefix of the queues
@@ -481,6 +483,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         queue_namespace=_queue_namespace(env),
         actor=_actor(env),
         port=_port(env),
+        shop=parse_shop_settings(env, env.get("LOYALTY_DEFAULT_TIMEZONE") or "UTC"),
     )
 
 

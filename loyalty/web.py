@@ -11,8 +11,12 @@ send: STOP, START, HELP) answer 403 unless ``X-Twilio-Signature`` validates with
 ``TWILIO_AUTH_TOKEN`` for ``LOYALTY_PUBLIC_URL`` + the path; what they change is in
 ``loyalty/twilio_webhooks.py``. Form bodies are parsed with the standard library.
 
+``POST /webhooks/shopify``, ``POST /webhooks/woocommerce`` and ``POST /api/events`` take the shop's
+events into the inbox (``loyalty/shop_webhooks.py``).
+
 Nothing blocks the event loop: bodies are capped before they are read (``loyalty/web_limits.py``:
-413 past 64 KB or 200 form fields), and database work and signature checks run in threads.
+413 past 64 KB or 200 form fields; the shop's endpoints past 1 MB), and database work and signature
+checks run in threads.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from starlette.routing import Route
 
 from campaigns.rendering import locale_candidates
 from loyalty import twilio_webhooks
+from loyalty.shop_webhooks import shop_routes
 from loyalty.settings import Settings, get_settings
 from loyalty.tokens import read_unsubscribe_token
 from loyalty.web_limits import BodySizeLimit, TooManyFields, form_fields
@@ -40,6 +45,7 @@ from models.audit import AuditEntry
 from models.base import utcnow
 from models.db import engine_for, make_sessionmaker, transaction
 from models.member import Member
+from workers.inbox import notifier
 
 log = structlog.get_logger("loyalty.web")
 TWIML = "application/xml"
@@ -176,11 +182,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         yield
         engine.dispose()
 
-    app = Starlette(lifespan=lifespan, middleware=[Middleware(BodySizeLimit)], routes=[
+    shop_limit = settings.shop.max_body_bytes
+    limits = Middleware(BodySizeLimit, by_prefix={"/webhooks/": shop_limit, "/api/": shop_limit})
+    app = Starlette(lifespan=lifespan, middleware=[limits], routes=[
         Route("/healthz", healthz),
         Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
         Route("/twilio/status", twilio_status, methods=["POST"]),
         Route("/twilio/inbound", twilio_inbound, methods=["POST"]),
+        *shop_routes(settings, sessions, notifier(settings)),
     ])
     app.state.engine = engine
     return app

@@ -68,6 +68,12 @@ def enqueue_webhook_pruning() -> None:
     prune_webhooks.send()
 
 
+def enqueue_inbox_sweep() -> None:
+    from workers.inbox import sweep_inbox
+
+    sweep_inbox.send()
+
+
 def enqueue_mailchimp_sync() -> None:
     from workers.sync_actors import sync_mailchimp_members
 
@@ -83,6 +89,8 @@ def build_scheduler(settings: Settings, *, tick_minutes: int, sweep_minutes: int
                       args=(settings,), id="campaigns.tick", replace_existing=True, next_run_time=datetime.now(timezone.utc))
     scheduler.add_job(enqueue_sweep, IntervalTrigger(minutes=sweep_minutes, timezone=timezone.utc),
                       id="deliveries.sweep", replace_existing=True)
+    scheduler.add_job(enqueue_inbox_sweep, IntervalTrigger(minutes=1, timezone=timezone.utc),
+                      id="inbox.sweep", replace_existing=True)
     scheduler.add_job(enqueue_points_maintenance, IntervalTrigger(minutes=15, timezone=timezone.utc),
                       id="points.maintain", replace_existing=True)
     scheduler.add_job(enqueue_tier_recalculation, CronTrigger(hour=2, minute=30, timezone=timezone.utc),

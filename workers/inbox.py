@@ -9,6 +9,7 @@ member wakes the entries that waited for it; applying an order, the refunds that
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -91,8 +92,9 @@ def apply_inbox_entry(entry_id: int) -> None:
         apply_inbox_entry.send(woken)
 
 
-def apply_entry(entry_id: int) -> list[int]:
-    runtime = get_runtime()
+def apply_entry(entry_id: int, runtime=None) -> list[int]:
+    """Apply one entry (see the module); the ids of the entries it woke. ``runtime``: the process's."""
+    runtime = runtime or get_runtime()
     with transaction(runtime.sessions) as session:
         entry = session.scalars(select(InboxEntry).where(InboxEntry.id == entry_id).with_for_update()).first()
         if entry is None or entry.state != InboxState.RECEIVED:
@@ -306,4 +308,58 @@ _HANDLERS = {
     EventKind.EXPORT_MEMBER: _apply_export_member,
 }
 
-ACTORS = [apply_inbox_entry]
+
+def notifier(settings) -> Callable[[list[int]], None]:
+    """How the ``web`` process hands new entries on once they are committed: to the queue when there is
+    Redis (a lost message is caught up by the sweep); on the embedded default, which has no worker
+    process, they are applied right there, in the request's thread."""
+    if settings.redis_url is not None:
+        from workers.broker import build_broker, install_broker
+
+        install_broker(build_broker(settings))
+
+        def enqueue(ids: list[int]) -> None:
+            try:
+                for entry_id in ids:
+                    apply_inbox_entry.send(entry_id)
+            except Exception as error:  # noqa: BLE001 - stored already: the sweep enqueues it again
+                log.warning("inbox.enqueue_failed", entries=len(ids), error=type(error).__name__)
+
+        return enqueue
+
+    import threading
+
+    built: list = []
+    lock = threading.Lock()
+
+    def apply_here(ids: list[int]) -> None:
+        from workers.runtime import build_runtime
+
+        with lock:
+            if not built:  # the first request builds the runtime of the web process's settings
+                built.append(build_runtime(settings, check_keys=False))
+        pending = list(ids)
+        while pending:
+            pending.extend(apply_entry(pending.pop(0), built[0]))
+
+    return apply_here
+
+
+@dramatiq.actor(broker=_placeholder, queue_name=INBOX_QUEUE, max_retries=3)
+def sweep_inbox() -> None:
+    """Enqueue again the entries left ``received`` for over a minute (a flushed Redis, a killed web
+    process between its commit and its enqueue); applying is idempotent, so a double is harmless."""
+    from datetime import timedelta
+
+    from models.inbox import stale_received
+
+    runtime = get_runtime()
+    with runtime.sessions() as session:
+        ids = stale_received(session, utcnow() - timedelta(minutes=1))
+    for entry_id in ids:
+        apply_inbox_entry.send(entry_id)
+    if ids:
+        log.info("inbox.swept", entries=len(ids))
+
+
+ACTORS = [apply_inbox_entry, sweep_inbox]
