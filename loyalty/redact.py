@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# Letters and digits of any script (\w), since addresses may be internationalised (inès.x@exemple.fr).
+_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(
     r"(?:(?<![\w+])\+\d[\d ().-]{6,}\d"  # with a country code, grouped any way (also in tel:+33...)
     r"|(?<![\w/.:+-])"  # a national number is not the tail of a word, a path, a number, a time or an id

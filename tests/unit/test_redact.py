@@ -47,3 +47,8 @@ def test_the_log_processor_masks_formatted_phone_numbers_and_addresses_everywher
         "at": "2027-06-15T10:00:00Z",
         "attempt": 2,
     }
+
+
+def test_an_internationalised_address_is_masked_whole():
+    assert redact("550 <inès.x@example.com> mailbox unavailable") == "550 <[email]> mailbox unavailable"
+    assert redact("to josé@exämple.fr failed") == "to [email] failed"
