@@ -170,3 +170,22 @@ def test_the_events_api_takes_a_signed_list_once_and_refuses_a_bad_one_whole(web
               "refund": {"order_id": "A-1", "amount": "21.25", "refunded_at": "2026-11-03T10:00:00Z"}}
     assert http.post("/api/events", json=refund, headers=auth).status_code == 202
     assert balance(pg_sessions, "S1") == 42 + 50 - 21
+
+
+def test_the_readmes_curl_examples_are_accepted_and_applied(web, pg_sessions):
+    """The README's events-API examples, posted as written: the manual stays true."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### PrestaShop, and any other shop"):readme.index("## Campaign definitions")]
+    bodies = [json.loads(body) for body in re.findall(r"-d '(.*?)'", section, flags=re.S)]
+    assert [b["event"] for b in bodies] == ["member_updated", "order_placed", "order_refunded", "points_redeemed"]
+    _, http = web
+    for body in bodies:
+        answer = http.post("/api/events", json=body, headers={"Authorization": f"Bearer {API_KEY}"})
+        assert answer.status_code == 202, answer.text
+    with pg_sessions() as session:
+        states = dict(session.execute(select(InboxEntry.topic, InboxEntry.state)).all())
+    assert set(states.values()) == {"applied"}, states
+    assert balance(pg_sessions, "42") == 90 + 50 - 45 - 50
