@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from loyalty import logs
+from loyalty.errors import InputError
 from loyalty.cli import cli, console, instant_option
 from loyalty.settings import get_settings
 
@@ -28,13 +29,22 @@ def migrate() -> None:
 @click.option("--members", "member_count", default=240, show_default=True, help="How many demo members to seed.")
 @click.option("--at", "at", metavar="TIME", help="Pretend it is this instant (ISO 8601); default now.")
 @click.option("--providers", is_flag=True, help="Send SMS and Mailchimp steps to local Twilio and Mailchimp servers.")
-def demo(member_count: int, at: str | None, providers: bool) -> None:
+@click.option("--shop", "shop", metavar="PLATFORM",
+              help="Instead: a local shop (shopify) sends its webhooks to the web app; see what they became.")
+def demo(member_count: int, at: str | None, providers: bool, shop: str | None) -> None:
     """Seed a realistic member base on the embedded default, run today's tick, show what happened.
 
-    Example: loyalty demo
+    Example: loyalty demo    (or: loyalty demo --shop shopify)
     """
     from loyalty.demo import run_demo
 
+    if shop is not None:
+        from loyalty.demo_shop import run_shop_demo
+
+        if at is not None:
+            raise InputError("--at cannot be used with --shop: the shop's orders happen now; leave --at out.")
+        run_shop_demo(get_settings(), console, shop)
+        return
     if providers:
         from loyalty.demo_providers import run_demo_with_providers
 

@@ -1,0 +1,231 @@
+"""``loyalty demo --shop shopify``: a shop's webhooks becoming members, points, tiers and messages.
+
+A Shopify-like store (``tests/support/shopify_server.py``, the one the tests use) and the real web
+app (``loyalty.web.create_app``, served by uvicorn) run inside the demo process on free ports, on
+the embedded default; the store's webhooks are subscribed to the app, which verifies, stores each in
+the inbox and applies it in the request (the embedded default has no worker process). The store
+then gets a handful of customers and orders: one order delivered before its customer, one partial
+refund, one order delivered three times, a guest order nobody can claim. The demo shows the members,
+their points and tiers, the inbox's states, then runs today's tick and shows the messages it sent.
+
+The store starts from the same ids every time, so a second run replays the same history with new
+webhook ids: every entry is new to the inbox, and nothing is applied or sent twice.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select
+
+from campaigns import calendar
+from campaigns.calendar import iso_utc
+from loyalty.errors import InputError
+from loyalty.settings import PACKAGE_ROOT, Settings
+from models.base import utcnow
+from models.delivery import Delivery, DeliveryState
+from models.inbox import InboxEntry
+from models.member import Member
+from models.order import Order
+from models.points import PointEntry
+from shops.common import country_timezone
+
+SHOPS = ("shopify",)
+# Countries with a single time zone (the member's zone comes from their address): the customers live
+# in the one where it is closest to mid-afternoon now, so today's notices are due when the tick runs.
+COUNTRIES = ("JP", "IN", "AE", "FR", "GR", "IS", "UY", "CO", "CR", "SG", "TH", "BD", "TO", "FJ")
+
+
+@dataclass
+class Story:
+    key: str  # which customer of the script
+    customer_id: int | None  # the shop's id (the member's external id)
+    text: str  # what happened to them in the shop
+
+
+def afternoon_country(now: datetime) -> str:
+    """The country of :data:`COUNTRIES` where the local time is closest to 14:00."""
+    def distance(code: str) -> float:
+        local = calendar.local_datetime(now, country_timezone(code, "UTC"))
+        return abs(local.hour + local.minute / 60 - 14)
+    return min(COUNTRIES, key=distance)
+
+
+def _stand_in():
+    if str(PACKAGE_ROOT) not in sys.path and (PACKAGE_ROOT / "tests" / "support").is_dir():
+        sys.path.append(str(PACKAGE_ROOT))  # the checkout's tests/support, wherever the demo is run from
+    try:
+        from tests.support.http_server import BackgroundServer
+        from tests.support.shopify_server import ShopifyServer
+    except ImportError:
+        raise InputError("--shop needs the local shop servers of the repository's tests/support folder; "
+                         "run the demo from a checkout of the repository.") from None
+    return ShopifyServer, BackgroundServer
+
+
+def play_the_shop(shop, country: str) -> list[Story]:
+    """The script: what the store's customers do, each showing one way a webhook can arrive."""
+    stories = []
+    ana = shop.add_customer("ana.martin@shop.example", "Ana", "Martin", country=country, locale="en")
+    shop.place_order(ana["id"], [("Cast-iron teapot", 1, "380.00"), ("Tea tin", 4, "40.00")], shipping="9.00")
+    stories.append(Story("ana", ana["id"], "one order of 540.00 (+ shipping and VAT): silver"))
+
+    with shop.held(order="reversed"):  # shops fire customer and order webhooks together, in no order
+        ben = shop.add_customer("ben.okafor@shop.example", "Ben", "Okafor", country=country, locale="en")
+        shop.place_order(ben["id"], [("Tea tin", 2, "40.00")])
+    stories.append(Story("ben", ben["id"], "order of 80.00 delivered before his customer record"))
+
+    chloe = shop.add_customer("chloe.dubois@shop.example", "Chloé", "Dubois", country=country, locale="fr")
+    order = shop.place_order(chloe["id"], [("Tea tin", 1, "60.00"), ("Teapot", 1, "40.00")])
+    shop.refund(order["id"], {order["line_items"][1]["id"]: 1})
+    stories.append(Story("chloe", chloe["id"], "order of 100.00, then the teapot (40.00) refunded"))
+
+    dev = shop.add_customer("dev.patel@shop.example", "Dev", "Patel", country=country, locale="en")
+    shop.webhook_faults.duplicates = 3
+    try:
+        shop.place_order(dev["id"], [("Matcha set", 1, "120.00")], discount="20.00")
+    finally:
+        shop.webhook_faults.duplicates = 0
+    stories.append(Story("dev", dev["id"], "order of 120.00 - 20.00 off, each webhook delivered 3 times"))
+
+    shop.place_order(None, [("Tea tin", 1, "40.00")], email="walk-in@shop.example")
+    stories.append(Story("guest", None, "a guest order, with an email no member has"))
+    return stories
+
+
+def run_shop_demo(settings: Settings, console: Console, shop_name: str) -> None:
+    if shop_name not in SHOPS:
+        raise InputError(f"--shop {shop_name!r} is not one the demo can play; use --shop shopify.")
+    if not settings.embedded or settings.redis_url:
+        raise InputError("The demo runs only on the embedded default; unset DATABASE_URL and REDIS_URL to run it.")
+    ShopifyServer, BackgroundServer = _stand_in()
+    from loyalty.demo import _where_it_went, cli_command, run_tick_through_queue
+    from loyalty.web import create_app
+    from workers.runtime import build_runtime, set_runtime
+
+    runtime = build_runtime(settings)
+    set_runtime(runtime)
+    with ExitStack() as stack:
+        shop = ShopifyServer()
+        settings = replace(settings, shop=replace(settings.shop, shopify_secrets=(shop.secret,)))
+        app = create_app(settings)
+        stack.callback(app.state.engine.dispose)
+        web = BackgroundServer(app, name="loyalty-web").start()
+        stack.callback(web.stop)
+        stack.enter_context(shop.start())
+        shop.subscribe(f"{web.url}/webhooks/shopify")
+        console.print(f"[bold]Loyalty demo with a Shopify store[/] on the embedded default: "
+                      f"{settings.database_url.split('///')[-1]}", highlight=False)
+        console.print(f"Local Shopify-like store at {shop.url}, sending its webhooks to the web app at "
+                      f"{web.url}/webhooks/shopify (signed with SHOPIFY_WEBHOOK_SECRET).", highlight=False)
+        with runtime.sessions() as session:
+            last_entry = session.scalar(select(func.max(InboxEntry.id))) or 0
+            last_delivery = session.scalar(select(func.max(Delivery.id))) or 0
+            before = _balances(session, None)
+        country = afternoon_country(utcnow())
+        stories = play_the_shop(shop, country)
+        attempts = shop.deliveries
+    now = utcnow().replace(microsecond=0)
+    answered = Counter(str(a.status or a.error) for a in attempts)
+    console.print(f"The store fired {len({(a.event_id, a.url) for a in attempts})} webhook(s) "
+                  f"({len(attempts)} deliveries with the duplicates); the web app answered "
+                  + ", ".join(f"{n} × {status}" for status, n in sorted(answered.items())) + ".", highlight=False)
+    _members_table(runtime, console, stories, before, country)
+    rules, tiers = runtime.program.points, runtime.program.tiers
+    console.print(f"Points: {rules.per_currency_unit} per {rules.currency} of merchandise after discounts (not shipping "
+                  f"nor taxes), {rules.first_order_bonus} more on a first order; tiers by spend over "
+                  f"{tiers.window_days} days (" + ", ".join(f"{t.name} from {t.min_spend}" for t in tiers.levels[1:])
+                  + ").", highlight=False)
+    _inbox_table(runtime, console, last_entry, len(attempts))
+    run_tick_through_queue(runtime, now)
+    sent = _messages(runtime, console, now, stories, last_delivery)
+    _where_it_went(runtime, console, sent)
+    run = cli_command()
+    console.print(f"Next: {run} inbox   |   {run} member show {stories[0].customer_id}   |   "
+                  f"{run} history --member {stories[0].customer_id}", highlight=False, soft_wrap=True)
+
+
+def _balances(session, ids: list[str] | None) -> dict[str, int]:
+    query = (select(Member.external_id, func.coalesce(func.sum(PointEntry.points), 0))
+             .join(PointEntry, PointEntry.member_id == Member.id, isouter=True).group_by(Member.external_id))
+    if ids is not None:
+        query = query.where(Member.external_id.in_(ids))
+    return dict(session.execute(query).all())
+
+
+def stories_members(runtime, stories: list[Story]) -> list[str]:
+    return [str(s.customer_id) for s in stories if s.customer_id is not None]
+
+
+def _members_table(runtime, console: Console, stories: list[Story], before: dict[str, int], country: str) -> None:
+    ids = stories_members(runtime, stories)
+    with runtime.sessions() as session:
+        members = {m.external_id: m for m in session.scalars(select(Member).where(Member.external_id.in_(ids)))}
+        balances = _balances(session, ids)
+        orders = dict(session.execute(select(Member.external_id, func.count(Order.id))
+                                      .join(Order, Order.member_id == Member.id)
+                                      .where(Member.external_id.in_(ids)).group_by(Member.external_id)).all())
+    table = Table(title=f"The store's customers (address in {country}: {country_timezone(country, 'UTC')})")
+    for column in ("customer", "what happened in the shop", "member", "orders", "points", "this run", "tier"):
+        table.add_column(column, justify="right" if column in ("orders", "points", "this run") else "left")
+    for story in stories:
+        if story.customer_id is None:
+            table.add_row("guest", story.text, "-", "-", "-", "-", "-")
+            continue
+        key = str(story.customer_id)
+        member = members.get(key)
+        points = balances.get(key, 0)
+        gained = points - before.get(key, 0)
+        table.add_row(f"{member.first_name} {member.last_name}" if member else story.key, story.text,
+                      key if member else "not created", str(orders.get(key, 0)), str(points),
+                      f"{gained:+d}", member.tier if member else "-")
+    console.print(table)
+
+
+def _inbox_table(runtime, console: Console, since_id: int, deliveries: int) -> None:
+    with runtime.sessions() as session:
+        rows = session.execute(select(InboxEntry.topic, InboxEntry.state, InboxEntry.reason, InboxEntry.attempts)
+                               .where(InboxEntry.id > since_id).order_by(InboxEntry.id)).all()
+    table = Table(title=f"The inbox: {len(rows)} entries stored by this run, one per webhook "
+                        f"({deliveries - len(rows)} duplicate deliveries answered 200 and not stored again)")
+    for column in ("topic", "entries", "state", "note"):
+        table.add_column(column, justify="right" if column == "entries" else "left")
+    grouped = Counter((topic, state, reason or ("applied after waiting" if attempts > 1 else "-"))
+                      for topic, state, reason, attempts in rows)
+    for (topic, state, note), n in sorted(grouped.items()):
+        table.add_row(topic, str(n), state, note)
+    console.print(table)
+
+
+def _messages(runtime, console: Console, now: datetime, stories: list[Story], since_id: int) -> list[Delivery]:
+    """The tick's deliveries to the store's customers (this run's, and what earlier runs sent); this run's sent."""
+    ids = stories_members(runtime, stories)
+    with runtime.sessions() as session:
+        rows = session.execute(
+            select(Delivery, Member).join(Member, Member.id == Delivery.member_id)
+            .where(Member.external_id.in_(ids), Delivery.planned_at >= now - timedelta(days=1))
+            .order_by(Delivery.id)).all()
+    new = [(d, m) for d, m in rows if d.id > since_id]
+    table = Table(title=f"Today's tick at {iso_utc(now)}: the messages to the store's customers")
+    for column in ("campaign", "member", "tier", "channel", "state", "detail"):
+        table.add_column(column)
+    for delivery, member in new:
+        state = delivery.state + (f" ({delivery.reason})" if delivery.reason else "")
+        table.add_row(delivery.campaign, f"{member.first_name} {member.last_name}", member.tier, delivery.channel,
+                      state, delivery.occurrence_key)
+    if new:
+        console.print(table)
+    already = [d for d, _ in rows if d.id <= since_id and d.state == DeliveryState.SENT]
+    if already:
+        console.print(f"Already sent by an earlier run: {len(already)} message(s) to the store's customers "
+                      f"({', '.join(f'{n} {c}' for c, n in sorted(Counter(d.campaign for d in already).items()))}); "
+                      "none was sent again.", highlight=False)
+    elif not new:
+        console.print("The tick had nothing for the store's customers today.")
+    return [d for d, _ in new if d.state == DeliveryState.SENT]
