@@ -8,6 +8,8 @@ into a database of its own (``loyalty_bench``) with COPY, then measures:
 - ``delivery``: messages per second through two real worker processes against a bare send loop;
 - ``memory``: the worker's peak memory at each size;
 - ``mailchimp``: Mailchimp calls per 10,000 members synced.
+- ``intake``: p50/p99 latency and requests/s of signed Shopify webhooks through the real ``loyalty web``
+  against a bare Starlette endpoint doing the same HMAC check and one INSERT.
 
 Every measurement checks first that ours and the floor do the same work (the same member ids, the
 same rows, the same messages) and fails loudly when they do not. Speed is reported, never asserted.

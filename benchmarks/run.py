@@ -33,7 +33,7 @@ from benchmarks.common import Mismatch, Row
 from benchmarks.generate import AT, DEFAULT_SEED, describe, mark_dirty, prepare
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-MEASURES = ("audience", "planning", "delivery", "mailchimp")
+MEASURES = ("audience", "planning", "delivery", "mailchimp", "intake")
 
 
 def machine() -> dict:
@@ -71,7 +71,7 @@ def run_size(members: int, *, measures=MEASURES, quick: bool = False, reuse: boo
              database: str = BENCH_DATABASE, console: Console | None = None, seed: int = DEFAULT_SEED,
              deliveries: int | None = None) -> tuple[list[Row], dict, dict]:
     """Everything at one size: (rows, memory figures, generation facts)."""
-    from benchmarks import audience, delivery, mailchimp, planning
+    from benchmarks import audience, delivery, intake, mailchimp, planning
     from benchmarks.common import open_bench
 
     say = console.print if console else (lambda *a, **k: None)
@@ -99,14 +99,15 @@ def run_size(members: int, *, measures=MEASURES, quick: bool = False, reuse: boo
         ("planning", lambda: planning.measure(bench)),
         ("delivery", lambda: delivery.measure(bench, results_dir, deliveries=deliveries)),
         ("mailchimp", lambda: mailchimp.measure(bench)),
+        ("intake", lambda: intake.measure(bench)),
     ]
     try:
         for name, step in steps:
             if name not in measures:
                 continue
             say(f"  measuring {name} ...")
-            if name != "audience":
-                mark_dirty(database)  # these write to the send ledger
+            if name not in ("audience", "intake"):
+                mark_dirty(database)  # these write to the send ledger (intake removes its own rows)
             started = time.monotonic()
             try:
                 produced = step()
@@ -126,7 +127,7 @@ def run_size(members: int, *, measures=MEASURES, quick: bool = False, reuse: boo
 
 def _label(name: str) -> str:
     return {"audience": "a. audience", "planning": "b. planning", "delivery": "c. delivery",
-            "mailchimp": "e. mailchimp"}[name]
+            "mailchimp": "e. mailchimp", "intake": "f. intake"}[name]
 
 
 def _number(value: float | None, unit: str) -> str:
@@ -134,7 +135,7 @@ def _number(value: float | None, unit: str) -> str:
         return ""
     if unit == "ms":
         return f"{value:,.1f} ms" if value < 100 else f"{value:,.0f} ms"
-    if unit in ("rows/s", "msg/s"):
+    if unit in ("rows/s", "msg/s", "req/s"):
         return f"{value:,.0f} {unit}"
     if unit == "MB":
         return f"{value:,.0f} MB"
