@@ -7,6 +7,7 @@ from models.inbox import InboxEntry, ShopVersion
 from models.member import ContactStatus, Member
 from models.order import Order, OrderStatus
 from models.points import EntryKind, PointEntry
+from models.shop_cursors import ShopCursor
 from models.tier import TierChange
 from models.webhooks import ProcessedWebhook
 
@@ -23,6 +24,7 @@ __all__ = [
     "OrderStatus",
     "PointEntry",
     "ProcessedWebhook",
+    "ShopCursor",
     "ShopVersion",
     "TierChange",
     "utcnow",
