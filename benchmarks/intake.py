@@ -235,11 +235,12 @@ def measure(bench: Bench) -> list[Row]:
         seconds = {"ours": 0.0, "floor": 0.0}
         statuses: dict[str, dict[int, int]] = {"ours": {}, "floor": {}}
         sequence = iter(range(10**9))
-        for name, url in urls.items():  # warm-up: connections, pools, code paths
+        for url in urls.values():  # warm-up: connections, pools, code paths
             asyncio.run(_send(url, body, [f"{prefix}{next(sequence)}" for _ in range(warmup)]))
         for _ in range(rounds):
             for name, url in urls.items():
-                got, answered, took = asyncio.run(_send(url, body, [f"{prefix}{next(sequence)}" for _ in range(per_round)]))
+                ids = [f"{prefix}{next(sequence)}" for _ in range(per_round)]
+                got, answered, took = asyncio.run(_send(url, body, ids))
                 latencies[name].extend(got)
                 seconds[name] += took
                 for status, n in answered.items():

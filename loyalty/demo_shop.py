@@ -1,12 +1,13 @@
-"""``loyalty demo --shop shopify``: a shop's webhooks becoming members, points, tiers and messages.
+"""``loyalty demo --shop shopify|woocommerce``: a shop's webhooks becoming members, points, tiers and messages.
 
-A Shopify-like store (``tests/support/shopify_server.py``, the one the tests use) and the real web
-app (``loyalty.web.create_app``, served by uvicorn) run inside the demo process on free ports, on
-the embedded default; the store's webhooks are subscribed to the app, which verifies, stores each in
-the inbox and applies it in the request (the embedded default has no worker process). The store
-then gets a handful of customers and orders: one order delivered before its customer, one partial
-refund, one order delivered three times, a guest order nobody can claim. The demo shows the members,
-their points and tiers, the inbox's states, then runs today's tick and shows the messages it sent.
+A Shopify-like or WooCommerce-like store (``tests/support/shopify_server.py`` and
+``woocommerce_server.py``, the ones the tests use) and the real web app (``loyalty.web.create_app``,
+served by uvicorn) run inside the demo process on free ports, on the embedded default; the store's
+webhooks are subscribed to the app, which verifies each, stores it in the inbox and applies it in the
+request (the embedded default has no worker process). The store then gets a handful of customers and
+orders: one order delivered before its customer, one partial refund, one order delivered three
+times, a guest order nobody can claim. The demo shows the members, their points and tiers, the
+inbox's states, then runs today's tick and shows the messages it sent.
 
 The store starts from the same ids every time, so a second run replays the same history with new
 webhook ids: every entry is new to the inbox, and nothing is applied or sent twice.
@@ -19,6 +20,7 @@ from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from rich.console import Console
 from rich.table import Table
@@ -36,7 +38,6 @@ from models.order import Order
 from models.points import PointEntry
 from shops.common import country_timezone
 
-SHOPS = ("shopify",)
 # Countries with a single time zone (the member's zone comes from their address): the customers live
 # in the one where it is closest to mid-afternoon now, so today's notices are due when the tick runs.
 COUNTRIES = ("JP", "IN", "AE", "FR", "GR", "IS", "UY", "CO", "CR", "SG", "TH", "BD", "TO", "FJ")
@@ -57,54 +58,112 @@ def afternoon_country(now: datetime) -> str:
     return min(COUNTRIES, key=distance)
 
 
-def _stand_in():
+def _support(module: str):
+    """A module of the checkout's ``tests/support`` (the stand-ins the tests use), or one sentence."""
+    import importlib
+
     if str(PACKAGE_ROOT) not in sys.path and (PACKAGE_ROOT / "tests" / "support").is_dir():
         sys.path.append(str(PACKAGE_ROOT))  # the checkout's tests/support, wherever the demo is run from
     try:
-        from tests.support.http_server import BackgroundServer
-        from tests.support.shopify_server import ShopifyServer
+        return importlib.import_module(f"tests.support.{module}")
     except ImportError:
         raise InputError("--shop needs the local shop servers of the repository's tests/support folder; "
                          "run the demo from a checkout of the repository.") from None
-    return ShopifyServer, BackgroundServer
 
 
-def play_the_shop(shop, country: str) -> list[Story]:
+class ShopifyPlay:
+    """The Shopify-like store: customers with their locale and email consent, paid orders, refunds by line."""
+
+    title, path, variable = "Shopify", "/webhooks/shopify", "SHOPIFY_WEBHOOK_SECRET"
+
+    def __init__(self) -> None:
+        self.shop = _support("shopify_server").ShopifyServer()
+
+    def with_secret(self, shop_settings):
+        return replace(shop_settings, shopify_secrets=(self.shop.secret,))
+
+    def subscribe(self, url: str) -> None:
+        self.shop.subscribe(url)
+
+    def customer(self, email: str, first: str, last: str, country: str, locale: str) -> int:
+        return self.shop.add_customer(email, first, last, country=country, locale=locale,
+                                      email_consent="subscribed")["id"]
+
+    def order(self, customer_id: int | None, items, **options) -> dict:
+        return self.shop.place_order(customer_id, items, **options)
+
+    def refund_line(self, order: dict, index: int) -> None:
+        self.shop.refund(order["id"], {order["line_items"][index]["id"]: order["line_items"][index]["quantity"]})
+
+
+class WooCommercePlay:
+    """The WooCommerce-like store: consent and locale in meta_data, orders ``processing`` (paid), refunds
+    by amount (taxes included, as WooCommerce refunds)."""
+
+    title, path, variable = "WooCommerce", "/webhooks/woocommerce", "WOOCOMMERCE_WEBHOOK_SECRET"
+
+    def __init__(self) -> None:
+        self.shop = _support("woocommerce_server").WooCommerceServer()
+
+    def with_secret(self, shop_settings):
+        return replace(shop_settings, woocommerce_secrets=(self.shop.secret,))
+
+    def subscribe(self, url: str) -> None:
+        for topic in ("customer.created", "customer.updated", "order.created", "order.updated", "order.deleted"):
+            self.shop.subscribe(url, topic)
+
+    def customer(self, email: str, first: str, last: str, country: str, locale: str) -> int:
+        return self.shop.add_customer(email, first, last, country=country,
+                                      meta={"loyalty_email_opt_in": "yes", "locale": locale})["id"]
+
+    def order(self, customer_id: int | None, items, **options) -> dict:
+        return self.shop.place_order(customer_id, items, status="processing", **options)
+
+    def refund_line(self, order: dict, index: int) -> None:
+        line = order["line_items"][index]
+        self.shop.refund(order["id"], Decimal(line["total"]) + Decimal(line["total_tax"]), reason="returned")
+
+
+PLAYS = {"shopify": ShopifyPlay, "woocommerce": WooCommercePlay}
+
+
+def play_the_shop(play, country: str) -> list[Story]:
     """The script: what the store's customers do, each showing one way a webhook can arrive."""
-    stories = []
-    ana = shop.add_customer("ana.martin@shop.example", "Ana", "Martin", country=country, locale="en")
-    shop.place_order(ana["id"], [("Cast-iron teapot", 1, "380.00"), ("Tea tin", 4, "40.00")], shipping="9.00")
-    stories.append(Story("ana", ana["id"], "one order of 540.00 (+ shipping and VAT): silver"))
+    shop, stories = play.shop, []
+    ana = play.customer("ana.martin@shop.example", "Ana", "Martin", country, "en")
+    play.order(ana, [("Cast-iron teapot", 1, "380.00"), ("Tea tin", 4, "40.00")], shipping="9.00")
+    stories.append(Story("ana", ana, "one order of 540.00 (+ shipping and VAT): silver"))
 
     with shop.held(order="reversed"):  # shops fire customer and order webhooks together, in no order
-        ben = shop.add_customer("ben.okafor@shop.example", "Ben", "Okafor", country=country, locale="en")
-        shop.place_order(ben["id"], [("Tea tin", 2, "40.00")])
-    stories.append(Story("ben", ben["id"], "order of 80.00 delivered before his customer record"))
+        ben = play.customer("ben.okafor@shop.example", "Ben", "Okafor", country, "en")
+        play.order(ben, [("Tea tin", 2, "40.00")])
+    stories.append(Story("ben", ben, "order of 80.00 delivered before his customer record"))
 
-    chloe = shop.add_customer("chloe.dubois@shop.example", "Chloé", "Dubois", country=country, locale="fr")
-    order = shop.place_order(chloe["id"], [("Tea tin", 1, "60.00"), ("Teapot", 1, "40.00")])
-    shop.refund(order["id"], {order["line_items"][1]["id"]: 1})
-    stories.append(Story("chloe", chloe["id"], "order of 100.00, then the teapot (40.00) refunded"))
+    chloe = play.customer("chloe.dubois@shop.example", "Chloé", "Dubois", country, "fr")
+    order = play.order(chloe, [("Tea tin", 1, "60.00"), ("Teapot", 1, "40.00")])
+    play.refund_line(order, 1)
+    stories.append(Story("chloe", chloe, "order of 100.00, then the teapot (40.00) refunded"))
 
-    dev = shop.add_customer("dev.patel@shop.example", "Dev", "Patel", country=country, locale="en")
+    dev = play.customer("dev.patel@shop.example", "Dev", "Patel", country, "en")
     shop.webhook_faults.duplicates = 3
     try:
-        shop.place_order(dev["id"], [("Matcha set", 1, "120.00")], discount="20.00")
+        play.order(dev, [("Matcha set", 1, "120.00")], discount="20.00")
     finally:
         shop.webhook_faults.duplicates = 0
-    stories.append(Story("dev", dev["id"], "order of 120.00 - 20.00 off, each webhook delivered 3 times"))
+    stories.append(Story("dev", dev, "order of 120.00 - 20.00 off, each webhook delivered 3 times"))
 
-    shop.place_order(None, [("Tea tin", 1, "40.00")], email="walk-in@shop.example")
+    play.order(None, [("Tea tin", 1, "40.00")], email="walk-in@shop.example")
     stories.append(Story("guest", None, "a guest order, with an email no member has"))
     return stories
 
 
 def run_shop_demo(settings: Settings, console: Console, shop_name: str) -> None:
-    if shop_name not in SHOPS:
-        raise InputError(f"--shop {shop_name!r} is not one the demo can play; use --shop shopify.")
+    if shop_name not in PLAYS:
+        raise InputError(f"--shop {shop_name!r} is not a shop the demo can play; use shopify or woocommerce.")
     if not settings.embedded or settings.redis_url:
         raise InputError("The demo runs only on the embedded default; unset DATABASE_URL and REDIS_URL to run it.")
-    ShopifyServer, BackgroundServer = _stand_in()
+    play = PLAYS[shop_name]()
+    BackgroundServer = _support("http_server").BackgroundServer
     from loyalty.demo import _where_it_went, cli_command, run_tick_through_queue
     from loyalty.web import create_app
     from workers.runtime import build_runtime, set_runtime
@@ -112,34 +171,34 @@ def run_shop_demo(settings: Settings, console: Console, shop_name: str) -> None:
     runtime = build_runtime(settings)
     set_runtime(runtime)
     with ExitStack() as stack:
-        shop = ShopifyServer()
-        settings = replace(settings, shop=replace(settings.shop, shopify_secrets=(shop.secret,)))
+        shop = play.shop
+        settings = replace(settings, shop=play.with_secret(settings.shop))
         app = create_app(settings)
         stack.callback(app.state.engine.dispose)
         web = BackgroundServer(app, name="loyalty-web").start()
         stack.callback(web.stop)
         stack.enter_context(shop.start())
-        shop.subscribe(f"{web.url}/webhooks/shopify")
-        console.print(f"[bold]Loyalty demo with a Shopify store[/] on the embedded default: "
+        play.subscribe(f"{web.url}{play.path}")
+        console.print(f"[bold]Loyalty demo with a {play.title} store[/] on the embedded default: "
                       f"{settings.database_url.split('///')[-1]}", highlight=False)
-        console.print(f"Local Shopify-like store at {shop.url}, sending its webhooks to the web app at "
-                      f"{web.url}/webhooks/shopify (signed with SHOPIFY_WEBHOOK_SECRET).", highlight=False)
+        console.print(f"Local {play.title}-like store at {shop.url}, sending its webhooks to the web app at "
+                      f"{web.url}{play.path} (signed with {play.variable}).", highlight=False)
         with runtime.sessions() as session:
             last_entry = session.scalar(select(func.max(InboxEntry.id))) or 0
             last_delivery = session.scalar(select(func.max(Delivery.id))) or 0
             before = _balances(session, None)
         country = afternoon_country(utcnow())
-        stories = play_the_shop(shop, country)
+        stories = play_the_shop(play, country)
         attempts = shop.deliveries
     now = utcnow().replace(microsecond=0)
     answered = Counter(str(a.status or a.error) for a in attempts)
-    console.print(f"The store fired {len({(a.event_id, a.url) for a in attempts})} webhook(s) "
+    console.print(f"The store fired {sum(a.attempt == 1 and a.copy == 1 for a in attempts)} webhook(s) "
                   f"({len(attempts)} deliveries with the duplicates); the web app answered "
                   + ", ".join(f"{n} × {status}" for status, n in sorted(answered.items())) + ".", highlight=False)
     _members_table(runtime, console, stories, before, country)
     rules, tiers = runtime.program.points, runtime.program.tiers
-    console.print(f"Points: {rules.per_currency_unit} per {rules.currency} of merchandise after discounts (not shipping "
-                  f"nor taxes), {rules.first_order_bonus} more on a first order; tiers by spend over "
+    console.print(f"Points: {rules.per_currency_unit} per {rules.currency} of merchandise after discounts "
+                  f"(not shipping nor taxes), {rules.first_order_bonus} more on a first order; tiers by spend over "
                   f"{tiers.window_days} days (" + ", ".join(f"{t.name} from {t.min_spend}" for t in tiers.levels[1:])
                   + ").", highlight=False)
     _inbox_table(runtime, console, last_entry, len(attempts))
@@ -159,12 +218,12 @@ def _balances(session, ids: list[str] | None) -> dict[str, int]:
     return dict(session.execute(query).all())
 
 
-def stories_members(runtime, stories: list[Story]) -> list[str]:
+def stories_members(stories: list[Story]) -> list[str]:
     return [str(s.customer_id) for s in stories if s.customer_id is not None]
 
 
 def _members_table(runtime, console: Console, stories: list[Story], before: dict[str, int], country: str) -> None:
-    ids = stories_members(runtime, stories)
+    ids = stories_members(stories)
     with runtime.sessions() as session:
         members = {m.external_id: m for m in session.scalars(select(Member).where(Member.external_id.in_(ids)))}
         balances = _balances(session, ids)
@@ -205,12 +264,15 @@ def _inbox_table(runtime, console: Console, since_id: int, deliveries: int) -> N
 
 def _messages(runtime, console: Console, now: datetime, stories: list[Story], since_id: int) -> list[Delivery]:
     """The tick's deliveries to the store's customers (this run's, and what earlier runs sent); this run's sent."""
-    ids = stories_members(runtime, stories)
+    ids = stories_members(stories)
     with runtime.sessions() as session:
         rows = session.execute(
             select(Delivery, Member).join(Member, Member.id == Delivery.member_id)
             .where(Member.external_id.in_(ids), Delivery.planned_at >= now - timedelta(days=1))
             .order_by(Delivery.id)).all()
+        others = session.scalar(select(func.count()).select_from(Delivery).join(Member, Member.id == Delivery.member_id)
+                                .where(Delivery.id > since_id, Member.external_id.not_in(ids),
+                                       Delivery.state == DeliveryState.SENT))
     new = [(d, m) for d, m in rows if d.id > since_id]
     table = Table(title=f"Today's tick at {iso_utc(now)}: the messages to the store's customers")
     for column in ("campaign", "member", "tier", "channel", "state", "detail"):
@@ -228,4 +290,7 @@ def _messages(runtime, console: Console, now: datetime, stories: list[Story], si
                       "none was sent again.", highlight=False)
     elif not new:
         console.print("The tick had nothing for the store's customers today.")
+    if others:
+        console.print(f"The tick also sent {others} message(s) to this database's other members (see loyalty history).",
+                      highlight=False)
     return [d for d, _ in new if d.state == DeliveryState.SENT]

@@ -30,7 +30,7 @@ def migrate() -> None:
 @click.option("--at", "at", metavar="TIME", help="Pretend it is this instant (ISO 8601); default now.")
 @click.option("--providers", is_flag=True, help="Send SMS and Mailchimp steps to local Twilio and Mailchimp servers.")
 @click.option("--shop", "shop", metavar="PLATFORM",
-              help="Instead: a local shop (shopify) sends its webhooks to the web app; see what they became.")
+              help="Instead: a local shop (shopify or woocommerce) sends its webhooks to the web app.")
 def demo(member_count: int, at: str | None, providers: bool, shop: str | None) -> None:
     """Seed a realistic member base on the embedded default, run today's tick, show what happened.
 
