@@ -66,9 +66,12 @@ def _support(module: str):
         sys.path.append(str(PACKAGE_ROOT))  # the checkout's tests/support, wherever the demo is run from
     try:
         return importlib.import_module(f"tests.support.{module}")
-    except ImportError:
-        raise InputError("--shop needs the local shop servers of the repository's tests/support folder; "
-                         "run the demo from a checkout of the repository.") from None
+    except ImportError as error:
+        if (error.name or "tests").startswith("tests"):
+            raise InputError("--shop needs the local shop servers of the repository's tests/support folder; "
+                             "run the demo from a checkout of the repository.") from None
+        raise InputError(f"--shop needs the test extras, and {error.name} is not installed; install them with "
+                         "pip install -e '.[test]' (make demo does).") from None
 
 
 class ShopifyPlay:

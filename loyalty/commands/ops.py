@@ -41,8 +41,9 @@ def demo(member_count: int, at: str | None, providers: bool, shop: str | None) -
     if shop is not None:
         from loyalty.demo_shop import run_shop_demo
 
-        if at is not None:
-            raise InputError("--at cannot be used with --shop: the shop's orders happen now; leave --at out.")
+        if at is not None or providers:
+            raise InputError(f"{'--at' if at is not None else '--providers'} cannot be used with --shop: the shop's "
+                             "demo runs now, with its own store; leave it out.")
         run_shop_demo(get_settings(), console, shop)
         return
     if providers:

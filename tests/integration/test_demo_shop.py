@@ -114,3 +114,17 @@ def test_the_shop_demo_shows_what_the_webhooks_became_and_a_second_run_changes_n
     assert "Already sent by an earlier run: 1 message(s) to the store's customers (1 tier_upgrade); none was sent " \
            "again." in " ".join(again.stdout.split())
     assert sorted((home / "outbox" / "email").glob("*.eml")) == emails
+
+
+@pytest.mark.parametrize(("args", "sentence"), [
+    (("--shop", "magento"), "--shop 'magento' is not a shop the demo can play; use shopify or woocommerce."),
+    (("--shop", "shopify", "--at", "2027-06-01T12:00:00Z"),
+     "--at cannot be used with --shop: the shop's demo runs now, with its own store; leave it out."),
+])
+def test_a_shop_the_demo_cannot_play_is_one_sentence(tmp_path, args, sentence):
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+    result = subprocess.run([sys.executable, "-m", "loyalty.cli", "demo", *args],
+                            env={**clean, "LOYALTY_HOME": str(tmp_path / "home")}, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and result.stderr.strip() == f"error: {sentence}"
+    assert not (tmp_path / "home" / "loyalty.db").exists()  # refused before anything was written
