@@ -255,6 +255,9 @@ def measure(bench: Bench) -> list[Row]:
     finally:
         for process in processes:
             _stop(process)
+        for side in ("ours", "floor"):  # kept only when a server did not start (the error quotes it)
+            if len(processes) == 2:
+                (logs / f"{namespace}-{side}.log").unlink(missing_ok=True)
         _clean_redis(namespace)
         with bench.runtime.sessions() as session, session.begin():
             session.execute(text("DELETE FROM inbox WHERE dedup_key LIKE :p"), {"p": f"shopify:{TOPIC}:{prefix}%"})
