@@ -161,3 +161,59 @@ def member_export(member_id: str, reason: str, output: str | None, actor: str) -
         console.print(f"Written to {output}.")
     else:
         click.echo(text)
+
+
+@cli.group()
+def shop() -> None:
+    """The shop's admin API: catch up with its history (see the README's "Catching up")."""
+
+
+@shop.command("backfill")
+@click.argument("platform", type=click.Choice(["shopify", "woocommerce", "prestashop"]))
+@click.option("--since", metavar="DATE", help="Only the orders changed since this day (YYYY-MM-DD, UTC) or instant; "
+              "customers are always read whole. Default: the shop's whole history.")
+@click.option("--page-size", type=click.IntRange(1, 250), default=100, show_default=True,
+              help="Records per request (WooCommerce allows 100 at most).")
+def shop_backfill(platform: str, since: str | None, page_size: int) -> None:
+    """Read the shop's customers and orders through its admin API into the program, as its webhooks would.
+
+    Resumable: a run that was stopped goes on from the last page it stored. Running it again changes
+    nothing that was already applied.
+
+    Example: loyalty shop backfill woocommerce --since 2026-01-01
+    """
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from loyalty.cli import errors
+    from workers.runtime import set_runtime
+    from workers.shop_sync import backfill
+
+    start = _since(since)
+    runtime = runtime_for_cli()
+    set_runtime(runtime)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} read"),
+                  console=errors, transient=True) as progress:
+        tasks: dict[str, object] = {}
+
+        def show(resource: str, done: int, total: int | None) -> None:
+            if resource not in tasks:
+                tasks[resource] = progress.add_task(f"{platform} {resource}", total=total)
+            progress.update(tasks[resource], completed=done, total=total)
+
+        report = backfill(runtime, platform, start, page_size=page_size, progress=show)
+    read = ", ".join(f"{count} {resource}" for resource, count in report.read.items()) or "nothing new"
+    console.print(("Resumed the interrupted backfill: " if report.resumed else "Backfill done: ")
+                  + f"read {read}; {report.stored} new inbox entries, {report.applied} applied or settled"
+                  + (f", {report.skipped} unreadable records skipped (see the log)" if report.skipped else "") + ".")
+
+
+def _since(text: str | None):
+    if not text:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"--since {text!r} is not a date; write it like 2026-01-31 or 2026-01-31T12:00:00Z.") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

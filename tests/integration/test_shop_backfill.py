@@ -1,0 +1,347 @@
+"""`loyalty shop backfill` and the clock's poll against the Shopify-, WooCommerce- and PrestaShop-like
+stand-ins: what lands in PostgreSQL (members, orders, balances), that a second run changes nothing, that
+a run stopped by a failing or killed request resumes from its cursor and ends with the same ledger as
+one uninterrupted run, and that the poll catches an order whose webhook was lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import pytest
+from dramatiq import Worker
+from dramatiq.brokers.stub import StubBroker
+from sqlalchemy import func, select, text
+
+from loyalty.settings import load_settings
+from loyalty.web import create_app
+from models.base import Base
+from models.inbox import InboxEntry, InboxState
+from models.member import Member
+from models.order import Order
+from models.points import PointEntry
+from models.shop_cursors import ShopCursor
+from tests.conftest import REPO_ROOT
+from tests.support.http_server import BackgroundServer
+from tests.support.prestashop_server import PrestaShopServer
+from tests.support.shopify_server import ShopifyServer
+from tests.support.woocommerce_server import WooCommerceServer
+from workers.runtime import build_runtime, set_runtime
+from workers.broker import install_broker
+from workers.shop_sync import ShopSyncError, backfill, open_client, poll, poll_shops
+
+
+def shop_env(env, platform: str, url: str) -> dict[str, str]:
+    extra = {
+        "shopify": {"SHOPIFY_SHOP_DOMAIN": "loyalty-demo.myshopify.com", "SHOPIFY_ADMIN_TOKEN": "shpat_test_token",
+                    "SHOPIFY_API_BASE_URL": url},
+        "woocommerce": {"WOOCOMMERCE_URL": url, "WOOCOMMERCE_CONSUMER_KEY": "ck_test",
+                        "WOOCOMMERCE_CONSUMER_SECRET": "cs_test"},
+        "prestashop": {"PRESTASHOP_URL": url, "PRESTASHOP_WEBSERVICE_KEY": "PSWSKEY0123456789ABCDEFGHIJKLMNO"},
+    }[platform]
+    return {**env, "LOYALTY_DEFAULT_TIMEZONE": "Europe/Paris", "WOOCOMMERCE_WEBHOOK_SECRET": "wc_webhook_secret",
+            **extra}
+
+
+@contextmanager
+def runtime_of(environment):
+    built = build_runtime(load_settings(environment))
+    set_runtime(built)
+    try:
+        yield built
+    finally:
+        set_runtime(None)
+        built.close()
+
+
+def loyalty(environment: dict, *args: str, **options) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+    return subprocess.run([sys.executable, "-m", "loyalty.cli", *args], env={**clean, **environment},
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, **options)
+
+
+def ledger(pg_sessions) -> dict[str, object]:
+    """What a user checks: each member's entries (kind, points, key) and each order's state."""
+    with pg_sessions() as session:
+        entries = sorted(session.execute(
+            select(Member.external_id, PointEntry.kind, PointEntry.points, PointEntry.entry_key)
+            .join(Member, Member.id == PointEntry.member_id)).all())
+        orders = sorted(session.execute(
+            select(Order.order_id, Member.external_id, Order.status, Order.total, Order.refunded_amount)
+            .join(Member, Member.id == Order.member_id)).all())
+        members = sorted(session.scalars(select(Member.external_id)))
+    return {"members": members, "entries": entries, "orders": orders}
+
+
+def balances(pg_sessions) -> dict[str, int]:
+    with pg_sessions() as session:
+        return dict(session.execute(
+            select(Member.external_id, func.coalesce(func.sum(PointEntry.points), 0))
+            .join(PointEntry, PointEntry.member_id == Member.id, isouter=True).group_by(Member.external_id)).all())
+
+
+def empty(pg_engine) -> None:
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with pg_engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+def count(pg_sessions, model, *where) -> int:
+    with pg_sessions() as session:
+        return session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+# -- the shops' histories ---------------------------------------------------------------------------
+def shopify_history(shop: ShopifyServer) -> dict[str, int]:
+    """Three customers; five orders, one partly refunded (the teapot, 40 of 100), one wholly; a guest order."""
+    ada = shop.add_customer("ada@example.com", "Ada", "Lovelace")
+    bob = shop.add_customer("bob@example.com", "Bob", "Martin")
+    cyd = shop.add_customer("cyd@example.com", "Cyd", "Charisse")
+    shop.place_order(ada["id"], [("Tea tin", 2, "50.00")], discount="10.00", shipping="7.00")  # 90
+    mixed = shop.place_order(ada["id"], [("Tea tin", 1, "60.00"), ("Teapot", 1, "40.00")])  # 100
+    shop.refund(mixed["id"], {mixed["line_items"][1]["id"]: 1})  # -40
+    whole = shop.place_order(bob["id"], [("Kettle", 1, "30.00")])
+    shop.refund(whole["id"])  # all of it
+    shop.place_order(cyd["id"], [("Cup", 4, "5.00")])  # 20
+    shop.place_order(None, [("Cup", 1, "5.00")], email="guest@example.com")
+    return {str(ada["id"]): 90 + 100 + 50 - 40, str(bob["id"]): 0, str(cyd["id"]): 20 + 50}
+
+
+def woocommerce_history(shop: WooCommerceServer) -> dict[str, int]:
+    ada = shop.add_customer("ada@example.com", "Ada", "Lovelace")
+    bob = shop.add_customer("bob@example.com", "Bob", "Martin")
+    cyd = shop.add_customer("cyd@example.com", "Cyd", "Charisse")
+    shop.place_order(ada["id"], [("Tea tin", 2, "50.00")], discount="10.00", shipping="7.00")  # 90
+    mixed = shop.place_order(ada["id"], [("Tea tin", 1, "60.00"), ("Teapot", 1, "40.00")])  # 100, 120 paid
+    shop.refund(mixed["id"], "48.00")  # 40% of what was paid: 40 of the merchandise
+    whole = shop.place_order(bob["id"], [("Kettle", 1, "30.00")])
+    shop.refund(whole["id"])
+    shop.place_order(cyd["id"], [("Cup", 4, "5.00")])
+    shop.place_order(cyd["id"], [("Cup", 9, "5.00")], status="pending")  # not paid: no points
+    return {str(ada["id"]): 90 + 100 + 50 - 40, str(bob["id"]): 0, str(cyd["id"]): 20 + 50}
+
+
+def prestashop_history(shop: PrestaShopServer) -> dict[str, int]:
+    ada = shop.add_customer("ada@example.com", "Ada", "Lovelace", newsletter=True)
+    bob = shop.add_customer("bob@example.com", "Bob", "Martin")
+    cyd = shop.add_customer("cyd@example.com", "Cyd", "Charisse")
+    shop.place_order(ada["id"], [("Tea tin", 2, "50.00")], discount="10.00", shipping="7.00")  # 90
+    mixed = shop.place_order(ada["id"], [("Tea tin", 1, "60.00"), ("Teapot", 1, "40.00")])  # 100
+    shop.refund(mixed["id"], "40.00")  # a credit slip for the teapot
+    whole = shop.place_order(bob["id"], [("Kettle", 1, "30.00")])
+    shop.refund(whole["id"])  # all of it: the order becomes Refunded
+    shop.place_order(cyd["id"], [("Cup", 4, "5.00")])
+    return {str(ada["id"]): 90 + 100 + 50 - 40, str(bob["id"]): 0, str(cyd["id"]): 20 + 50}
+
+
+SHOPS = {
+    "shopify": (ShopifyServer, shopify_history),
+    "woocommerce": (lambda: WooCommerceServer(consumer_key="ck_test", consumer_secret="cs_test"), woocommerce_history),
+    "prestashop": (PrestaShopServer, prestashop_history),
+}
+
+
+@pytest.mark.parametrize("platform", list(SHOPS))
+def test_a_backfill_brings_the_shops_history_and_a_second_one_changes_nothing(platform, env, pg_engine, pg_sessions):
+    make, history = SHOPS[platform]
+    with make() as shop:
+        expected = history(shop)
+        environment = shop_env(env, platform, shop.url)
+        first = loyalty(environment, "shop", "backfill", platform, "--page-size", "2")
+        assert first.returncode == 0, first.stderr
+        assert "Backfill done" in first.stdout and "new inbox entries" in first.stdout
+        assert balances(pg_sessions) == expected
+        assert count(pg_sessions, InboxEntry, InboxEntry.state.in_([InboxState.WAITING, InboxState.REJECTED])) == 0
+        before, entries = ledger(pg_sessions), count(pg_sessions, InboxEntry)
+        second = loyalty(environment, "shop", "backfill", platform, "--page-size", "2")
+        assert second.returncode == 0, second.stderr
+        assert "0 new inbox entries" in second.stdout
+        assert ledger(pg_sessions) == before and count(pg_sessions, InboxEntry) == entries
+    with pg_sessions() as session:
+        refunded = session.scalars(select(Order).where(Order.refunded_amount > 0)).all()
+        assert [str(o.refunded_amount) for o in refunded] == ["40.00"]
+
+
+@pytest.mark.parametrize("platform", list(SHOPS))
+def test_a_backfill_stopped_by_a_failing_request_says_so_and_resumes_from_its_cursor(platform, env, pg_engine,
+                                                                                       pg_sessions):
+    make, history = SHOPS[platform]
+    with make() as shop:
+        expected = history(shop)
+        environment = shop_env(env, platform, shop.url)
+        calls = shop.total_calls
+        with runtime_of(environment) as runtime:
+            backfill(runtime, platform, page_size=2)
+        uninterrupted, whole_run = ledger(pg_sessions), shop.total_calls - calls
+        assert balances(pg_sessions) == expected
+        empty(pg_engine)
+
+        shop.fail_request(4, "error:500")  # the 4th request, and every retry of it, fails
+        shop.faults.queue(*["error:500"] * 3)
+        calls = shop.total_calls
+        with runtime_of(environment) as runtime:
+            client = open_client(runtime.settings, platform, 2, waits=(0.01, 0.01, 0.01))
+            with pytest.raises(ShopSyncError) as stopped:
+                backfill(runtime, platform, page_size=2, client=client)
+        assert str(stopped.value).count(". ") == 0 and "kept answering 500" in str(stopped.value)
+        assert "resumes where it stopped" in str(stopped.value)
+        assert ledger(pg_sessions) != uninterrupted
+        with pg_sessions() as session:
+            assert session.scalars(select(ShopCursor).where(ShopCursor.finished_at.is_(None))).first() is not None
+
+        calls = shop.total_calls
+        resumed = loyalty(environment, "shop", "backfill", platform, "--page-size", "2")
+        assert resumed.returncode == 0, resumed.stderr
+        assert "Resumed" in resumed.stdout
+        assert ledger(pg_sessions) == uninterrupted
+        # it did not read again the three pages it had stored (PrestaShop reads its currencies and
+        # languages again): fewer requests than a whole run
+        assert shop.total_calls - calls == whole_run - 3 + (2 if platform == "prestashop" else 0)
+
+
+def test_a_backfill_killed_halfway_resumes_and_ends_with_the_same_ledger(env, pg_engine, pg_sessions):
+    with WooCommerceServer(consumer_key="ck_test", consumer_secret="cs_test") as shop:
+        customers = [shop.add_customer(f"member{i}@example.com", f"M{i}", "Test") for i in range(6)]
+        for i, customer in enumerate(customers):
+            shop.place_order(customer["id"], [("Tea tin", 1 + i % 3, "20.00")])
+            order = shop.place_order(customer["id"], [("Cup", 2, "15.00"), ("Pot", 1, "40.00")])
+            if i % 2:
+                shop.refund(order["id"], "12.00")
+        environment = shop_env(env, "woocommerce", shop.url)
+        with runtime_of(environment) as runtime:
+            backfill(runtime, "woocommerce", page_size=2)
+        uninterrupted = ledger(pg_sessions)
+        empty(pg_engine)
+
+        shop.faults.queue(*["ok@0.4"] * 40)  # a slow shop: time to kill the run between pages
+        start = shop.total_calls
+        clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+        running = subprocess.Popen([sys.executable, "-m", "loyalty.cli", "shop", "backfill", "woocommerce",
+                                    "--page-size", "2"], env={**clean, **environment}, cwd=REPO_ROOT,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while shop.total_calls - start < 6 and time.monotonic() < deadline:  # customers read, orders started
+            time.sleep(0.05)
+        os.kill(running.pid, signal.SIGKILL)
+        running.wait(10)
+        assert running.returncode == -signal.SIGKILL
+        with pg_sessions() as session:
+            cursor = session.get(ShopCursor, ("woocommerce", "backfill:orders"))
+        assert cursor is not None and cursor.finished_at is None and cursor.position is not None
+        assert ledger(pg_sessions) != uninterrupted
+
+        shop.faults.clear()
+        killed_at = time.time()
+        resumed = loyalty(environment, "shop", "backfill", "woocommerce", "--page-size", "2")
+        assert resumed.returncode == 0, resumed.stderr
+        assert "Resumed" in resumed.stdout
+        assert ledger(pg_sessions) == uninterrupted
+        # from the page after the last one stored, not from the start
+        first = next(r for r in shop.requests if r.started_at > killed_at)
+        assert first.path.endswith("/orders") and f"page={cursor.position}&" in first.query + "&"
+
+
+def test_the_backfill_says_in_one_sentence_what_stops_it(env, pg_engine):
+    not_configured = loyalty(env, "shop", "backfill", "woocommerce")
+    assert not_configured.returncode != 0 and "Traceback" not in not_configured.stderr
+    assert "woocommerce is not configured; set WOOCOMMERCE_URL" in not_configured.stderr
+    with ShopifyServer(access_token="another-token") as shop:
+        refused = loyalty(shop_env(env, "shopify", shop.url), "shop", "backfill", "shopify")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "Shopify refused the key (401); check SHOPIFY_ADMIN_TOKEN" in refused.stderr
+    with PrestaShopServer() as shop:
+        url = shop.url
+    unreachable = loyalty(shop_env(env, "prestashop", url), "shop", "backfill", "prestashop")
+    assert unreachable.returncode != 0 and "Traceback" not in unreachable.stderr
+    assert "could not be reached" in unreachable.stderr
+    bad_date = loyalty(env, "shop", "backfill", "shopify", "--since", "yesterday")
+    assert "--since 'yesterday' is not a date" in bad_date.stderr
+
+
+def test_a_shopify_backfill_waits_out_the_query_cost_throttle(env, pg_engine, pg_sessions):
+    with ShopifyServer() as shop:
+        expected = shopify_history(shop)
+        shop.throttle_next(2)
+        with runtime_of(shop_env(env, "shopify", shop.url)) as runtime:
+            report = backfill(runtime, "shopify", page_size=2)
+    assert balances(pg_sessions) == expected and report.read["customers"] == 3
+
+
+def test_a_backfill_since_a_date_reads_only_the_orders_changed_since(env, pg_engine, pg_sessions):
+    from datetime import UTC, datetime
+
+    with ShopifyServer() as shop:
+        ada = shop.add_customer("ada@example.com", "Ada", "Lovelace", at=datetime(2026, 1, 5, tzinfo=UTC))
+        shop.place_order(ada["id"], [("Tea tin", 1, "30.00")], at=datetime(2026, 2, 1, tzinfo=UTC))
+        shop.place_order(ada["id"], [("Teapot", 1, "40.00")], at=datetime(2026, 6, 1, tzinfo=UTC))
+        result = loyalty(shop_env(env, "shopify", shop.url), "shop", "backfill", "shopify", "--since", "2026-03-01")
+    assert result.returncode == 0, result.stderr
+    with pg_sessions() as session:
+        assert session.scalars(select(Order.total)).all() == [40]
+        assert session.scalars(select(Member.external_id)).all() == [str(ada["id"])]
+
+
+# -- the poll ---------------------------------------------------------------------------------------
+@contextmanager
+def serving(settings):
+    app = create_app(settings)
+    server = BackgroundServer(app).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        app.state.engine.dispose()
+        set_runtime(None)
+
+
+def test_the_poll_after_a_missed_woocommerce_webhook_applies_the_order(env, pg_engine, pg_sessions):
+    with WooCommerceServer(consumer_key="ck_test", consumer_secret="cs_test") as shop:
+        environment = shop_env(env, "woocommerce", shop.url)
+        with serving(load_settings(environment)) as url:
+            for topic in ("order.created", "order.updated", "customer.created", "customer.updated"):
+                shop.subscribe(f"{url}/webhooks/woocommerce", topic)
+            ada = shop.add_customer("ada@example.com", "Ada", "Lovelace")
+            shop.place_order(ada["id"], [("Tea tin", 1, "30.00")])
+            assert balances(pg_sessions) == {str(ada["id"]): 30 + 50}
+            shop.webhook_faults.drop = 1  # the next webhook never leaves the shop
+            missed = shop.place_order(ada["id"], [("Teapot", 1, "40.00")])
+            assert [d.error for d in shop.deliveries][-1] == "dropped"
+            assert balances(pg_sessions) == {str(ada["id"]): 80}
+
+        with runtime_of(environment) as runtime:
+            broker = install_broker(StubBroker())
+            worker = Worker(broker, worker_threads=1)
+            worker.start()
+            try:
+                poll_shops()  # what the clock enqueues: the poll, then each new entry through the queue
+                broker.join("events", timeout=30_000)
+            finally:
+                worker.stop()
+            with pg_sessions() as session:
+                stored = session.scalars(select(InboxEntry.dedup_key).order_by(InboxEntry.id)).all()
+            assert stored[-1] == f"woocommerce:order:{missed['id']}:{missed['date_modified_gmt']}Z"
+            handed: list[int] = []
+            report = poll(runtime, "woocommerce", handed.extend)  # the overlap reads it again: still one entry
+            assert report is not None and report.read["orders"] == 2 and handed == []
+    assert balances(pg_sessions) == {str(ada["id"]): 80 + 40}
+    with pg_sessions() as session:
+        assert session.scalars(select(Order.order_id).order_by(Order.order_id)).all()[-1] == str(missed["id"])
+
+
+def test_one_poll_at_a_time_and_the_clock_polls_only_a_configured_woocommerce_or_prestashop(env, pg_engine):
+    from schedules.clock import build_scheduler
+
+    environment = shop_env(env, "woocommerce", "https://shop.example")
+    with runtime_of(environment) as runtime:
+        with runtime.engine.connect() as other:  # another poll holds the lock
+            other.execute(text("SELECT pg_advisory_lock(:key)"), {"key": 0x5348_504C})
+            assert poll(runtime, "woocommerce", lambda ids: None) is None
+            other.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": 0x5348_504C})
+    jobs = {job.id: job for job in build_scheduler(load_settings({**environment, "LOYALTY_SHOP_POLL_MINUTES": "7"}),
+                                                   tick_minutes=5).get_jobs()}
+    assert jobs["shop.poll"].trigger.interval.total_seconds() == 7 * 60
+    assert "shop.poll" not in {job.id for job in build_scheduler(load_settings(env), tick_minutes=5).get_jobs()}
