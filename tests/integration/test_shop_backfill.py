@@ -12,6 +12,7 @@ import sys
 import time
 from contextlib import contextmanager
 
+import httpx
 import pytest
 from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
@@ -269,6 +270,36 @@ def test_a_shopify_backfill_waits_out_the_query_cost_throttle(env, pg_engine, pg
         with runtime_of(shop_env(env, "shopify", shop.url)) as runtime:
             report = backfill(runtime, "shopify", page_size=2)
     assert balances(pg_sessions) == expected and report.read["customers"] == 3
+
+
+def test_a_busy_or_failing_shop_is_asked_again_with_backoff_and_the_backfill_goes_through(env, pg_engine, pg_sessions):
+    with WooCommerceServer(consumer_key="ck_test", consumer_secret="cs_test") as shop:
+        expected = woocommerce_history(shop)
+        shop.faults.queue("throttle", "error:503", "ok", "timeout")
+        shop.faults.configure(hold_seconds=2.0)
+        with runtime_of(shop_env(env, "woocommerce", shop.url)) as runtime:
+            client = open_client(runtime.settings, "woocommerce", 2, waits=(0.05, 0.05, 0.05),
+                                 client=httpx.Client(base_url=shop.url, auth=("ck_test", "cs_test"),
+                                                     timeout=httpx.Timeout(0.5, connect=1.0)))
+            backfill(runtime, "woocommerce", page_size=2, client=client)
+        statuses = [r.status for r in shop.requests[:5]]
+    assert statuses[:3] == [429, 503, 200] and balances(pg_sessions) == expected
+
+
+def test_one_records_bad_data_does_not_stop_the_backfill(env, pg_engine, pg_sessions):
+    with PrestaShopServer() as shop:
+        expected = prestashop_history(shop)
+        odd = shop.place_order(1, [("Tea tin", 1, "10.00")], id_currency=9)  # a currency the shop does not have
+        shop.tables["customers"][2]["date_upd"] = ""  # a record without its version: cannot be keyed
+        result = loyalty(shop_env(env, "prestashop", shop.url), "shop", "backfill", "prestashop", "--page-size", "2")
+    assert result.returncode == 0, result.stderr
+    assert "1 unreadable records skipped" in result.stdout
+    assert balances(pg_sessions) == {k: v for k, v in expected.items() if k != "2"}
+    with pg_sessions() as session:
+        rejected = session.scalars(select(InboxEntry).where(InboxEntry.state == InboxState.REJECTED)).all()
+    assert [(e.topic, e.reason) for e in rejected] == [
+        ("orders", "the order's id_currency '9' is not a currency of the shop")]
+    assert str(odd["id"]) in rejected[0].dedup_key
 
 
 def test_a_backfill_since_a_date_reads_only_the_orders_changed_since(env, pg_engine, pg_sessions):

@@ -29,6 +29,8 @@ class WooCommerceClient:
     def page(self, resource: str, position: str | None, since: datetime | None) -> Page:
         number = int(position or 1)
         params: dict[str, Any] = {"page": number, "per_page": self.page_size, "orderby": "id", "order": "asc"}
+        if resource == "customers":
+            params["role"] = "all"  # not only the "customer" role: a subscriber who buys is a member too
         if resource == "orders" and since is not None:
             params.update(modified_after=since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"), dates_are_gmt="true")
         response = self.api.request("GET", f"{PREFIX}/{resource}", params=params)
