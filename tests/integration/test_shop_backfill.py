@@ -376,3 +376,16 @@ def test_one_poll_at_a_time_and_the_clock_polls_only_a_configured_woocommerce_or
                                                    tick_minutes=5).get_jobs()}
     assert jobs["shop.poll"].trigger.interval.total_seconds() == 7 * 60
     assert "shop.poll" not in {job.id for job in build_scheduler(load_settings(env), tick_minutes=5).get_jobs()}
+
+
+def test_a_shopify_backfill_after_the_webhooks_changes_nothing(env, pg_engine, pg_sessions):
+    with ShopifyServer() as shop:
+        environment = {**shop_env(env, "shopify", shop.url), "SHOPIFY_WEBHOOK_SECRET": "shpss_test_secret"}
+        with serving(load_settings(environment)) as url:
+            shop.subscribe(f"{url}/webhooks/shopify")
+            shopify_history(shop)
+        by_webhooks = ledger(pg_sessions)
+        assert len(by_webhooks["members"]) == 3 and len(by_webhooks["orders"]) == 4
+        result = loyalty(environment, "shop", "backfill", "shopify")
+        assert result.returncode == 0, result.stderr
+    assert ledger(pg_sessions) == by_webhooks
