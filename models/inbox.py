@@ -115,8 +115,24 @@ def settle(session: Session, entry_id: int, state: InboxState, reason: str | Non
     session.execute(update(InboxEntry).where(InboxEntry.id == entry_id).values(**values))
 
 
+#: The first key of the inbox's transaction locks (``pg_advisory_xact_lock(int, int)``; "INBX").
+_LOCK_CLASS = 0x494E_4258
+
+
+def hold(session: Session, waiting_for: str) -> None:
+    """Lock ``waiting_for`` (``member:ID``) until the caller commits. Taken by an entry about to wait
+    for it (then it looks again) and by :func:`wake`: without it, an order applied while its customer
+    is being applied in another transaction sees no customer and waits, while the customer's wake,
+    not seeing that uncommitted wait, wakes nothing, and the order waits for ever. SQLite: one writer
+    at a time already."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:class, hashtext(:key))"),
+                        {"class": _LOCK_CLASS, "key": waiting_for})
+
+
 def wake(session: Session, waiting_for: str) -> list[int]:
     """The entries waiting for ``waiting_for`` (``member:ID``) go back to ``received``; their ids."""
+    hold(session, waiting_for)
     return list(session.scalars(
         update(InboxEntry)
         .where(InboxEntry.state == InboxState.WAITING, InboxEntry.waiting_for == waiting_for)

@@ -26,7 +26,7 @@ from models.consent import CHANNELS, apply_statement
 from models.db import transaction
 from models.imports import apply_record
 from models.imports.rows import RowProblem
-from models.inbox import ERASED_BODY, InboxEntry, InboxState, claim_once, claim_version, settle, wake
+from models.inbox import ERASED_BODY, InboxEntry, InboxState, claim_once, claim_version, hold, settle, wake
 from models.member import Member
 from models.order import Order, OrderStatus
 from models.personal_data import lookup
@@ -106,6 +106,13 @@ def apply_entry(entry_id: int, runtime=None) -> list[int]:
             log.warning("inbox.rejected", entry=entry_id, platform=entry.platform, topic=entry.topic, reason=str(problem))
             return []
         outcome = _apply_all(session, runtime, events)
+        held: set[str] = set()
+        while outcome.state is InboxState.WAITING and outcome.waiting_for not in held:
+            # Wait only under the lock of what it waits for, held until the commit, and after looking
+            # again: the wake of a member stored meanwhile in another transaction sees this wait.
+            hold(session, outcome.waiting_for)
+            held.add(outcome.waiting_for)
+            outcome = _apply_all(session, runtime, events)
         settle(session, entry_id, outcome.state, outcome.reason, outcome.waiting_for, outcome.member_ref)
         if outcome.erase_body:
             entry.body = ERASED_BODY
