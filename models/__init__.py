@@ -2,12 +2,14 @@
 
 from models.audit import AuditEntry
 from models.base import Base, utcnow
+from models.coupons import Coupon, Redemption
 from models.delivery import Delivery, DeliveryState
 from models.inbox import InboxEntry, ShopVersion
 from models.member import ContactStatus, Member
 from models.order import Order, OrderStatus
 from models.points import EntryKind, PointEntry
 from models.shop_cursors import ShopCursor
+from models.shop_customers import ShopCustomer
 from models.tier import TierChange
 from models.webhooks import ProcessedWebhook
 
@@ -15,6 +17,7 @@ __all__ = [
     "AuditEntry",
     "Base",
     "ContactStatus",
+    "Coupon",
     "Delivery",
     "DeliveryState",
     "EntryKind",
@@ -24,7 +27,9 @@ __all__ = [
     "OrderStatus",
     "PointEntry",
     "ProcessedWebhook",
+    "Redemption",
     "ShopCursor",
+    "ShopCustomer",
     "ShopVersion",
     "TierChange",
     "utcnow",
