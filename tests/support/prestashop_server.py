@@ -33,6 +33,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tests.support.shop_common import ApiError, ShopServer, basic_credentials
+from tests.support.shop_discounts import DiscountBook, PrestaShopDiscountsMixin
 
 CENT = Decimal("0.01")
 JSON = [(b"content-type", b"application/json;charset=utf-8"), (b"psws-version", b"8.1.0")]
@@ -58,7 +59,7 @@ def error(status: int, code: int, message: str, headers: Iterable[tuple[bytes, b
     return ApiError(status, json.dumps({"errors": [{"code": code, "message": message}]}).encode(), [*JSON, *headers])
 
 
-class PrestaShopServer(ShopServer):
+class PrestaShopServer(PrestaShopDiscountsMixin, ShopServer):
     name = "prestashop"
 
     def __init__(self, *, key: str = "PSWSKEY0123456789ABCDEFGHIJKLMNO", timezone: str = "Europe/Paris",
@@ -73,6 +74,7 @@ class PrestaShopServer(ShopServer):
         for sid, (label, paid, logable) in STATES.items():
             self.tables["order_states"][sid] = {"id": sid, "paid": str(paid), "logable": str(logable),
                                                 "deleted": "0", "name": [{"id": "1", "value": label}]}
+        self.discounts, self.cart_rules = DiscountBook(), []  # issue 14: cart rules, duplicates allowed
         super().__init__(**base)
 
     def _local(self, moment: datetime) -> str:
@@ -209,6 +211,9 @@ class PrestaShopServer(ShopServer):
         if params.get("output_format", params.get("io_format", "XML")).upper() != "JSON":
             raise ApiError(406, b"This stand-in serves only output_format=JSON", [(b"content-type", b"text/plain")])
         parts = path.strip("/").split("/")
+        if parts[0] == "api" and parts[1:] == ["cart_rules"]:  # issue 14: tests.support.shop_discounts
+            with self._lock:
+                return self.cart_rules_api(method, params, body)
         if parts[0] != "api" or len(parts) < 2 or parts[1] not in PLURAL or method != "GET":
             what = "/".join(parts[1:])
             raise error(404 if method == "GET" else 405, 22, f'Resource of type "{what}" does not exist')

@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo
 from shops.signatures import body_signature
 from tests.support import shopify_graphql as gql
 from tests.support.shop_common import ApiError, Delivery, ShopServer
+from tests.support.shop_discounts import DiscountBook, ShopifyDiscountsMixin
 
 API_VERSION = "2026-01"
 ORDER_TOPICS = ("orders/create", "orders/paid", "orders/updated", "orders/cancelled", "refunds/create")
@@ -65,7 +66,7 @@ class Subscription:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
-class ShopifyServer(ShopServer):
+class ShopifyServer(ShopifyDiscountsMixin, ShopServer):
     name = "shopify"
 
     def __init__(self, webhook_url: str | None = None, *, secret: str = "shpss_test_secret",
@@ -83,6 +84,7 @@ class ShopifyServer(ShopServer):
         self.customers: dict[int, dict[str, Any]] = {}
         self.orders: dict[int, dict[str, Any]] = {}
         self._throttle_next = 0
+        self.discounts = DiscountBook(first_id=1180000000000)  # issue 14: codes made through the admin API
         self._ids = {"customer": 7300000000000, "order": 6100000000000, "line": 15000000000000, "refund": 930000000000}
         super().__init__(**base)
         if webhook_url:

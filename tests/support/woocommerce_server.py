@@ -44,6 +44,7 @@ from zoneinfo import ZoneInfo
 
 from shops.signatures import body_signature
 from tests.support.shop_common import ApiError, Delivery, ShopServer, basic_credentials, paginate, php_json
+from tests.support.shop_discounts import DiscountBook, WooCommerceDiscountsMixin
 
 TOPICS = ("order.created", "order.updated", "order.deleted", "customer.created", "customer.updated",
           "customer.deleted")
@@ -71,7 +72,7 @@ def error(status: int, code: str, message: str) -> ApiError:
     return ApiError(status, php_json({"code": code, "message": message, "data": {"status": status}}), JSON)
 
 
-class WooCommerceServer(ShopServer):
+class WooCommerceServer(WooCommerceDiscountsMixin, ShopServer):
     name = "woocommerce"
 
     def __init__(self, webhook_url: str | None = None, *, secret: str = "wc_webhook_secret",
@@ -86,6 +87,7 @@ class WooCommerceServer(ShopServer):
         self.orders: dict[int, dict[str, Any]] = {}
         self.order_refunds: dict[int, list[dict[str, Any]]] = {}
         self._ids = {"customer": 25, "post": 726, "line": 314, "meta": 8, "webhook": 11}
+        self.discounts = DiscountBook(first_id=900)  # coupons (issue 14)
         super().__init__(**base)
         if webhook_url:
             for topic in TOPICS:
@@ -303,9 +305,12 @@ class WooCommerceServer(ShopServer):
             raise error(401, "woocommerce_rest_cannot_view", "Sorry, you cannot list resources.")
         if given != (self.consumer_key, self.consumer_secret):
             raise error(401, "woocommerce_rest_authentication_error", "Consumer key is invalid.")
+        parts = path[len(PREFIX):].strip("/").split("/")
+        if parts[0] == "coupons":  # issue 14: tests.support.shop_discounts
+            with self._lock:
+                return self.coupons_api(method, parts, params, body)
         if method != "GET":
             raise error(404, "rest_no_route", "No route was found matching the URL and request method.")
-        parts = path[len(PREFIX):].strip("/").split("/")
         with self._lock:
             table = {"orders": self.orders, "customers": self.customers}.get(parts[0])
             if table is None:
