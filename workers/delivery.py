@@ -8,8 +8,12 @@ re-checks each against the campaign's rules and renders it. Then each message, o
    whoever wins the claim is the only one to send it. A killed worker leaves at most the message
    it was sending in ``sending`` (the sweeper later marks it ``unknown``), never a batch of
    untouched rows: nothing is claimed ahead of its send.
-2. **send** through the channel;
-3. **record** the outcome and the reward in one transaction, guarded by ``state = 'sending'``; the
+2. **coupon**: a message carrying a coupon has its code recorded and, with a shop configured, made
+   in the shop (``workers/coupons.py``); a shop that refuses or does not answer puts the message
+   back for later like a provider error (``coupon_not_created``), so no message carries a code the
+   shop does not know;
+3. **send** through the channel;
+4. **record** the outcome and the reward in one transaction, guarded by ``state = 'sending'``; the
    reward's ledger key is derived from the occurrence, so it is granted once whatever happens.
 
 The claims and results of a batch go through one database connection (one pool check-out, one
@@ -32,8 +36,9 @@ from __future__ import annotations
 import traceback
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, time, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import structlog
@@ -65,9 +70,11 @@ from workers.channels.base import (
     PermanentFailure,
     RetryableFailure,
 )
+from workers.coupons import Offer, create_in_shop
 from workers.delivery_link import LOCK_MEMBER, RECENT_CAPPED, Link
 from workers.mailchimp_sync import merge_fields
 from workers.runtime import Runtime
+from workers.shop_api.discounts import shop_for
 
 log = structlog.get_logger("loyalty.delivery")
 
@@ -77,6 +84,9 @@ RETRY_CAP = timedelta(minutes=15)
 #: Messages read, re-checked and rendered together. Small, so that what a re-check saw is at most
 #: a few seconds old when the message is claimed and sent.
 PREPARE_CHUNK = 20
+
+COUPON_NOT_CREATED = "coupon_not_created"  # the shop refused the message's coupon or did not answer
+SHOP_DISCOUNTS = "shop:discounts"  # the shop's discount client, kept with the batch's channels
 
 def retry_delay(attempt: int) -> timedelta:
     """Wait before attempt ``attempt + 1``: 30 s, 1, 2, 4, 8 then 15 minutes at most."""
@@ -113,6 +123,7 @@ class _Outcome(Exception):
 class _Prepared:
     message: Outgoing
     coupon_code: str | None
+    offer: Offer | None = None  # the coupon the message carries, made in the shop before the send
 
 
 @dataclass
@@ -218,6 +229,12 @@ def _claim_and_send(runtime: Runtime, link: Link, item: _Item, as_of: datetime, 
 
     channel = channels.get(delivery.channel) or channels.setdefault(delivery.channel, runtime.channel(delivery.channel))
     prepared = item.prepared
+    if prepared.offer is not None:  # the shop knows the code before any message carries it
+        problem = create_in_shop(runtime.sessions, _discount_shop(runtime, channels),
+                                 replace(prepared.offer, delivery_id=delivery.id), as_of)
+        if problem is not None:
+            _retry_later(link, runtime, delivery, RetryableFailure(COUPON_NOT_CREATED, problem), as_of, report)
+            return
     try:
         provider_id = channel.send(prepared.message)
     except PermanentFailure as exc:
@@ -225,12 +242,7 @@ def _claim_and_send(runtime: Runtime, link: Link, item: _Item, as_of: datetime, 
     except AmbiguousFailure as exc:
         _finish(link, runtime, delivery, DeliveryState.UNKNOWN, exc.reason, exc.detail, as_of, report)
     except RetryableFailure as exc:
-        if delivery.attempts >= runtime.settings.max_delivery_attempts:
-            _finish(link, runtime, delivery, DeliveryState.FAILED, Reason.RETRIES_EXHAUSTED,
-                    f"{exc.reason}: {exc.detail}", as_of, report)
-        else:
-            _finish(link, runtime, delivery, DeliveryState.PLANNED, exc.reason, exc.detail, as_of, report,
-                    send_at=as_of + retry_delay(delivery.attempts))
+        _retry_later(link, runtime, delivery, exc, as_of, report)
     except Exception as exc:  # noqa: BLE001: a fault of ours inside the channel: whether it went out is not known
         # That message ends as unknown (never re-sent blindly); the others of the batch still go.
         log.error("delivery.send_crashed", delivery_id=delivery.id, campaign=delivery.campaign,
@@ -240,6 +252,31 @@ def _claim_and_send(runtime: Runtime, link: Link, item: _Item, as_of: datetime, 
     else:
         _finish(link, runtime, delivery, DeliveryState.SENT, None, None, as_of, report,
                 provider_id=provider_id, coupon_code=prepared.coupon_code)
+
+
+def _retry_later(link: Link, runtime: Runtime, delivery: Delivery, exc: RetryableFailure, as_of: datetime,
+                 report: DeliveryReport) -> None:
+    """Back to ``planned`` for a later attempt, or ``failed`` once the attempts are spent."""
+    if delivery.attempts >= runtime.settings.max_delivery_attempts:
+        _finish(link, runtime, delivery, DeliveryState.FAILED, Reason.RETRIES_EXHAUSTED,
+                f"{exc.reason}: {exc.detail}", as_of, report)
+    else:
+        _finish(link, runtime, delivery, DeliveryState.PLANNED, exc.reason, exc.detail, as_of, report,
+                send_at=as_of + retry_delay(delivery.attempts))
+
+
+class _NoShop:
+    def close(self) -> None:
+        pass
+
+
+def _discount_shop(runtime: Runtime, channels: dict):
+    """The configured shop's discount client, one per batch (closed with the channels); None without a shop."""
+    shop = channels.get(SHOP_DISCOUNTS)
+    if shop is None:
+        settings = runtime.settings.shop
+        shop = channels[SHOP_DISCOUNTS] = shop_for(settings, settings.mapping.default_timezone) or _NoShop()
+    return None if isinstance(shop, _NoShop) else shop
 
 
 def _frequency_cap_gate(runtime: Runtime, link: Link, delivery: Delivery, as_of: datetime,
@@ -299,6 +336,7 @@ def _prepare(runtime: Runtime, session: Session, delivery: Delivery, member: Mem
     )
     locale = runtime.renderer.choose_locale(campaign, member.locale)
     coupon = (context.get("coupon") or {}).get("code")
+    offer = _offer(runtime, campaign, member, context.get("coupon")) if coupon else None
     try:
         if delivery.channel == "sms":
             if not member.phone:
@@ -307,7 +345,7 @@ def _prepare(runtime: Runtime, session: Session, delivery: Delivery, member: Mem
             length, cap = measure(body), campaign.messages.sms.max_segments
             if length.segments > cap:  # refused rather than paid for or cut (a coupon code could be lost)
                 raise _Outcome(DeliveryState.FAILED, Reason.SMS_TOO_LONG, f"{length}, more than max_segments {cap}")
-            return _Prepared(OutgoingSms(delivery.occurrence_key, member.phone, body), coupon)
+            return _Prepared(OutgoingSms(delivery.occurrence_key, member.phone, body), coupon, offer)
         if not member.email:
             raise _Outcome(DeliveryState.SKIPPED, Reason.NO_USABLE_ADDRESS)
         if delivery.channel == "mailchimp":
@@ -315,7 +353,7 @@ def _prepare(runtime: Runtime, session: Session, delivery: Delivery, member: Mem
             properties = runtime.renderer.render_properties(campaign, locale, step.properties, context,
                                                             member_locale=member.locale)
             return _Prepared(OutgoingMailchimp(delivery.occurrence_key, member.email, tuple(step.tags), step.event,
-                                               properties, fields[member.id]), coupon)
+                                               properties, fields[member.id]), coupon, offer)
         rendered = runtime.renderer.render_email(campaign, locale, context, member_locale=member.locale)
     except RenderError as exc:  # its summary names the template and line, never a value it was given
         raise _Outcome(DeliveryState.FAILED, "template_error", exc.summary[:500]) from None
@@ -323,7 +361,17 @@ def _prepare(runtime: Runtime, session: Session, delivery: Delivery, member: Mem
         occurrence_key=delivery.occurrence_key, to=member.email, sender=settings.email_from,
         subject=rendered.subject, text=rendered.text, html=rendered.html, unsubscribe_url=link,
     )
-    return _Prepared(email, coupon)
+    return _Prepared(email, coupon, offer)
+
+
+def _offer(runtime: Runtime, campaign, member: Member, coupon: dict) -> Offer | None:
+    """The coupon a message carries (``percent_off`` until the end of ``valid_until``, the member's day)."""
+    if coupon.get("percent_off") is None or coupon.get("valid_until") is None:
+        return None
+    ends = calendar.local_instant(coupon["valid_until"] + timedelta(days=1), time(0, 0), member.timezone)
+    return Offer(code=coupon["code"], member_id=member.id, percent_off=Decimal(str(coupon["percent_off"])),
+                 amount_off=None, currency=runtime.program.points.currency, expires_at=ends,
+                 title=f"{campaign.id} {coupon['percent_off']}% (member {member.external_id})")
 
 
 def _where(exc: BaseException) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import threading
+import time
 from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
@@ -26,6 +27,7 @@ class _Handler:
             self.sink.raw.append(envelope.original_content or envelope.content)
             self.sink.messages.append(message)
             self.sink.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+            self.sink.arrived.append(time.time())
         return "250 Message accepted for delivery"
 
 
@@ -38,6 +40,7 @@ class SmtpSink:
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.raw: list[bytes] = []  # each accepted message as it came over the wire
+        self.arrived: list[float] = []  # when each was accepted (wall clock, time.time())
         self.reject: set[str] = set()  # recipients refused with a 550 that quotes the address
         self.controller = Controller(_Handler(self), hostname=host, port=port or _free_port(),
                                      enable_SMTPUTF8=smtputf8)

@@ -1,0 +1,171 @@
+"""A campaign's coupon exists in the shop before the message that carries it goes out (issue 14), against
+the Shopify-, WooCommerce- and PrestaShop-like stand-ins and the SMTP sink: made once whatever the shop's
+faults, never sent when the shop lacks it, and accepted by the stand-in's checkout for that customer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from loyalty.settings import load_settings
+from models.coupons import Coupon
+from models.delivery import Delivery
+from tests.support.members import add_members, make_member
+from tests.support.prestashop_server import PrestaShopServer
+from tests.support.program import place_order
+from tests.support.shop_discounts import CheckoutRefused
+from tests.support.shopify_server import ShopifyServer
+from tests.support.woocommerce_server import WooCommerceServer
+from workers.delivery import deliver
+from workers.runtime import build_runtime
+from workers.tick import run_tick
+
+DAY_90 = datetime(2027, 4, 1, 8, tzinfo=UTC)  # 10:00 in Paris, 90 days after the last order: step 2 by email
+STEP_2 = "winback:{}:2027-01-01:2"
+
+
+def _shop(platform: str):
+    if platform == "shopify":
+        server = ShopifyServer().start()
+        return server, {"SHOPIFY_SHOP_DOMAIN": server.shop_domain, "SHOPIFY_ADMIN_TOKEN": server.access_token,
+                        "SHOPIFY_API_BASE_URL": server.url}
+    if platform == "woocommerce":
+        server = WooCommerceServer().start()
+        return server, {"WOOCOMMERCE_URL": server.url, "WOOCOMMERCE_CONSUMER_KEY": server.consumer_key,
+                        "WOOCOMMERCE_CONSUMER_SECRET": server.consumer_secret}
+    server = PrestaShopServer().start()
+    return server, {"PRESTASHOP_URL": server.url, "PRESTASHOP_WEBSERVICE_KEY": server.key}
+
+
+@pytest.fixture
+def shop_runtime(request, env, pg_engine):
+    server, variables = _shop(getattr(request, "param", "shopify"))
+    runtime = build_runtime(load_settings({**env, **variables}))
+    try:
+        yield server, runtime
+    finally:
+        runtime.close()
+        server.stop()
+
+
+def _lapsed_customer(server, runtime, pg_sessions) -> tuple[int, str]:
+    """A shop customer who is a member (external id = the shop's id) and last ordered on 2027-01-01."""
+    customer = server.add_customer("ana@example.org", "Ana", "Martin")
+    external = str(customer["id"])
+    add_members(pg_sessions, make_member(external, email="ana@example.org"))
+    place_order(runtime, external, "L1", datetime(2027, 1, 1, 15, tzinfo=UTC), "40")
+    return customer["id"], external
+
+
+def _delivery(pg_sessions, external: str) -> Delivery:
+    with pg_sessions() as session:
+        return session.scalar(select(Delivery).where(Delivery.occurrence_key == STEP_2.format(external)))
+
+
+def _coupons(pg_sessions) -> list[tuple[str, str, str | None]]:
+    with pg_sessions() as session:
+        return [(c.code, c.state, c.shop) for c in session.scalars(select(Coupon))]
+
+
+@pytest.mark.parametrize("shop_runtime", ["shopify", "woocommerce", "prestashop"], indirect=True)
+def test_the_winback_code_is_in_the_shop_before_the_email_and_works_at_its_checkout(shop_runtime, pg_sessions,
+                                                                                      smtp_sink):
+    server, runtime = shop_runtime
+    customer_id, external = _lapsed_customer(server, runtime, pg_sessions)
+    run_tick(runtime, DAY_90)
+    delivery = _delivery(pg_sessions, external)
+    assert (delivery.state, delivery.reason) == ("sent", None)
+    code = delivery.coupon_code
+    (message,) = smtp_sink.messages
+    assert code in message.get_body(("plain",)).get_content()
+    # Order of arrival: every request to the shop had been answered before the email server took the message.
+    assert max(r.started_at + r.duration for r in server.requests) < smtp_sink.arrived[0]
+    assert len(server.discounts.codes) == 1 and len(server.discounts.creates) == 1
+    assert _coupons(pg_sessions) == [(code, "created", server.name)]
+    other = server.add_customer("bob@example.org", "Bob", "Durand")
+    with pytest.raises(CheckoutRefused):
+        server.checkout(other["id"], code)  # restricted to Ana
+    server.checkout(customer_id, code)
+    with pytest.raises(CheckoutRefused):
+        server.checkout(customer_id, code)  # single use
+
+
+def test_a_shop_that_fails_puts_the_message_back_and_nothing_goes_out_until_it_has_the_code(shop_runtime,
+                                                                                            pg_sessions, smtp_sink):
+    server, runtime = shop_runtime
+    _, external = _lapsed_customer(server, runtime, pg_sessions)
+    server.fail_request(2, "error:503")  # the lookup answers "none", the create fails
+    run_tick(runtime, DAY_90)
+    delivery = _delivery(pg_sessions, external)
+    assert (delivery.state, delivery.reason) == ("planned", "coupon_not_created")
+    assert smtp_sink.messages == [] and server.discounts.codes == {}
+    deliver(runtime, [delivery.id], as_of=delivery.send_at)  # its retry: the shop answers now
+    delivery = _delivery(pg_sessions, external)
+    assert delivery.state == "sent" and len(smtp_sink.messages) == 1
+    assert list(server.discounts.codes.values())[0].code == delivery.coupon_code
+
+
+def test_a_refusing_shop_ends_the_message_failed_after_its_attempts_without_sending(shop_runtime, pg_sessions,
+                                                                                     smtp_sink):
+    server, runtime = shop_runtime
+    _, external = _lapsed_customer(server, runtime, pg_sessions)
+    server.discounts.refuse = True
+    run_tick(runtime, DAY_90)
+    for _ in range(runtime.settings.max_delivery_attempts):
+        delivery = _delivery(pg_sessions, external)
+        if delivery.state != "planned":
+            break
+        deliver(runtime, [delivery.id], as_of=delivery.send_at)
+    delivery = _delivery(pg_sessions, external)
+    assert (delivery.state, delivery.reason) == ("failed", "retries_exhausted")
+    assert "coupon_not_created" in delivery.detail and "ana@" not in delivery.detail
+    assert smtp_sink.messages == [] and server.discounts.codes == {}
+
+
+def test_a_create_whose_answer_is_lost_makes_one_code_and_the_message_carries_it(shop_runtime, pg_sessions,
+                                                                                   smtp_sink):
+    server, runtime = shop_runtime
+    _, external = _lapsed_customer(server, runtime, pg_sessions)
+    server.fail_request(2, "drop")  # the shop makes the code, then the connection closes: a time-out to us
+    run_tick(runtime, DAY_90)
+    delivery = _delivery(pg_sessions, external)
+    assert delivery.state == "sent"
+    assert len(server.discounts.codes) == 1 and len(server.discounts.creates) == 1
+    assert _coupons(pg_sessions) == [(delivery.coupon_code, "created", "shopify")]
+
+
+def test_a_worker_killed_after_the_shop_made_the_code_leaves_one_code(shop_runtime, pg_sessions, smtp_sink):
+    """The crash window: the shop has the code, our side never heard (the coupon row is not ``created``).
+    The next worker's creation finds the code instead of making a second one."""
+    from workers.coupons import create_in_shop
+    from workers.delivery import _discount_shop
+
+    server, runtime = shop_runtime
+    _, external = _lapsed_customer(server, runtime, pg_sessions)
+    server.fail_request(2, "drop")
+    run_tick(runtime, DAY_90)  # sent; now replay the creation as a restarted worker would
+    with pg_sessions() as session:
+        coupon = session.scalar(select(Coupon))
+        session.execute(Coupon.__table__.update().values(state="new", shop=None, shop_id=None))
+        session.commit()
+    from workers.coupons import Offer
+
+    offer = Offer(code=coupon.code, member_id=coupon.member_id, percent_off=coupon.percent_off, amount_off=None,
+                  currency="EUR", expires_at=coupon.expires_at, title="again")
+    channels: dict = {}
+    assert create_in_shop(runtime.sessions, _discount_shop(runtime, channels), offer) is None
+    assert create_in_shop(runtime.sessions, _discount_shop(runtime, channels), offer) is None
+    channels["shop:discounts"].close()
+    assert len(server.discounts.codes) == 1 and len(server.discounts.creates) == 1
+    assert _coupons(pg_sessions) == [(coupon.code, "created", "shopify")]
+
+
+def test_without_a_shop_the_code_is_recorded_for_the_export(runtime, pg_sessions, smtp_sink):
+    add_members(pg_sessions, make_member("LAPSED", email="lapsed@example.org"))
+    place_order(runtime, "LAPSED", "L1", datetime(2027, 1, 1, 15, tzinfo=UTC), "40")
+    run_tick(runtime, DAY_90)
+    delivery = _delivery(pg_sessions, "LAPSED")
+    assert delivery.state == "sent"
+    assert _coupons(pg_sessions) == [(delivery.coupon_code, "new", None)]

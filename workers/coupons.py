@@ -1,0 +1,101 @@
+"""Coupons the product hands out, made real in the shop before anything carries them.
+
+:func:`ready` is called by the delivery path after a message is claimed and before it is sent: the
+code is recorded in ``coupons`` (once: the code is unique), then, with a shop's admin API
+configured, created there (idempotently by the code, ``workers/shop_api/discounts.py``). It answers
+a sentence when the shop refused or did not answer: the delivery then goes back for later, so no
+message carries a code the shop does not know. Without a shop the code stays ``new`` and is written
+by ``loyalty coupons export``.
+
+:func:`mark_used` records that a shop order used codes (Shopify ``discount_codes``, WooCommerce
+``coupon_lines``), called when an order is applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import structlog
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.base import utcnow
+from models.coupons import Coupon, CouponState
+from models.db import transaction
+from models.member import Member
+from workers.shop_api.discounts import Discount, DiscountShop
+from workers.shop_api.http import ShopApiError
+
+log = structlog.get_logger("loyalty.coupons")
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A code and what it gives, before it is recorded."""
+
+    code: str
+    member_id: int
+    percent_off: Decimal | None
+    amount_off: Decimal | None
+    currency: str
+    expires_at: datetime
+    title: str
+    delivery_id: int | None = None
+    redemption_id: int | None = None
+
+
+def find(session: Session, code: str) -> Coupon | None:
+    return session.scalar(select(Coupon).where(func.lower(Coupon.code) == code.lower()))
+
+
+def record(session: Session, offer: Offer) -> Coupon:
+    """The coupon row of ``offer.code``, written if new (a retried delivery finds its own)."""
+    existing = find(session, offer.code)
+    if existing is not None:
+        return existing
+    coupon = Coupon(code=offer.code, member_id=offer.member_id, delivery_id=offer.delivery_id,
+                    redemption_id=offer.redemption_id, percent_off=offer.percent_off, amount_off=offer.amount_off,
+                    currency=offer.currency, expires_at=offer.expires_at, state=CouponState.NEW)
+    session.add(coupon)
+    session.flush()
+    return coupon
+
+
+def create_in_shop(sessions: sessionmaker[Session], shop: DiscountShop | None, offer: Offer,
+                   now: datetime | None = None) -> str | None:
+    """Make sure the shop has ``offer``'s code; None when it does (or no shop is configured: the code
+    is recorded for the export), else one sentence saying why not (nothing personal in it)."""
+    with transaction(sessions) as session:
+        coupon = record(session, offer)
+        if shop is None or coupon.state in (CouponState.CREATED, CouponState.USED):
+            return None
+        if coupon.state == CouponState.CANCELLED:
+            return "The coupon was cancelled."
+        member = session.get(Member, offer.member_id)
+        discount = Discount(code=offer.code, customer_id=member.external_id, email=member.email,
+                            percent_off=offer.percent_off, amount_off=offer.amount_off, currency=offer.currency,
+                            starts_at=now or utcnow(), ends_at=offer.expires_at, title=offer.title)
+    try:
+        shop_id = shop.ensure(discount)
+    except ShopApiError as error:
+        log.warning("coupon.not_created", shop=shop.platform, reason=str(error))
+        return str(error)
+    with transaction(sessions) as session:
+        session.execute(update(Coupon).where(func.lower(Coupon.code) == offer.code.lower(),
+                                             Coupon.state == CouponState.NEW)
+                        .values(state=CouponState.CREATED, shop=shop.platform, shop_id=shop_id, updated_at=utcnow()))
+    return None
+
+
+def mark_used(session: Session, codes: Iterable[str], order_ref: str, at: datetime) -> int:
+    """Codes an order from the shop used (case-insensitively): ``used``, with the order; how many."""
+    wanted = sorted({code.strip().lower() for code in codes if code and code.strip()})
+    if not wanted:
+        return 0
+    result = session.execute(update(Coupon).where(func.lower(Coupon.code).in_(wanted),
+                                                  Coupon.state != CouponState.USED)
+                             .values(state=CouponState.USED, used_at=at, order_ref=order_ref[:120], updated_at=utcnow()))
+    return result.rowcount or 0
