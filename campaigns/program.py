@@ -106,11 +106,35 @@ class QuietHours(StrictModel):
         return calendar.local_instant(day, self.end, zone_name)
 
 
+class RedemptionRules(StrictModel):
+    """Points members may turn into a discount code (``POST /api/members/{id}/redemptions``)."""
+
+    minimum: Annotated[int, Field(ge=1)] = 100  # the fewest points one redemption takes
+    step: Annotated[int, Field(ge=1)] = 100  # a redemption is a multiple of this
+    valid_days: Annotated[int, Field(ge=1, le=3650)] = 90  # the code's life
+
+    @model_validator(mode="after")
+    def _minimum_on_step(self) -> RedemptionRules:
+        if self.minimum % self.step:
+            raise ValueError(f"redemption minimum {self.minimum} is not a multiple of step {self.step}; "
+                             "make it one (e.g. minimum 100, step 100)")
+        return self
+
+    def problem(self, points: int) -> str | None:
+        """Why ``points`` cannot be redeemed (one sentence), or None."""
+        if points < self.minimum:
+            return f"A redemption takes at least {self.minimum} points; ask for {self.minimum} or more."
+        if points % self.step:
+            return f"A redemption takes a multiple of {self.step} points; {points} is not one."
+        return None
+
+
 class Program(StrictModel):
     points: PointsRules = PointsRules()
     tiers: TierRules
     frequency_cap: FrequencyCap = FrequencyCap()
     quiet_hours: QuietHours = QuietHours()
+    redemption: RedemptionRules = RedemptionRules()
 
 
 def load_program(path: Path) -> Program:

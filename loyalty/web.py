@@ -37,6 +37,7 @@ from starlette.routing import Route
 
 from campaigns.rendering import locale_candidates
 from loyalty import twilio_webhooks
+from loyalty.member_api import member_routes
 from loyalty.shop_webhooks import shop_routes
 from loyalty.settings import Settings, get_settings
 from loyalty.tokens import read_unsubscribe_token
@@ -190,6 +191,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/twilio/status", twilio_status, methods=["POST"]),
         Route("/twilio/inbound", twilio_inbound, methods=["POST"]),
         *shop_routes(settings, sessions, notifier(settings)),
+        *member_routes(settings, sessions),
     ])
     app.state.engine = engine
     return app

@@ -79,6 +79,7 @@ class Redemption(Base):
     code: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     state: Mapped[str] = mapped_column(String(16), default=RedemptionState.PENDING)
+    lots_expire_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # points given back expire then
     attempt: Mapped[int] = mapped_column(Integer, default=1)  # a reversed one asked again takes the points again
     reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

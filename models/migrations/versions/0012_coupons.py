@@ -29,6 +29,7 @@ def upgrade() -> None:
     sa.Column('code', sa.String(length=64), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('lots_expire_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('attempt', sa.Integer(), nullable=False),
     sa.Column('reason', sa.String(length=500), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
