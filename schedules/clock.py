@@ -86,6 +86,12 @@ def enqueue_shop_poll() -> None:
     poll_shops.send()
 
 
+def enqueue_shop_loyalty_sync() -> None:
+    from workers.shop_loyalty import sync_shop_customers
+
+    sync_shop_customers.send()
+
+
 def build_scheduler(settings: Settings, *, tick_minutes: int, sweep_minutes: int = 5) -> BlockingScheduler:
     scheduler = BlockingScheduler(
         timezone=timezone.utc,
@@ -109,6 +115,9 @@ def build_scheduler(settings: Settings, *, tick_minutes: int, sweep_minutes: int
     if settings.shop.woocommerce is not None or settings.shop.prestashop is not None:
         scheduler.add_job(enqueue_shop_poll, IntervalTrigger(minutes=settings.shop.poll_minutes, timezone=timezone.utc),
                           id="shop.poll", replace_existing=True)
+    if settings.shop.shopify is not None or settings.shop.woocommerce is not None:
+        scheduler.add_job(enqueue_shop_loyalty_sync, IntervalTrigger(minutes=15, timezone=timezone.utc),
+                          id="shop.loyalty_sync", replace_existing=True)
     return scheduler
 
 

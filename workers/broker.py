@@ -32,10 +32,11 @@ def build_broker(settings: Settings, *, namespace: str | None = None) -> dramati
 
 def install_broker(broker: dramatiq.Broker) -> dramatiq.Broker:
     """Make ``broker`` the global one and re-declare every actor of ours on it."""
-    from workers import actors, event_actors, inbox, shop_sync, sync_actors
+    from workers import actors, event_actors, inbox, shop_loyalty, shop_sync, sync_actors
 
     dramatiq.set_broker(broker)
-    for actor in actors.ACTORS + event_actors.ACTORS + inbox.ACTORS + shop_sync.ACTORS + sync_actors.ACTORS:
+    for actor in (actors.ACTORS + event_actors.ACTORS + inbox.ACTORS + shop_sync.ACTORS + sync_actors.ACTORS
+                  + shop_loyalty.ACTORS):
         actor.broker = broker
         broker.declare_actor(actor)
     return broker

@@ -165,7 +165,8 @@ def member_export(member_id: str, reason: str, output: str | None, actor: str) -
 
 @cli.group()
 def shop() -> None:
-    """The shop's admin API: catch up with its history (see the README's "Catching up")."""
+    """The shop's admin API: catch up with its history (see the README's "Catching up"), write the tiers
+    and balances on its customers ("Tiers and balances in the shop")."""
 
 
 @shop.command("backfill")
@@ -205,6 +206,60 @@ def shop_backfill(platform: str, since: str | None, page_size: int) -> None:
     console.print(("Resumed the interrupted backfill: " if report.resumed else "Backfill done: ")
                   + f"read {read}; {report.stored} new inbox entries, {report.applied} applied or settled"
                   + (f", {report.skipped} unreadable records skipped (see the log)" if report.skipped else "") + ".")
+
+
+@shop.command("sync")
+@click.option("--platform", type=click.Choice(["shopify", "woocommerce"]),
+              help="Only this shop (default: every one whose admin API is configured).")
+def shop_sync(platform: str | None) -> None:
+    """Write the members' tier, points and next expiry on their shop customers now (the clock does it
+    every 15 minutes): Shopify tags and metafields, WooCommerce meta_data; only what changed.
+
+    Example: loyalty shop sync
+    """
+    import sys
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from loyalty.cli import errors
+    from workers.shop_loyalty import ShopLoyaltyError, configured, sync_shops
+
+    runtime = runtime_for_cli()
+    chosen = [platform] if platform else configured(runtime.settings)
+    if platform and platform not in configured(runtime.settings):
+        raise InputError(f"{platform} is not configured; set its admin-API variables (see the README's "
+                         "\"Catching up\") and sync again.")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=errors,
+                  transient=True) as progress:
+        tasks: dict[str, object] = {}
+
+        def show(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(f"Writing tiers and points to {name}", total=total)
+            progress.update(tasks[name], completed=done, total=total)
+
+        try:
+            report = sync_shops(runtime, chosen, progress=show)
+        except ShopLoyaltyError as error:
+            raise InputError(str(error)) from None
+    if report.skipped:
+        raise InputError("Another shop sync is running; try again when it has finished.")
+    failed = False
+    for name, result in report.platforms.items():
+        console.print(
+            f"{name}: {result.candidates} member(s) changed since their last sync: {result.synced} written"
+            + (f" ({result.retagged} with a new tier tag)" if name == "shopify" else "")
+            + f", {result.unchanged} already up to date, {result.errors} refused by the shop, "
+            f"in {result.calls} request(s); {result.not_in_shop} member(s) are not customers of this shop "
+            "(skipped).", highlight=False, soft_wrap=True)
+        for reason, count in sorted(result.reasons.items()):
+            console.print(f"  {count} × {reason}", highlight=False, markup=False)
+        if result.failure:
+            failed = True
+            errors.print(f"{name}: {result.failure} {result.left} member(s) wait for the next sync.",
+                         highlight=False, markup=False)
+    if failed:
+        sys.exit(1)
 
 
 def _since(text: str | None):

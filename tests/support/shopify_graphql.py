@@ -203,3 +203,62 @@ class CostBucket:
                          "throttleStatus": {"maximumAvailable": self.maximum,
                                             "currentlyAvailable": int(self.available),
                                             "restoreRate": self.restore_rate}}}
+
+
+# -- several aliased root fields in one document (the loyalty fields' batched mutations) -------------
+ALIASED = re.compile(r"\s*(\w+)\s*:\s*(\w+)\s*")
+
+
+def _closing(text: str, start: int, opening: str, closing: str) -> int:
+    """The index just past the bracket that closes the one at ``start`` (strings skipped)."""
+    depth, index, quoted = 0, start, False
+    while index < len(text):
+        char = text[index]
+        if quoted:
+            if char == "\\":
+                index += 1
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char == opening:
+            depth += 1
+        elif char == closing:
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    raise GraphQLError("The document's brackets do not match.", "parseError")
+
+
+def aliased_fields(query: str, variables: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]] | None:
+    """``(alias, field, arguments)`` of each top-level ``alias: field(...) { ... }`` of a document, in
+    order; None when the document does not start with an aliased field (then :func:`root_field` reads it)."""
+    head = query.find("(") if query.lstrip().startswith(("mutation", "query")) else -1
+    brace = query.find("{")
+    if brace == -1:
+        return None
+    if head != -1 and head < brace:  # variable definitions
+        brace = query.find("{", _closing(query, head, "(", ")"))
+    body = query[brace + 1:_closing(query, brace, "{", "}") - 1]
+    fields, index = [], 0
+    while body[index:].strip():
+        match = ALIASED.match(body, index)
+        if not match:
+            return None if not fields else _bad()
+        alias, name, index = match.group(1), match.group(2), match.end()
+        args: dict[str, Any] = {}
+        if body[index:index + 1] == "(":
+            end = _closing(body, index, "(", ")")
+            args = arguments("{" + name + body[index:end], name, variables)
+            index = end
+        while body[index:index + 1].isspace():
+            index += 1
+        if body[index:index + 1] == "{":
+            index = _closing(body, index, "{", "}")
+        fields.append((alias, name, args))
+    return fields or None
+
+
+def _bad() -> None:
+    raise GraphQLError("Only aliased fields are understood after the first one.", "parseError")

@@ -26,12 +26,15 @@ queries understood: :mod:`tests.support.shopify_graphql`. Every answer has ``ext
 leaky bucket (``bucket_size`` 2000, ``restore_rate`` 100/s); a query costing more than is available,
 or one of the next N after :meth:`throttle_next`, answers ``errors[0].extensions.code == "THROTTLED"``
 (HTTP 200). ``read_all_orders=False``: orders created more than 60 days ago are invisible, as without
-that scope. A wrong token: 401 ``{"errors": "[API] Invalid API key or access token ..."}``.
+that scope. Several aliased mutations in one request (``tagsAdd``, ``tagsRemove``, ``metafieldsSet`` at
+most 25 and atomic, ``metafieldsDelete``) run in order, 10 points each, each logged in :attr:`mutations`;
+a tag change moves the customer's ``updated_at`` and fires ``customers/update``. A wrong token: 401 ``{"errors": "[API] Invalid API key or access token ..."}``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -85,6 +88,7 @@ class ShopifyServer(ShopifyDiscountsMixin, ShopServer):
         self.orders: dict[int, dict[str, Any]] = {}
         self._throttle_next = 0
         self.discounts = DiscountBook(first_id=1180000000000)  # issue 14: codes made through the admin API
+        self.mutations: list[tuple[str, dict[str, Any]]] = []  # (root field, arguments) of each one run
         self._ids = {"customer": 7300000000000, "order": 6100000000000, "line": 15000000000000, "refund": 930000000000}
         super().__init__(**base)
         if webhook_url:
@@ -371,6 +375,9 @@ class ShopifyServer(ShopifyDiscountsMixin, ShopServer):
     def _query(self, text: str, variables: dict[str, Any]) -> dict[str, Any]:
         """Dispatch on the root field to ``graphql_<field>(args) -> (data, actual cost)``: issue 14 adds
         its mutations (``graphql_discountCodeBasicCreate``...) as more such methods."""
+        aliased = gql.aliased_fields(text, variables)
+        if aliased is not None:
+            return self._aliased(aliased)
         root = gql.root_field(text)
         resolver = getattr(self, f"graphql_{root}", None)
         if resolver is None:
@@ -400,6 +407,123 @@ class ShopifyServer(ShopifyDiscountsMixin, ShopServer):
             orders = [o for o in orders if datetime.fromisoformat(o["created_at"]) >= since]
         data, count = gql.connection(orders, args, gql.order_node)
         return data, 2 + count
+
+    # -- the loyalty fields: several aliased mutations per request, tags and metafields ----------------
+    def _aliased(self, fields: list[tuple[str, str, dict[str, Any]]]) -> dict[str, Any]:
+        """Each aliased root field in order, 10 points per mutation (Shopify's flat mutation cost); the
+        customers whose tags changed then fire ``customers/update``, as in Shopify."""
+        requested = 10 * len(fields)
+        with self._lock:
+            throttled = self._throttle_next > 0
+            self._throttle_next -= throttled
+            if throttled or not self.bucket.take(requested, None):
+                return {"errors": [{"message": "Throttled", "extensions": {
+                    "code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
+                    "extensions": self.bucket.extension(requested, None)}
+            data, retagged = {}, []
+            for alias, name, args in fields:
+                resolver = getattr(self, f"graphql_{name}", None)
+                if resolver is None:
+                    raise gql.GraphQLError(f"Field '{name}' doesn't exist on type 'Mutation'", "undefinedField")
+                data[alias], _ = resolver(args)
+                self.mutations.append((name, args))
+                if name in ("tagsAdd", "tagsRemove") and data[alias].get("changed"):
+                    retagged.append(data[alias].pop("changed"))
+                else:
+                    data[alias].pop("changed", None)
+            published = [json.loads(json.dumps(self.customers[cid])) for cid in dict.fromkeys(retagged)]
+            extension = self.bucket.extension(requested, requested)
+        for customer in published:
+            self._publish("customers/update", customer, customer["updated_at"])
+        return {"data": data, "extensions": extension}
+
+    def _customer_of(self, owner: Any) -> dict[str, Any] | None:
+        prefix = "gid://shopify/Customer/"
+        if not isinstance(owner, str) or not owner.startswith(prefix) or not owner[len(prefix):].isdigit():
+            return None
+        return self.customers.get(int(owner[len(prefix):]))
+
+    def _retag(self, args: dict[str, Any], add: bool) -> tuple[dict[str, Any], int]:
+        """``tagsAdd``/``tagsRemove(id:, tags:)``: tags a list or a comma-separated string; the customer's
+        ``updated_at`` moves when its tags change (``changed``: its id, for the webhook)."""
+        customer = self._customer_of(args.get("id"))
+        if customer is None:
+            return {"node": None, "userErrors": [{"field": ["id"], "message": "Customer does not exist"}]}, 10
+        given = args.get("tags") or []
+        tags = [t.strip() for t in (given.split(",") if isinstance(given, str) else given) if t.strip()]
+        if not tags:
+            return {"node": None, "userErrors": [{"field": ["tags"], "message": "Tags can't be blank"}]}, 10
+        before = [t for t in (customer.get("tags") or "").split(", ") if t]
+        after = (before + [t for t in tags if t not in before]) if add else [t for t in before if t not in tags]
+        answer: dict[str, Any] = {"node": {"id": gql.gid("Customer", customer["id"])}, "userErrors": []}
+        if after != before:
+            customer["tags"] = ", ".join(after)
+            customer["updated_at"] = self._time(self.clock.tick())
+            answer["changed"] = customer["id"]
+        return answer, 10
+
+    def graphql_tagsAdd(self, args: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        return self._retag(args, add=True)
+
+    def graphql_tagsRemove(self, args: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        return self._retag(args, add=False)
+
+    METAFIELD_TYPES = {"single_line_text_field": r".+", "number_integer": r"-?\d+",
+                       "number_decimal": r"-?\d+(\.\d+)?", "date": r"\d{4}-\d{2}-\d{2}"}
+
+    def graphql_metafieldsSet(self, args: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """At most 25 metafields (else a top-level MAX_INPUT_SIZE_EXCEEDED error), atomic: one bad input
+        (unknown owner, unknown type, a value that is not of its type) and none is written."""
+        inputs = args.get("metafields") or []
+        if len(inputs) > 25:
+            raise gql.GraphQLError(f"The input array size of {len(inputs)} is greater than the maximum allowed "
+                                   "of 25.", "MAX_INPUT_SIZE_EXCEEDED")
+        errors = []
+        for index, item in enumerate(inputs):
+            where = ["metafields", str(index)]
+            pattern = self.METAFIELD_TYPES.get(item.get("type"))
+            if self._customer_of(item.get("ownerId")) is None:
+                errors.append({"field": [*where, "ownerId"], "message": "Owner does not exist.", "code": "INVALID"})
+            elif pattern is None:
+                errors.append({"field": [*where, "type"], "message": "Type is invalid.", "code": "INVALID_TYPE"})
+            elif not item.get("namespace") or not item.get("key"):
+                errors.append({"field": [*where, "key"], "message": "Key can't be blank.", "code": "BLANK"})
+            elif not isinstance(item.get("value"), str) or not re.fullmatch(pattern, item["value"]):
+                errors.append({"field": [*where, "value"], "message": f"Value must be a {item.get('type')}.",
+                               "code": "INVALID_VALUE"})
+        if errors:
+            return {"metafields": None, "userErrors": errors}, 10
+        written = []
+        for item in inputs:
+            customer = self._customer_of(item["ownerId"])
+            field_ = {"namespace": item["namespace"], "key": item["key"], "value": item["value"], "type": item["type"]}
+            customer["metafields"] = [m for m in customer.get("metafields") or ()
+                                      if (m["namespace"], m["key"]) != (item["namespace"], item["key"])] + [field_]
+            written.append({"ownerId": item["ownerId"], "namespace": item["namespace"], "key": item["key"],
+                            "value": item["value"]})
+        return {"metafields": written, "userErrors": []}, 10
+
+    def graphql_metafieldsDelete(self, args: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """``metafieldsDelete(metafields: [{ownerId, namespace, key}])``: null for one that did not exist."""
+        deleted = []
+        for item in args.get("metafields") or []:
+            customer = self._customer_of(item.get("ownerId"))
+            name = (item.get("namespace"), item.get("key"))
+            found = customer is not None and any((m["namespace"], m["key"]) == name for m in customer["metafields"])
+            if found:
+                customer["metafields"] = [m for m in customer["metafields"] if (m["namespace"], m["key"]) != name]
+            deleted.append({"ownerId": item["ownerId"], "namespace": name[0], "key": name[1]} if found else None)
+        return {"deletedMetafields": deleted, "userErrors": []}, 10
+
+    def loyalty_fields(self, customer_id: int, namespace: str = "loyalty") -> dict[str, str]:
+        """A customer's metafields in ``namespace``, by key (what the shop's pages would read)."""
+        with self._lock:
+            return {m["key"]: m["value"] for m in self.customers[customer_id]["metafields"]
+                    if m["namespace"] == namespace}
+
+    def tags(self, customer_id: int) -> list[str]:
+        with self._lock:
+            return [t for t in (self.customers[customer_id].get("tags") or "").split(", ") if t]
 
     def state(self) -> dict[str, Any]:
         return {"customers": list(self.customers.values()), "orders": list(self.orders.values())}

@@ -27,7 +27,9 @@ deviation: the real one demands OAuth 1.0a without TLS; ``?consumer_key=&consume
 ``orderby`` date|id, ``order``), ``GET .../orders/{id}``, ``GET .../orders/{id}/refunds``,
 ``GET .../customers`` (``page``, ``per_page``, ``email``, ``orderby`` id|registered_date, ``order``; no
 date filter, as in WooCommerce), ``GET .../customers/{id}``. Lists carry ``X-WP-Total``,
-``X-WP-TotalPages`` and a ``Link`` header. Errors: ``{"code", "message", "data": {"status"}}``.
+``X-WP-TotalPages`` and a ``Link`` header. ``POST .../customers/batch`` with ``update`` (at most 100 items:
+``meta_data`` merged by key, an unknown id an error item; :meth:`meta` reads a customer's).
+Errors: ``{"code", "message", "data": {"status"}}``.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class WooCommerceServer(WooCommerceDiscountsMixin, ShopServer):
         self.customers: dict[int, dict[str, Any]] = {}
         self.orders: dict[int, dict[str, Any]] = {}
         self.order_refunds: dict[int, list[dict[str, Any]]] = {}
+        self.batches: list[dict[str, Any]] = []  # the body of each POST /customers/batch
         self._ids = {"customer": 25, "post": 726, "line": 314, "meta": 8, "webhook": 11}
         self.discounts = DiscountBook(first_id=900)  # coupons (issue 14)
         super().__init__(**base)
@@ -305,6 +308,8 @@ class WooCommerceServer(WooCommerceDiscountsMixin, ShopServer):
             raise error(401, "woocommerce_rest_cannot_view", "Sorry, you cannot list resources.")
         if given != (self.consumer_key, self.consumer_secret):
             raise error(401, "woocommerce_rest_authentication_error", "Consumer key is invalid.")
+        if method == "POST" and path.rstrip("/") == PREFIX + "customers/batch":
+            return self._customers_batch(body)
         parts = path[len(PREFIX):].strip("/").split("/")
         if parts[0] == "coupons":  # issue 14: tests.support.shop_discounts
             with self._lock:
@@ -321,6 +326,53 @@ class WooCommerceServer(WooCommerceDiscountsMixin, ShopServer):
                     raise error(404, f"woocommerce_rest_{parts[0][:-1]}_invalid_id", "Invalid ID.")
                 return 200, JSON, php_json(self.order_refunds[record["id"]] if parts[2:] == ["refunds"] else record)
             return self._list(path, parts[0], list(table.values()), params)
+
+    def _customers_batch(self, body: bytes):  # noqa: ANN202
+        """``POST /customers/batch`` with ``update``: at most 100 items (413 beyond, as
+        ``check_batch_limit``); each item's ``meta_data`` entries without an ``id`` update the value of
+        their key (or add it); an unknown id is an error item in the answer, the others are saved. Each
+        saved customer moves ``date_modified`` and fires ``customer.updated``. Logged in :attr:`batches`."""
+        import json
+
+        try:
+            request = json.loads(body)
+        except ValueError:
+            raise error(400, "rest_invalid_json", "Invalid JSON body passed.") from None
+        if not isinstance(request, dict):
+            raise error(400, "rest_invalid_json", "Invalid JSON body passed.")
+        items = [*(request.get("create") or []), *(request.get("update") or []), *(request.get("delete") or [])]
+        if len(items) > 100:
+            raise error(413, "woocommerce_rest_request_entity_too_large",
+                        "Unable to accept more than 100 items for this request.")
+        if request.get("create") or request.get("delete"):
+            raise error(400, "rest_invalid_param", "This stand-in only updates customers in a batch.")
+        answers, saved = [], []
+        with self._lock:
+            self.batches.append(request)
+            for item in request.get("update") or []:
+                customer = self.customers.get(item.get("id")) if isinstance(item, dict) else None
+                if customer is None:
+                    answers.append({"id": item.get("id") if isinstance(item, dict) else None, "error": {
+                        "code": "woocommerce_rest_invalid_id", "message": "Invalid ID.", "data": {"status": 400}}})
+                    continue
+                for entry in item.get("meta_data") or []:
+                    found = next((m for m in customer["meta_data"] if m["key"] == entry["key"]), None)
+                    if found:
+                        found["value"] = entry["value"]
+                    else:
+                        customer["meta_data"].append({"id": self._next("meta"), "key": entry["key"],
+                                                      "value": entry["value"]})
+                customer.update(self._dates("date_modified", self.clock.tick()))
+                saved.append(customer["id"])
+                answers.append(php_json_roundtrip(customer))
+        for customer_id in saved:
+            self._fire("customer.updated", customer_id)
+        return 200, JSON, php_json({"update": answers})
+
+    def meta(self, customer_id: int) -> dict[str, Any]:
+        """A customer's ``meta_data`` as key → value."""
+        with self._lock:
+            return {m["key"]: m["value"] for m in self.customers[customer_id]["meta_data"]}
 
     def _list(self, path: str, kind: str, records: list[dict], params: dict[str, str]):  # noqa: ANN202
         try:
