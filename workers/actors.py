@@ -85,7 +85,10 @@ def sweep_unfinished() -> None:
 
 @dramatiq.actor(broker=_placeholder, queue_name=CAMPAIGN_QUEUE, max_retries=3)
 def maintain_points() -> None:
-    """Apply orders not applied yet (a safety net for lost events), then expire the lots now due."""
+    """Apply orders not applied yet (a safety net for lost events), settle the redemptions a crash left
+    pending (their code made in the shop, or their points given back), then expire the lots now due."""
+    from workers.redemptions import finish_pending
+
     runtime = get_runtime()
     applied = expired = 0
     while True:
@@ -94,13 +97,14 @@ def maintain_points() -> None:
         applied += batch
         if not batch:
             break
+    settled = finish_pending(runtime)
     while True:
         with transaction(runtime.sessions) as session:
             batch = expire_due_lots(session, now=utcnow())
         expired += batch
         if not batch:
             break
-    log.info("points.maintained", orders_applied=applied, lots_expired=expired)
+    log.info("points.maintained", orders_applied=applied, lots_expired=expired, redemptions_settled=settled)
 
 
 @dramatiq.actor(broker=_placeholder, queue_name=CAMPAIGN_QUEUE, max_retries=3, time_limit=3_600_000)

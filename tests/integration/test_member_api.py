@@ -200,3 +200,26 @@ def test_each_refusal_is_one_sentence_and_takes_nothing(api, pg_sessions, path, 
     answer = http.get(url, headers=headers) if body is None else http.post(url, headers=headers, json=body)
     assert (answer.status_code, answer.json()) == (status, {"error": sentence})
     assert balance(pg_sessions, member) == 1000
+
+
+def test_the_clocks_points_maintenance_settles_a_redemption_left_pending(api, pg_sessions, shop):
+    from models.db import transaction
+    from workers.actors import maintain_points
+    from workers.redemptions import _take
+    from workers.runtime import set_runtime
+
+    http, member, customer_id, runtime = api
+    with transaction(runtime.sessions) as session:
+        row = session.scalar(select(Member).where(Member.external_id == member).with_for_update())
+        taken, _ = _take(session, runtime, row, 300, "died", datetime.now(UTC) - timedelta(minutes=10))
+        taken.updated_at = datetime.now(UTC) - timedelta(minutes=10)
+    set_runtime(runtime)
+    try:
+        maintain_points()
+    finally:
+        set_runtime(None)
+    with pg_sessions() as session:
+        assert session.scalar(select(Redemption.state)) == "created"
+        code = session.scalar(select(Redemption.code))
+    assert balance(pg_sessions, member) == 700
+    shop.checkout(customer_id, code)
