@@ -202,3 +202,14 @@ def test_the_clock_syncs_only_when_a_shopify_or_woocommerce_admin_api_is_configu
     assert "shop.loyalty_sync" not in jobs(env)
     assert "shop.loyalty_sync" in jobs(shop_env(env, "shopify", "http://127.0.0.1:9"))
     assert "shop.loyalty_sync" in jobs(shop_env(env, "woocommerce", "http://127.0.0.1:9"))
+
+
+def test_loyalty_shop_sync_without_a_shop_to_write_to_says_so_in_one_sentence(env, pg_engine):
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+    for args, expected in ((("shop", "sync"), "No shop's admin API is configured for writing"),
+                           (("shop", "sync", "--platform", "woocommerce"), "woocommerce is not configured")):
+        result = subprocess.run([sys.executable, "-m", "loyalty.cli", *args], env={**clean, **env}, cwd=REPO_ROOT,
+                                capture_output=True, text=True, timeout=180)
+        assert result.returncode != 0
+        assert expected in result.stderr and "Traceback" not in result.stderr
+        assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1, result.stderr
