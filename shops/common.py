@@ -115,3 +115,9 @@ def phone_in_country(value: Any, country_code: Any) -> str:
     if not phonenumbers.is_valid_number(number):
         return text
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def used_codes(entries: Any, key: str) -> str:
+    """The discount codes an order used (``discount_codes[].code``, ``coupon_lines[].code``), comma-joined."""
+    codes = [str(e.get(key)).strip() for e in entries or () if isinstance(e, dict) and e.get(key)]
+    return ",".join(code for code in codes if code and "," not in code)

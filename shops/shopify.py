@@ -16,7 +16,7 @@ from typing import Any
 
 from shops.common import (
     ShopMapping, amount, country_timezone, flag, instant, iso, locale_code, money_text, optional_instant,
-    phone_in_country, resource_id, text_or_empty,
+    phone_in_country, resource_id, text_or_empty, used_codes,
 )
 from shops.events import EventKind, OrderState, PayloadProblem, ShopEvent
 
@@ -171,6 +171,8 @@ def order_events(order: Mapping[str, Any], key: str, triggered_at: datetime | No
     }
     if order.get("test"):
         fields["test"] = "true"
+    if codes := used_codes(order.get("discount_codes"), "code"):
+        fields["coupon_codes"] = codes
     version = optional_instant(order.get("updated_at"), "the order's updated_at") or triggered_at
     events = [ShopEvent(PLATFORM, EventKind.ORDER, key, f"order:{order_id}", version, fields,
                         member_id=member_id, member_email=None if member_id else email)]

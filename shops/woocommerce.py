@@ -16,7 +16,7 @@ from typing import Any
 
 from shops.common import (
     ShopMapping, amount, country_timezone, instant, iso, locale_code, money_text, optional_instant,
-    phone_in_country, resource_id, text_or_empty,
+    phone_in_country, resource_id, text_or_empty, used_codes,
 )
 from shops.events import EventKind, OrderState, PayloadProblem, ShopEvent
 
@@ -130,6 +130,8 @@ def order_events(order: Mapping[str, Any], mapping: ShopMapping) -> list[ShopEve
         "currency": text_or_empty(order.get("currency")).upper(),
         "state": order_state(order).value,
     }
+    if codes := used_codes(order.get("coupon_lines"), "code"):
+        fields["coupon_codes"] = codes
     guest = None if member_id else email
     events = [ShopEvent(PLATFORM, EventKind.ORDER, f"{PLATFORM}:order:{order_id}:{iso(version)}",
                         f"order:{order_id}", version, fields, member_id=member_id, member_email=guest)]

@@ -218,11 +218,16 @@ def _apply_order(session: Session, runtime, event: ShopEvent) -> Outcome:
         return Outcome(reason="older than the version already applied", member_ref=ref)
     if status is None:
         return Outcome(reason="awaiting payment: points when it is paid", member_ref=ref)
-    fields = {k: v for k, v in event.fields.items() if k not in ("state", "test")}
+    fields = {k: v for k, v in event.fields.items() if k not in ("state", "test", "coupon_codes")}
     settings = runtime.settings
     apply_record(session, "orders", {**fields, "member_id": ref, "status": status}, source=f"shop:{event.platform}",
                  program=runtime.program, default_timezone=settings.default_timezone,
                  default_locale=settings.default_locale)
+    if event.fields.get("coupon_codes"):  # codes we made, now used at the shop's checkout
+        from workers.coupons import mark_used
+
+        mark_used(session, event.fields["coupon_codes"].split(","), f"{event.platform}:order:{order_id}",
+                  instant(event.fields["placed_at"], "placed_at"))
     apply_pending_orders(session, runtime.program, now=utcnow())
     return Outcome(member_ref=ref, woken=wake(session, f"order:{order_id}"))
 

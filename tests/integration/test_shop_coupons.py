@@ -4,6 +4,7 @@ faults, never sent when the shop lacks it, and accepted by the stand-in's checko
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -11,7 +12,9 @@ from sqlalchemy import select
 
 from loyalty.settings import load_settings
 from models.coupons import Coupon
+from models.db import transaction
 from models.delivery import Delivery
+from models.inbox import receive
 from tests.support.members import add_members, make_member
 from tests.support.prestashop_server import PrestaShopServer
 from tests.support.program import place_order
@@ -19,6 +22,7 @@ from tests.support.shop_discounts import CheckoutRefused
 from tests.support.shopify_server import ShopifyServer
 from tests.support.woocommerce_server import WooCommerceServer
 from workers.delivery import deliver
+from workers.inbox import apply_entry, envelope
 from workers.runtime import build_runtime
 from workers.tick import run_tick
 
@@ -87,9 +91,23 @@ def test_the_winback_code_is_in_the_shop_before_the_email_and_works_at_its_check
     other = server.add_customer("bob@example.org", "Bob", "Durand")
     with pytest.raises(CheckoutRefused):
         server.checkout(other["id"], code)  # restricted to Ana
-    server.checkout(customer_id, code)
+    order = server.checkout(customer_id, code)
     with pytest.raises(CheckoutRefused):
         server.checkout(customer_id, code)  # single use
+    if server.name != "prestashop":  # the order that used it comes back through the inbox: the code is used
+        _apply_order(runtime, server.name, order)
+        assert _coupons(pg_sessions) == [(code, "used", server.name)]
+
+
+def _apply_order(runtime, platform: str, order: dict) -> None:
+    topic = "orders/paid" if platform == "shopify" else "order.created"
+    key = f"{platform}:{topic}:{order['id']}"
+    with transaction(runtime.sessions) as session:
+        entry = receive(session, dedup_key=key, platform=platform, topic=topic,
+                        body=envelope(json.dumps(order), event_id=str(order["id"]), triggered_at=None))
+    pending = [entry]
+    while pending:
+        pending.extend(apply_entry(pending.pop(0), runtime))
 
 
 def test_a_shop_that_fails_puts_the_message_back_and_nothing_goes_out_until_it_has_the_code(shop_runtime,
