@@ -328,6 +328,9 @@ class WooCommerceWriter:
 
 
 WRITERS = {"shopify": ShopifyWriter, "woocommerce": WooCommerceWriter}
+WRITE_ACCESS = {"shopify": "SHOPIFY_ADMIN_TOKEN (an Admin API access token with write_customers)",
+                "woocommerce": "WOOCOMMERCE_CONSUMER_KEY and WOOCOMMERCE_CONSUMER_SECRET (a REST API key with "
+                               "Read/Write access)"}
 
 
 # -- the sync ---------------------------------------------------------------------------------------
@@ -387,6 +390,7 @@ def _sync_platform(runtime, platform: str, progress: Progress | None, api: dict[
         _log(report)
         return report
     client = open_client(runtime.settings, platform, **api)
+    client.api.setting = WRITE_ACCESS[platform]  # what a refused key lacks here is the right to write
     writer = WRITERS[platform](client, runtime.program.tiers.names)
     done = 0
     try:

@@ -213,3 +213,17 @@ def test_loyalty_shop_sync_without_a_shop_to_write_to_says_so_in_one_sentence(en
         assert result.returncode != 0
         assert expected in result.stderr and "Traceback" not in result.stderr
         assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1, result.stderr
+
+
+def test_a_key_the_shop_refuses_ends_its_run_with_a_sentence_naming_the_write_access_it_needs(
+        env, pg_engine, pg_sessions):
+    with WooCommerceServer() as shop:
+        shop.add_customer("member@example.com")
+        environment = shop_env(env, "woocommerce", shop.url)
+        with runtime_of(environment) as runtime:
+            backfill(runtime, "woocommerce")
+        with runtime_of({**environment, "WOOCOMMERCE_CONSUMER_SECRET": "cs_revoked"}) as runtime:
+            report = sync_shops(runtime, waits=WAITS).platforms["woocommerce"]
+        assert report.failure == ("WooCommerce refused the key (401); check WOOCOMMERCE_CONSUMER_KEY and "
+                                  "WOOCOMMERCE_CONSUMER_SECRET (a REST API key with Read/Write access).")
+        assert (report.synced, report.left) == (0, 1) and rows(pg_sessions, "woocommerce") == {}
