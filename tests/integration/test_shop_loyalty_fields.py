@@ -227,3 +227,25 @@ def test_a_key_the_shop_refuses_ends_its_run_with_a_sentence_naming_the_write_ac
         assert report.failure == ("WooCommerce refused the key (401); check WOOCOMMERCE_CONSUMER_KEY and "
                                   "WOOCOMMERCE_CONSUMER_SECRET (a REST API key with Read/Write access).")
         assert (report.synced, report.left) == (0, 1) and rows(pg_sessions, "woocommerce") == {}
+
+
+def test_a_throttled_request_waits_for_the_bucket_and_one_sync_runs_at_a_time(env, pg_engine, pg_sessions):
+    from sqlalchemy import text
+
+    from workers.shop_loyalty import _LOCK_KEY
+
+    with ShopifyServer() as shop:
+        customers = [shop.add_customer(f"member{i}@example.com") for i in range(3)]
+        environment = shop_env(env, "shopify", shop.url)
+        with runtime_of(environment) as runtime:
+            backfill(runtime, "shopify")
+            with pg_engine.connect() as other:  # another process's sync holds the lock
+                other.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
+                assert sync_shops(runtime).skipped
+                other.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
+                other.commit()
+            waited: list[float] = []
+            shop.throttle_next(2)
+            report = sync_shops(runtime, sleep=waited.append).platforms["shopify"]
+            assert (report.synced, report.calls, len(waited)) == (3, 3, 2)
+            assert all(shop.tags(c["id"]) == ["loyalty-tier:bronze"] for c in customers)
