@@ -222,7 +222,8 @@ def shopify_document(batch: Sequence[Target], tiers: Sequence[str]) -> Document:
         owner = customer_gid(target.customer_id)
         add(f"a{index}", "tagsAdd", {"id": ("ID!", owner), "tags": ("[String!]!", [TAG_PREFIX + target.facts.tier])},
             f"node {{ id }} {plain}", [index])
-        others = [TAG_PREFIX + t for t in dict.fromkeys([*tiers, target.shop_tier or ""]) if t and t != target.facts.tier]
+        others = [TAG_PREFIX + t for t in dict.fromkeys([*tiers, target.shop_tier or ""])
+                  if t and t != target.facts.tier]
         if others:
             add(f"r{index}", "tagsRemove", {"id": ("ID!", owner), "tags": ("[String!]!", others)},
                 f"node {{ id }} {plain}", [index])
@@ -321,7 +322,8 @@ class WooCommerceWriter:
                 continue
             if item.get("error"):
                 problem = item["error"]
-                outcome.errors.append((target, f"{problem.get('code') or 'error'}: {problem.get('message') or ''}"[:200]))
+                reason = f"{problem.get('code') or 'error'}: {problem.get('message') or ''}"
+                outcome.errors.append((target, reason[:200]))
             else:
                 outcome.synced.append(target)
         return outcome  # members missing from the answer stay for the next run
@@ -452,8 +454,8 @@ def _targets(runtime, platform: str, started: datetime, synced_at: datetime,
                 else:
                     batch.append(Target(member.id, member.external_id, facts[member.id], key, shop_tier))
             if unchanged:
-                session.execute(ShopCustomer.__table__.update().where(
-                    ShopCustomer.platform == platform, ShopCustomer.member_id.in_(unchanged)).values(synced_at=synced_at))
+                session.execute(ShopCustomer.__table__.update().values(synced_at=synced_at).where(
+                    ShopCustomer.platform == platform, ShopCustomer.member_id.in_(unchanged)))
         report.unchanged += len(unchanged)
         yield batch, len(unchanged)
 

@@ -249,3 +249,21 @@ def test_a_throttled_request_waits_for_the_bucket_and_one_sync_runs_at_a_time(en
             report = sync_shops(runtime, sleep=waited.append).platforms["shopify"]
             assert (report.synced, report.calls, len(waited)) == (3, 3, 2)
             assert all(shop.tags(c["id"]) == ["loyalty-tier:bronze"] for c in customers)
+
+
+def test_a_woocommerce_customer_deleted_since_is_reported_and_the_rest_of_the_batch_written(
+        env, pg_engine, pg_sessions):
+    with WooCommerceServer() as shop:
+        customers = [shop.add_customer(f"member{i}@example.com") for i in range(3)]
+        environment = shop_env(env, "woocommerce", shop.url)
+        with runtime_of(environment) as runtime:
+            backfill(runtime, "woocommerce")
+            with shop._lock:
+                del shop.customers[customers[0]["id"]]
+            report = sync_shops(runtime).platforms["woocommerce"]
+            again = sync_shops(runtime).platforms["woocommerce"]
+        assert (report.synced, report.errors, report.calls) == (2, 1, 1)
+        assert report.reasons == {"woocommerce_rest_invalid_id: Invalid ID.": 1}
+        assert rows(pg_sessions, "woocommerce")[str(customers[0]["id"])].state == ShopCustomerState.ERROR
+        assert all(shop.meta(c["id"])["loyalty_tier"] == "bronze" for c in customers[1:])
+        assert (again.synced, again.errors, len(shop.batches)) == (0, 0, 1)  # tried again when it changes

@@ -28,7 +28,8 @@ or one of the next N after :meth:`throttle_next`, answers ``errors[0].extensions
 (HTTP 200). ``read_all_orders=False``: orders created more than 60 days ago are invisible, as without
 that scope. Several aliased mutations in one request (``tagsAdd``, ``tagsRemove``, ``metafieldsSet`` at
 most 25 and atomic, ``metafieldsDelete``) run in order, 10 points each, each logged in :attr:`mutations`;
-a tag change moves the customer's ``updated_at`` and fires ``customers/update``. A wrong token: 401 ``{"errors": "[API] Invalid API key or access token ..."}``.
+a tag change moves the customer's ``updated_at`` and fires ``customers/update``. A wrong token: 401
+``{"errors": "[API] Invalid API key or access token ..."}``.
 """
 
 from __future__ import annotations
