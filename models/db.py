@@ -20,7 +20,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -158,3 +158,21 @@ def migrate(engine: Engine) -> bool:
         return False
     command.upgrade(alembic_config(engine), "head")
     return True
+
+
+@contextmanager
+def only_one(engine: Engine, key: int) -> Iterator[bool]:
+    """Whether this process holds the session-level PostgreSQL advisory lock ``key`` for the block
+    (a job that must run once at a time: a sync, a poll); SQLite (one process) needs none."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    with engine.connect() as connection:
+        ours = connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})
+        connection.commit()
+        try:
+            yield bool(ours)
+        finally:
+            if ours:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()

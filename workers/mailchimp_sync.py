@@ -37,18 +37,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import and_, bindparam, exists, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import calendar
 from models import ledger
 from models.base import utcnow
-from models.db import transaction
+from models.db import only_one, transaction
 from models.member import ContactStatus, MailchimpStatus, Member
 from models.personal_data import installed
 from models.points import PointEntry
@@ -157,7 +156,7 @@ def sync_members(runtime, *, progress: Callable[[int, int], None] | None = None,
     if target is None:
         raise LookupError("Mailchimp is not configured (MAILCHIMP_API_KEY, MAILCHIMP_SERVER_PREFIX, MAILCHIMP_LIST_ID)")
     report = SyncReport()
-    with _only_one_sync(runtime) as ours:
+    with only_one(runtime.engine, _LOCK_KEY) as ours:
         if not ours:
             report.skipped = True
             return report
@@ -319,18 +318,3 @@ def _sorted_error(error: dict) -> tuple[str, str]:
     return MailchimpStatus.ERROR, (where + (masked(str(error.get("field_message") or "")) or text_))[:200]
 
 
-@contextmanager
-def _only_one_sync(runtime) -> Iterator[bool]:
-    """A PostgreSQL advisory lock held for the sync; SQLite (one process) needs none."""
-    if runtime.engine.dialect.name != "postgresql":
-        yield True
-        return
-    with runtime.engine.connect() as connection:
-        ours = connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": _LOCK_KEY})
-        connection.commit()
-        try:
-            yield bool(ours)
-        finally:
-            if ours:
-                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
-                connection.commit()

@@ -37,7 +37,6 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -45,12 +44,12 @@ from typing import Any
 
 import dramatiq
 import structlog
-from sqlalchemy import String, and_, exists, func, literal, or_, select, text
+from sqlalchemy import String, and_, exists, func, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models.base import utcnow
-from models.db import transaction
+from models.db import only_one, transaction
 from models.inbox import ShopVersion
 from models.member import Member
 from models.personal_data import installed
@@ -369,7 +368,7 @@ def sync_shops(runtime, platforms: Sequence[str] | None = None, *, progress: Pro
                                "SHOPIFY_ADMIN_TOKEN; WooCommerce: WOOCOMMERCE_URL, WOOCOMMERCE_CONSUMER_KEY and "
                                "WOOCOMMERCE_CONSUMER_SECRET); PrestaShop customers cannot carry the tier.")
     report = SyncReport()
-    with _only_one_sync(runtime) as ours:
+    with only_one(runtime.engine, _LOCK_KEY) as ours:
         if not ours:
             report.skipped = True
             return report
@@ -489,23 +488,6 @@ def _log(report: PlatformReport) -> None:
     log.info("shop_loyalty.synced", platform=report.platform, candidates=report.candidates, synced=report.synced,
              retagged=report.retagged, unchanged=report.unchanged, errors=report.errors, left=report.left,
              not_in_shop=report.not_in_shop, calls=report.calls, failed=report.failure is not None)
-
-
-@contextmanager
-def _only_one_sync(runtime) -> Iterator[bool]:
-    """A PostgreSQL advisory lock held for the sync; SQLite (one process) needs none."""
-    if runtime.engine.dialect.name != "postgresql":
-        yield True
-        return
-    with runtime.engine.connect() as connection:
-        ours = connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": _LOCK_KEY})
-        connection.commit()
-        try:
-            yield bool(ours)
-        finally:
-            if ours:
-                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
-                connection.commit()
 
 
 @dramatiq.actor(broker=_placeholder, queue_name=CAMPAIGN_QUEUE, max_retries=0, time_limit=3_600_000)

@@ -21,18 +21,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
 import structlog
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from loyalty.errors import LoyaltyError
 from models.base import utcnow
-from models.db import transaction
+from models.db import only_one, transaction
 from models.inbox import InboxEntry, InboxState, receive
 from models.member import Member
 from models.shop_cursors import ShopCursor, save_cursor
@@ -212,7 +211,7 @@ def poll(runtime, platform: str, hand_on: Callable[[list[int]], None], *, now: d
     """What changed since the last poll (minus the overlap) into the inbox, the new entries handed on
     after each commit; None when another poll holds the lock. The cursor moves only when it went through."""
     started = now or utcnow()
-    with _only_one_poll(runtime) as ours:
+    with only_one(runtime.engine, _LOCK_KEY) as ours:
         if not ours:
             return None
         client = client or open_client(runtime.settings, platform, page_size)
@@ -248,23 +247,6 @@ def _missing_customers(runtime, client, orders: list[dict[str, Any]]) -> list[di
         known = set(session.scalars(select(Member.external_id).where(Member.external_id.in_(wanted))))
     found = (client.customer(customer_id) for customer_id in sorted(wanted - known))
     return [customer for customer in found if customer is not None]
-
-
-@contextmanager
-def _only_one_poll(runtime) -> Iterator[bool]:
-    """A PostgreSQL advisory lock held for the poll; SQLite (one process) needs none."""
-    if runtime.engine.dialect.name != "postgresql":
-        yield True
-        return
-    with runtime.engine.connect() as connection:
-        ours = connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": _LOCK_KEY})
-        connection.commit()
-        try:
-            yield bool(ours)
-        finally:
-            if ours:
-                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
-                connection.commit()
 
 
 def configured_polls(settings) -> list[str]:
