@@ -24,9 +24,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import models
-from campaigns.calendar import iso_utc
+from campaigns.calendar import iso_utc, local_datetime
 from loyalty.errors import InputError
 from models.audit import AuditEntry
+from models.coupons import Coupon
 from models.delivery import Delivery, DeliveryState
 from models.imports.rows import locale_region
 from models.member import Member
@@ -105,9 +106,10 @@ def member_history(session: Session, member: Member) -> list[Event]:
         *_points(session, member),
         *_tier_changes(session, member),
         *_audit(session, member),
+        *_coupons(session, member),
     ]
     events.extend(_consent_on_record(member, events))
-    order = {"tier": 0, "consent": 1, "audit": 2, "delivery": 3, "points": 4}
+    order = {"tier": 0, "consent": 1, "audit": 2, "delivery": 3, "points": 4, "coupon": 5}
     return sorted(events, key=lambda e: (e.at, order.get(e.type, 9)))
 
 
@@ -148,6 +150,29 @@ def _deliveries(session: Session, member: Member) -> list[Event]:
             "requested_by": d.requested_by, "finished_at": iso_utc(d.finished_at) if d.finished_at else None,
         }))
     return events
+
+
+def coupon_line(coupon: Coupon, timezone: str) -> str:
+    """``BACK-M2G3SRVFIR 15% off until 2027-04-11: used (shopify:order:6100000000002)``; until: the
+    last day it works, in the member's time zone."""
+    value = f"{coupon.percent_off.normalize():f}% off" if coupon.percent_off is not None else \
+        f"{coupon.amount_off} {coupon.currency} off"
+    state = {"new": "recorded, not in a shop", "created": f"created in {coupon.shop}",
+             "exported": "exported (loyalty coupons export)", "cancelled": "cancelled (points given back)",
+             "used": f"used ({coupon.order_ref})" if coupon.order_ref else "used"}.get(coupon.state, coupon.state)
+    last_day = local_datetime(coupon.expires_at - timedelta(microseconds=1), timezone).date()
+    return f"{coupon.code} {value} until {last_day.isoformat()}: {state}"
+
+
+def _coupons(session: Session, member: Member) -> list[Event]:
+    """Each coupon the member was given (a campaign's or redeemed points), with its state in the shop."""
+    rows = session.scalars(select(Coupon).where(Coupon.member_id == member.id).order_by(Coupon.created_at, Coupon.id))
+    return [Event(c.created_at, "coupon", f"coupon {coupon_line(c, member.timezone)}", {
+        "code": c.code, "state": c.state, "shop": c.shop, "percent_off": str(c.percent_off) if c.percent_off else None,
+        "amount_off": str(c.amount_off) if c.amount_off else None, "currency": c.currency,
+        "expires_at": iso_utc(c.expires_at), "used_at": _iso(c.used_at), "order": c.order_ref,
+        "delivery_id": c.delivery_id, "redemption_id": c.redemption_id,
+    }) for c in rows]
 
 
 def _points(session: Session, member: Member) -> list[Event]:
@@ -261,6 +286,9 @@ def member_summary(session: Session, member: Member) -> dict[str, Any]:
         "next_expiry": {"points": int(expiring or 0), "at": _iso(next_expiry)} if next_expiry else None,
         "last_order_at": _iso(last_order),
         "deliveries": {state: by_state[state] for state in DeliveryState.ALL if state in by_state},
+        "coupons": [coupon_line(c, member.timezone) for c in session.scalars(
+            select(Coupon).where(Coupon.member_id == member.id).order_by(Coupon.created_at.desc(), Coupon.id.desc())
+            .limit(10))],
     }
 
 

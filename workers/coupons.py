@@ -51,14 +51,16 @@ def find(session: Session, code: str) -> Coupon | None:
     return session.scalar(select(Coupon).where(func.lower(Coupon.code) == code.lower()))
 
 
-def record(session: Session, offer: Offer) -> Coupon:
-    """The coupon row of ``offer.code``, written if new (a retried delivery finds its own)."""
+def record(session: Session, offer: Offer, now: datetime | None = None) -> Coupon:
+    """The coupon row of ``offer.code``, written if new (a retried delivery finds its own); ``now``: the
+    instant it was made on the program's clock (a tick's ``as_of``)."""
     existing = find(session, offer.code)
     if existing is not None:
         return existing
     coupon = Coupon(code=offer.code, member_id=offer.member_id, delivery_id=offer.delivery_id,
                     redemption_id=offer.redemption_id, percent_off=offer.percent_off, amount_off=offer.amount_off,
-                    currency=offer.currency, expires_at=offer.expires_at, state=CouponState.NEW)
+                    currency=offer.currency, expires_at=offer.expires_at, state=CouponState.NEW,
+                    created_at=now or utcnow(), updated_at=now or utcnow())
     session.add(coupon)
     session.flush()
     return coupon
@@ -69,7 +71,7 @@ def create_in_shop(sessions: sessionmaker[Session], shop: DiscountShop | None, o
     """Make sure the shop has ``offer``'s code; None when it does (or no shop is configured: the code
     is recorded for the export), else one sentence saying why not (nothing personal in it)."""
     with transaction(sessions) as session:
-        coupon = record(session, offer)
+        coupon = record(session, offer, now)
         if shop is None or coupon.state in (CouponState.CREATED, CouponState.USED):
             return None
         if coupon.state == CouponState.CANCELLED:
@@ -99,3 +101,39 @@ def mark_used(session: Session, codes: Iterable[str], order_ref: str, at: dateti
                                                   Coupon.state != CouponState.USED)
                              .values(state=CouponState.USED, used_at=at, order_ref=order_ref[:120], updated_at=utcnow()))
     return result.rowcount or 0
+
+
+#: The export's columns: WooCommerce's coupon fields (REST v3 ``coupons``, ``wp wc shop_coupon create``),
+#: then who and what the code is for.
+EXPORT_COLUMNS = ("code", "discount_type", "amount", "date_expires", "usage_limit", "usage_limit_per_user",
+                  "individual_use", "email_restrictions", "customer_id", "currency", "source")
+
+
+def export_rows(session: Session, since: datetime | None, timezone: str) -> list[dict[str, str]]:
+    """The codes not in a shop (``new``, or ``exported`` before), oldest first, as CSV rows; the ``new``
+    ones become ``exported``. ``date_expires`` is the shop's local time (``timezone``), as WooCommerce reads it."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+    query = (select(Coupon, Member).join(Member, Member.id == Coupon.member_id)
+             .where(Coupon.state.in_((CouponState.NEW, CouponState.EXPORTED))).order_by(Coupon.created_at, Coupon.id))
+    if since is not None:
+        query = query.where(Coupon.created_at >= since)
+    rows, fresh = [], []
+    for coupon, member in session.execute(query):
+        percent = coupon.percent_off is not None
+        rows.append({
+            "code": coupon.code, "discount_type": "percent" if percent else "fixed_cart",
+            "amount": str(coupon.percent_off if percent else coupon.amount_off),
+            "date_expires": coupon.expires_at.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S"),
+            "usage_limit": "1", "usage_limit_per_user": "1", "individual_use": "yes",
+            "email_restrictions": member.email or "", "customer_id": member.external_id,
+            "currency": "" if percent else (coupon.currency or ""),
+            "source": "redemption" if coupon.redemption_id else "campaign",
+        })
+        if coupon.state == CouponState.NEW:
+            fresh.append(coupon.id)
+    if fresh:
+        session.execute(update(Coupon).where(Coupon.id.in_(fresh))
+                        .values(state=CouponState.EXPORTED, updated_at=utcnow()))
+    return rows

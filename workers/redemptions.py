@@ -113,7 +113,7 @@ def _take(session, runtime, member: Member, points: int, key: str, now: datetime
         raise RedemptionRefused(409, f"The member has {available} points, fewer than the {points} asked for.") from None
     from workers.coupons import record
 
-    record(session, _offer(row, member))
+    record(session, _offer(row, member), now)
     return row, False
 
 

@@ -185,6 +185,7 @@ def _shown_fields(s: dict) -> list[tuple[str, str]]:
         ("next expiry", f"{expiry['points']} points on {expiry['at']}" if expiry else "-"),
         ("last order", s["last_order_at"] or "-"),
         ("deliveries", ", ".join(f"{n} {state}" for state, n in s["deliveries"].items()) or "none"),
+        ("coupons", "\n".join(s.get("coupons") or []) or "none"),
     ]
 
 

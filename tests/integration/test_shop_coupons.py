@@ -187,3 +187,37 @@ def test_without_a_shop_the_code_is_recorded_for_the_export(runtime, pg_sessions
     delivery = _delivery(pg_sessions, "LAPSED")
     assert delivery.state == "sent"
     assert _coupons(pg_sessions) == [(delivery.coupon_code, "new", None)]
+
+
+def test_without_a_shop_the_export_writes_the_codes_once_and_history_shows_their_state(env, runtime, pg_sessions,
+                                                                                        smtp_sink, tmp_path):
+    import csv
+
+    from tests.integration.test_support_commands import loyalty, one_sentence
+
+    add_members(pg_sessions, make_member("LAPSED", email="lapsed@example.org"))
+    place_order(runtime, "LAPSED", "L1", datetime(2027, 1, 1, 15, tzinfo=UTC), "40")
+    run_tick(runtime, DAY_90)
+    code = _delivery(pg_sessions, "LAPSED").coupon_code
+    history = loyalty(env, "history", "--member", "LAPSED", "--json")
+    assert f"coupon {code} 15% off until 2027-05-01: recorded, not in a shop" in history.stdout, history.stdout[-700:]
+
+    out = tmp_path / "coupons.csv"
+    result = loyalty(env, "coupons", "export", "--since", "2020-01-01", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    (row,) = list(csv.DictReader(out.open()))
+    # It ends at midnight in Paris (the member's day), written in the shop's time zone (the default: UTC here).
+    assert row == {"code": code, "discount_type": "percent", "amount": "15.00", "date_expires": "2027-05-01T22:00:00",
+                   "usage_limit": "1", "usage_limit_per_user": "1", "individual_use": "yes",
+                   "email_restrictions": "lapsed@example.org", "customer_id": "LAPSED", "currency": "",
+                   "source": "campaign"}
+    assert _coupons(pg_sessions) == [(code, "exported", None)]
+    show = json.loads(loyalty(env, "member", "show", "LAPSED", "--json").stdout)
+    assert show["coupons"] == [f"{code} 15% off until 2027-05-01: exported (loyalty coupons export)"]
+    later = loyalty(env, "coupons", "export", "--since", "2099-01-01")
+    assert later.stdout.splitlines() == [",".join(("code", "discount_type", "amount", "date_expires", "usage_limit",
+                                                   "usage_limit_per_user", "individual_use", "email_restrictions",
+                                                   "customer_id", "currency", "source"))]
+    bad = loyalty(env, "coupons", "export", "--since", "yesterday")
+    assert bad.returncode != 0 and one_sentence(bad) == ("error: --since 'yesterday' is not a date; "
+                                                       "write it like 2026-01-31 or 2026-01-31T12:00:00Z.")
