@@ -4,6 +4,7 @@ never lost when the shop fails, one code per idempotency key; every refusal is o
 
 from __future__ import annotations
 
+import json
 import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -223,3 +224,22 @@ def test_the_clocks_points_maintenance_settles_a_redemption_left_pending(api, pg
         code = session.scalar(select(Redemption.code))
     assert balance(pg_sessions, member) == 700
     shop.checkout(customer_id, code)
+
+
+def test_the_readmes_member_api_examples_work_as_written(api, pg_sessions):
+    """The README's member-API examples, sent as written (the member's id and key swapped in)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### The member API"):readme.index("## Campaign definitions")]
+    http, member, _, _ = api
+    (body,) = [json.loads(b) for b in re.findall(r"-d '(.*?)'", section, flags=re.S)]
+    shown = http.get(f"/api/members/{member}", headers=AUTH).json()
+    assert set(shown) == {"id", "balance", "value", "currency", "tier", "next_expiry"}
+    answer = http.post(f"/api/members/{member}/redemptions", headers=AUTH, json=body)
+    assert answer.status_code == 201 and set(answer.json()) == {"code", "points", "value", "currency", "expires_at"}
+    sentences = re.findall(r'^\| (\d{3}) \| `(\{"error": .*\})` \|$', section, flags=re.M)
+    assert len(sentences) == 11
+    for status, text in sentences:  # the bodies are JSON as the API sends them
+        assert json.loads(text)["error"].endswith(".")

@@ -178,7 +178,7 @@ def test_the_readmes_curl_examples_are_accepted_and_applied(web, pg_sessions):
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("### PrestaShop, and any other shop"):readme.index("## Campaign definitions")]
+    section = readme[readme.index("### PrestaShop, and any other shop"):readme.index("### PrestaShop's Webservice")]
     bodies = [json.loads(body) for body in re.findall(r"-d '(.*?)'", section, flags=re.S)]
     assert [b["event"] for b in bodies] == ["member_updated", "order_placed", "order_refunded", "points_redeemed"]
     _, http = web
