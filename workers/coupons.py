@@ -67,15 +67,16 @@ def record(session: Session, offer: Offer, now: datetime | None = None) -> Coupo
 
 
 def create_in_shop(sessions: sessionmaker[Session], shop: DiscountShop | None, offer: Offer,
-                   now: datetime | None = None) -> str | None:
+                   now: datetime | None = None) -> ShopApiError | None:
     """Make sure the shop has ``offer``'s code; None when it does (or no shop is configured: the code
-    is recorded for the export), else one sentence saying why not (nothing personal in it)."""
+    is recorded for the export), else the error, one sentence saying why not (nothing personal in it);
+    a :class:`NotShopCustomer` will not change by asking again."""
     with transaction(sessions) as session:
         coupon = record(session, offer, now)
         if shop is None or coupon.state in (CouponState.CREATED, CouponState.USED):
             return None
         if coupon.state == CouponState.CANCELLED:
-            return "The coupon was cancelled."
+            return ShopApiError("The coupon was cancelled.")
         member = session.get(Member, offer.member_id)
         discount = Discount(code=offer.code, customer_id=member.external_id, email=member.email,
                             percent_off=offer.percent_off, amount_off=offer.amount_off, currency=offer.currency,
@@ -84,7 +85,7 @@ def create_in_shop(sessions: sessionmaker[Session], shop: DiscountShop | None, o
         shop_id = shop.ensure(discount)
     except ShopApiError as error:
         log.warning("coupon.not_created", shop=shop.platform, reason=str(error))
-        return str(error)
+        return error
     with transaction(sessions) as session:
         session.execute(update(Coupon).where(func.lower(Coupon.code) == offer.code.lower(),
                                              Coupon.state == CouponState.NEW)

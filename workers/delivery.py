@@ -74,7 +74,7 @@ from workers.coupons import Offer, create_in_shop
 from workers.delivery_link import LOCK_MEMBER, RECENT_CAPPED, Link
 from workers.mailchimp_sync import merge_fields
 from workers.runtime import Runtime
-from workers.shop_api.discounts import shop_for
+from workers.shop_api.discounts import NotShopCustomer, shop_for
 
 log = structlog.get_logger("loyalty.delivery")
 
@@ -232,8 +232,11 @@ def _claim_and_send(runtime: Runtime, link: Link, item: _Item, as_of: datetime, 
     if prepared.offer is not None:  # the shop knows the code before any message carries it
         problem = create_in_shop(runtime.sessions, _discount_shop(runtime, channels),
                                  replace(prepared.offer, delivery_id=delivery.id), as_of)
+        if isinstance(problem, NotShopCustomer):  # asking again will not help
+            _finish(link, runtime, delivery, DeliveryState.FAILED, COUPON_NOT_CREATED, str(problem), as_of, report)
+            return
         if problem is not None:
-            _retry_later(link, runtime, delivery, RetryableFailure(COUPON_NOT_CREATED, problem), as_of, report)
+            _retry_later(link, runtime, delivery, RetryableFailure(COUPON_NOT_CREATED, str(problem)), as_of, report)
             return
     try:
         provider_id = channel.send(prepared.message)

@@ -31,7 +31,7 @@ from models.db import transaction
 from models.member import Member
 from models.points import EntryKind, PointEntry
 from workers.coupons import Offer, create_in_shop
-from workers.shop_api.discounts import DiscountShop, shop_for
+from workers.shop_api.discounts import DiscountShop, NotShopCustomer, shop_for
 
 log = structlog.get_logger("loyalty.redemptions")
 
@@ -148,8 +148,11 @@ def _settle(runtime, shop: DiscountShop | None, row_id: int, offer: Offer, now: 
             if problem is None:
                 row.state, row.updated_at = RedemptionState.CREATED, utcnow()
             else:
-                _give_back(session, row, problem)
+                _give_back(session, row, str(problem))
         answer, state = _answer(row), row.state
+    if isinstance(problem, NotShopCustomer) and state != RedemptionState.CREATED:
+        raise RedemptionRefused(409, "This member is not a customer of the shop, so no code can be made for them; "
+                                     "no points were taken.")
     if state != RedemptionState.CREATED:
         raise RedemptionRefused(503, "The shop could not create the discount now; no points were taken, "
                                      "try again in a few minutes with the same idempotency_key.")

@@ -240,6 +240,17 @@ def test_the_readmes_member_api_examples_work_as_written(api, pg_sessions):
     answer = http.post(f"/api/members/{member}/redemptions", headers=AUTH, json=body)
     assert answer.status_code == 201 and set(answer.json()) == {"code", "points", "value", "currency", "expires_at"}
     sentences = re.findall(r'^\| (\d{3}) \| `(\{"error": .*\})` \|$', section, flags=re.M)
-    assert len(sentences) == 11
+    assert len(sentences) == 12
     for status, text in sentences:  # the bodies are JSON as the API sends them
         assert json.loads(text)["error"].endswith(".")
+
+
+def test_a_member_who_is_not_a_shop_customer_gets_one_sentence_and_keeps_the_points(api, pg_sessions, shop):
+    http, _, _, runtime = api
+    add_members(pg_sessions, make_member("M-STORE-ONLY", email="walkin@example.org"))
+    give_lot(runtime, "M-STORE-ONLY", "lot-walkin", 500, datetime.now(UTC) - timedelta(days=1), LATER)
+    answer = http.post("/api/members/M-STORE-ONLY/redemptions", headers=AUTH,
+                       json={"points": 200, "idempotency_key": "w-1"})
+    assert (answer.status_code, answer.json()) == (409, {"error": "This member is not a customer of the shop, so no "
+                                                                  "code can be made for them; no points were taken."})
+    assert balance(pg_sessions, "M-STORE-ONLY") == 500 and shop.discounts.codes == {}

@@ -221,3 +221,15 @@ def test_without_a_shop_the_export_writes_the_codes_once_and_history_shows_their
     bad = loyalty(env, "coupons", "export", "--since", "yesterday")
     assert bad.returncode != 0 and one_sentence(bad) == ("error: --since 'yesterday' is not a date; "
                                                        "write it like 2026-01-31 or 2026-01-31T12:00:00Z.")
+
+
+def test_a_member_who_is_not_a_shop_customer_gets_no_message_and_a_reason(shop_runtime, pg_sessions, smtp_sink):
+    server, runtime = shop_runtime
+    add_members(pg_sessions, make_member("M-STORE-ONLY", email="walkin@example.org"))
+    place_order(runtime, "M-STORE-ONLY", "L1", datetime(2027, 1, 1, 15, tzinfo=UTC), "40")
+    run_tick(runtime, DAY_90)
+    delivery = _delivery(pg_sessions, "M-STORE-ONLY")
+    assert (delivery.state, delivery.reason) == ("failed", "coupon_not_created")
+    assert delivery.detail == ("The member is not a Shopify customer (their id is not the shop's); a code "
+                               "restricted to them cannot be made there.")
+    assert smtp_sink.messages == [] and server.discounts.codes == {}

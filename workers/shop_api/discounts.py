@@ -42,6 +42,11 @@ class Discount:
     title: str
 
 
+class NotShopCustomer(ShopApiError):
+    """The member cannot get a code in this shop (not one of its customers, no email): asking again
+    will not help."""
+
+
 class DiscountShop(Protocol):
     platform: str
 
@@ -74,8 +79,8 @@ def _json(response: httpx.Response | None) -> Any:
 
 def _customer_number(discount: Discount, shop: str) -> str:
     if not discount.customer_id.isdigit():
-        raise ShopApiError(f"The member is not a {shop} customer (their id is not the shop's); "
-                           "a code restricted to them cannot be made there.")
+        raise NotShopCustomer(f"The member is not a {shop} customer (their id is not the shop's); "
+                              "a code restricted to them cannot be made there.")
     return discount.customer_id
 
 
@@ -157,7 +162,7 @@ class WooCommerceDiscounts:
                 "date_expires": discount.ends_at.astimezone(self.zone).strftime("%Y-%m-%dT%H:%M:%S"),
                 "description": discount.title}
         if not discount.email:
-            raise ShopApiError("The member has no email address; WooCommerce cannot restrict a code to them.")
+            raise NotShopCustomer("The member has no email address; WooCommerce cannot restrict a code to them.")
         response = _send(self.api, "POST", self.PATH, json=body)
         if response is not None and response.status_code < 300:
             try:
