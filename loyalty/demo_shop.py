@@ -85,6 +85,13 @@ class ShopifyPlay:
     def with_secret(self, shop_settings):
         return replace(shop_settings, shopify_secrets=(self.shop.secret,))
 
+    def with_admin(self, shop_settings):
+        """The store's admin API (after it started): coupons are made there before their message goes out."""
+        from loyalty.shop_settings import ShopifyAdmin
+
+        return replace(shop_settings, shopify=ShopifyAdmin(self.shop.shop_domain, self.shop.access_token,
+                                                           self.shop.api_version, self.shop.url))
+
     def subscribe(self, url: str) -> None:
         self.shop.subscribe(url)
 
@@ -110,6 +117,12 @@ class WooCommercePlay:
 
     def with_secret(self, shop_settings):
         return replace(shop_settings, woocommerce_secrets=(self.shop.secret,))
+
+    def with_admin(self, shop_settings):
+        from loyalty.shop_settings import WooCommerceAdmin
+
+        return replace(shop_settings, woocommerce=WooCommerceAdmin(self.shop.url, self.shop.consumer_key,
+                                                                   self.shop.consumer_secret))
 
     def subscribe(self, url: str) -> None:
         for topic in ("customer.created", "customer.updated", "order.created", "order.updated", "order.deleted"):
@@ -157,6 +170,10 @@ def play_the_shop(play, country: str) -> list[Story]:
 
     play.order(None, [("Tea tin", 1, "40.00")], email="walk-in@shop.example")
     stories.append(Story("guest", None, "a guest order, with an email no member has"))
+
+    eve = play.customer("eve.laurent@shop.example", "Eve", "Laurent", country, "en")
+    play.order(eve, [("Tea tin", 1, "40.00")], at=utcnow() - timedelta(days=100))
+    stories.append(Story("eve", eve, "one order of 40.00, 100 days ago: the win-back's coupon is due"))
     return stories
 
 
@@ -166,21 +183,25 @@ def run_shop_demo(settings: Settings, console: Console, shop_name: str) -> None:
     if not settings.embedded or settings.redis_url:
         raise InputError("The demo runs only on the embedded default; unset DATABASE_URL and REDIS_URL to run it.")
     play = PLAYS[shop_name]()
+    with play.shop:  # up until the tick's coupon is made in the store and used at its checkout
+        _play(settings, console, play)
+
+
+def _play(settings: Settings, console: Console, play) -> None:
     BackgroundServer = _support("http_server").BackgroundServer
     from loyalty.demo import _where_it_went, cli_command, run_tick_through_queue
     from loyalty.web import create_app
     from workers.runtime import build_runtime, set_runtime
 
-    runtime = build_runtime(settings)
-    set_runtime(runtime)
     with ExitStack() as stack:
         shop = play.shop
-        settings = replace(settings, shop=play.with_secret(settings.shop))
+        settings = replace(settings, shop=play.with_admin(play.with_secret(settings.shop)))
+        runtime = build_runtime(settings)
+        set_runtime(runtime)
         app = create_app(settings)
         stack.callback(app.state.engine.dispose)
         web = BackgroundServer(app, name="loyalty-web").start()
         stack.callback(web.stop)
-        stack.enter_context(shop.start())
         play.subscribe(f"{web.url}{play.path}")
         console.print(f"[bold]Loyalty demo with a {play.title} store[/] on the embedded default: "
                       f"{settings.database_url.split('///')[-1]}", highlight=False)
@@ -208,9 +229,29 @@ def run_shop_demo(settings: Settings, console: Console, shop_name: str) -> None:
     run_tick_through_queue(runtime, now)
     sent = _messages(runtime, console, now, stories, last_delivery)
     _where_it_went(runtime, console, sent)
+    _coupon_at_checkout(runtime, console, play, stories, sent)
     run = cli_command()
     console.print(f"Next: {run} inbox   |   {run} member show {stories[0].customer_id}   |   "
                   f"{run} history --member {stories[0].customer_id}", highlight=False, soft_wrap=True)
+
+
+def _coupon_at_checkout(runtime, console: Console, play, stories: list[Story], sent: list[Delivery]) -> None:
+    """The win-back's code, made in the store before its message went out, used at the store's checkout
+    (its order's webhooks are held back: the points shown above stay what the database holds)."""
+    eve = next(s for s in stories if s.key == "eve")
+    with runtime.sessions() as session:
+        member_id = session.scalar(select(Member.id).where(Member.external_id == str(eve.customer_id)))
+    delivery = next((d for d in sent if d.member_id == member_id and d.coupon_code), None)
+    if delivery is None:
+        return
+    code = delivery.coupon_code
+    known = play.shop.discounts.find(code) is not None
+    with play.shop.held(order=[]):
+        order = play.shop.checkout(eve.customer_id, code, [("Tea tin", 1, "60.00")])
+    off = order.get("total_discounts") or order.get("discount_total")
+    console.print(f"Eve's win-back code {code} was in the store before her {delivery.channel} went out "
+                  f"({'made through its admin API' if known else 'not found in the store'}); the store's checkout "
+                  f"accepted it for her: {off} off an order of 60.00.", highlight=False)
 
 
 def _balances(session, ids: list[str] | None) -> dict[str, int]:

@@ -17,7 +17,7 @@ from models.inbox import InboxEntry
 from models.member import Member
 from models.points import PointEntry
 
-NAMES = ("Ana Martin", "Ben Okafor", "Chloé Dubois", "Dev Patel")
+NAMES = ("Ana Martin", "Ben Okafor", "Chloé Dubois", "Dev Patel", "Eve Laurent")
 
 
 def demo(shop: str, home: Path, cwd: Path) -> subprocess.CompletedProcess:
@@ -81,8 +81,9 @@ def test_the_shop_demo_shows_what_the_webhooks_became_and_a_second_run_changes_n
     points = {name: int(row["points"]) for name, row in shown.items()}
     assert points == {"Ana Martin": 540 + 50, "Ben Okafor": 80 + 50,  # applied once his customer arrived
                       "Chloé Dubois": 100 + 50 - 40,  # the refunded teapot's 40 taken back
-                      "Dev Patel": 100 + 50}  # three copies of each webhook, applied once
-    assert shown["Ana Martin"]["tier"] == "silver" and len(members) == 4  # the guest made no member
+                      "Dev Patel": 100 + 50,  # three copies of each webhook, applied once
+                      "Eve Laurent": 40 + 50}  # an order 100 days ago
+    assert shown["Ana Martin"]["tier"] == "silver" and len(members) == 5  # the guest made no member
 
     # The inbox: one entry per webhook, all applied, the duplicates not stored.
     entries = inbox_rows(first.stdout)
@@ -96,12 +97,18 @@ def test_the_shop_demo_shows_what_the_webhooks_became_and_a_second_run_changes_n
     assert (paid, 1, "applied", "applied after waiting") in entries  # Ben's order waited for him
     assert (paid, 1, "applied", "a guest order whose email is no member's: not applicable") in entries
 
-    # The tick sent Ana's tier-upgrade notice, and it is in the outbox.
-    ana = shown["Ana Martin"]["member"]
-    assert sent == [("tier_upgrade", f"tier_upgrade:{ana}:silver:{sent[0][1].rsplit(':', 1)[1]}")]
+    # The tick sent Ana's tier-upgrade notice and Eve's win-back with its coupon, both in the outbox.
+    ana, eve = shown["Ana Martin"]["member"], shown["Eve Laurent"]["member"]
+    assert sorted(sent)[0] == ("tier_upgrade", f"tier_upgrade:{ana}:silver:{sorted(sent)[0][1].rsplit(':', 1)[1]}")
+    assert sorted(sent)[1][0] == "winback" and sorted(sent)[1][1].startswith(f"winback:{eve}:")
     assert re.search(r"│ tier_upgrade\s+│ Ana Martin\s+│ silver\s+│ email\s+│ sent\s+│", first.stdout)
     emails = sorted((home / "outbox" / "email").glob("*.eml"))
-    assert len(emails) == 1 and "Sent today: 1 email(s)" in said
+    assert len(emails) == 2 and "Sent today: 2 email(s)" in said
+
+    # Eve's code was made in the store before her email, and the store's checkout accepted it for her.
+    code = re.search(r"Eve's win-back code (BACK-\w+) was in the store before her email went out \(made through "
+                     r"its admin API\); the store's checkout accepted it for her: 9\.00 off an order of 60\.00\.", said)
+    assert code and any(code[1] in path.read_text() for path in emails)
 
     again = demo(shop, home, tmp_path)
     assert again.returncode == 0, again.stderr
@@ -111,8 +118,8 @@ def test_the_shop_demo_shows_what_the_webhooks_became_and_a_second_run_changes_n
     members_again, inbox_again, sent_again = held(home)
     assert members_again == members and sent_again == sent
     assert inbox_again == {"applied": 2 * stored}  # new webhook ids: stored, applied, no effect
-    assert "Already sent by an earlier run: 1 message(s) to the store's customers (1 tier_upgrade); none was sent " \
-           "again." in " ".join(again.stdout.split())
+    assert "Already sent by an earlier run: 2 message(s) to the store's customers (1 tier_upgrade, 1 winback); none " \
+           "was sent again." in " ".join(again.stdout.split())
     assert sorted((home / "outbox" / "email").glob("*.eml")) == emails
 
 
