@@ -5,7 +5,7 @@ faults, never sent when the shop lacks it, and accepted by the stand-in's checko
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -233,3 +233,41 @@ def test_a_member_who_is_not_a_shop_customer_gets_no_message_and_a_reason(shop_r
     assert delivery.detail == ("The member is not a Shopify customer (their id is not the shop's); a code "
                                "restricted to them cannot be made there.")
     assert smtp_sink.messages == [] and server.discounts.codes == {}
+
+
+def test_a_worker_killed_while_the_shop_makes_the_code_ends_with_one_code(env, pg_engine, pg_sessions, smtp_sink):
+    """`loyalty run` killed (SIGKILL) once the shop stored the code, before its answer: the message is not
+    sent, the sweeper marks it unknown (never re-sent blindly), the next tick makes no second code. (A
+    creation run again for that code finds it: test_a_worker_killed_after_the_shop_made_the_code_leaves_one_code.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+    from workers.sweeper import sweep
+
+    server, variables = _shop("shopify")
+    runtime = build_runtime(load_settings({**env, **variables}))
+    try:
+        customer_id, external = _lapsed_customer(server, runtime, pg_sessions)
+        clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+        worker = subprocess.Popen([sys.executable, "-m", "loyalty", "run", "--at", DAY_90.isoformat()],
+                                  env={**clean, **env, **variables}, cwd=REPO_ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server.discounts.after_create = lambda entry: os.kill(worker.pid, signal.SIGKILL)
+        assert worker.wait(60) == -signal.SIGKILL
+        server.discounts.after_create = None
+        assert len(server.discounts.codes) == 1 and smtp_sink.messages == []
+        assert _delivery(pg_sessions, external).state == "sending"
+        (code,) = [c for c, _, _ in _coupons(pg_sessions)]
+        assert _coupons(pg_sessions) == [(code, "new", None)]  # the worker died before it heard
+
+        sweep(runtime, datetime.now(UTC) + timedelta(hours=1))
+        assert _delivery(pg_sessions, external).state == "unknown"
+        run_tick(runtime, DAY_90 + timedelta(hours=1))  # the restarted worker's next tick
+        assert _delivery(pg_sessions, external).state == "unknown" and smtp_sink.messages == []
+        assert len(server.discounts.codes) == 1 and len(server.discounts.creates) == 1
+    finally:
+        runtime.close()
+        server.stop()

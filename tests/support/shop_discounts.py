@@ -9,7 +9,8 @@ ended, then marks it used and places the order that carries it (whose webhook re
 Faults: ``book.refuse = True`` makes the next creates a refusal (a validation error of the platform);
 the admin API's ``fail_request(n, "drop")`` processes a create and closes the connection (the shop
 has the code, the client never hears it), ``"timeout"`` holds it unanswered, ``"error:500"`` fails it.
-Every create request is logged in ``book.created`` with its wall-clock time (``time.time()``).
+Every create request is logged in ``book.creates`` with its wall-clock time (``time.time()``);
+``book.after_create(entry)`` runs once a code is stored, before the answer (a test kills its client there).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class DiscountBook:
         self.codes: dict[str, ShopCode] = {}  # by lowercased code
         self.refuse = False
         self.creates: list[float] = []  # every create request's arrival (wall clock), refused ones included
+        self.after_create: Any = None  # called with each new code, before the answer (e.g. to kill the client)
         self._next = first_id
         self._lock = threading.RLock()
 
@@ -66,7 +68,9 @@ class DiscountBook:
             entry = ShopCode(self._next, code, **fields)
             self._next += 1
             self.codes[code.lower()] = entry
-            return entry
+        if self.after_create is not None:
+            self.after_create(entry)
+        return entry
 
     def redeem(self, code: str, customer: str, now: datetime) -> ShopCode:
         """Check the code for ``customer`` at ``now`` and mark it used; :class:`CheckoutRefused` if not valid."""
@@ -225,10 +229,10 @@ class PrestaShopDiscountsMixin:
         percent = Decimal(fields.get("reduction_percent") or 0)
         record = {"id": len(self.cart_rules) + 1, **fields}
         self.cart_rules.append(record)
-        entry = self.discounts.add(f"{fields['code']}#{record['id']}", customer=fields.get("id_customer"),
-                                   percent_off=percent or None, amount_off=None if percent else
-                                   _money(fields.get("reduction_amount") or 0), ends_at=ends,
-                                   usage_limit=int(fields.get("quantity") or 1), raw=record)
+        self.discounts.add(f"{fields['code']}#{record['id']}", customer=fields.get("id_customer"),  # one per rule
+                           percent_off=percent or None, amount_off=None if percent else
+                           _money(fields.get("reduction_amount") or 0), ends_at=ends,
+                           usage_limit=int(fields.get("quantity") or 1), raw=record)
         return 201, JSON, json.dumps({"cart_rule": record}).encode()
 
     def checkout(self, customer_id: int, code: str, *, at: datetime | None = None) -> dict[str, Any]:
