@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from models.audit import AuditEntry
+from models.coupons import Coupon
 from models.delivery import Delivery, DeliveryState
 from models.inbox import InboxEntry, erase_bodies
 from models.member import ContactStatus, Member
@@ -86,6 +87,12 @@ def export_member(session: Session, member: Member, *, actor: str, reason: str, 
              "reason": d.reason, "send_at": iso(d.send_at), "finished_at": iso(d.finished_at),
              "reward_points": d.reward_points, "coupon_code": d.coupon_code}
             for d in session.scalars(select(Delivery).where(Delivery.member_id == member.id).order_by(Delivery.id))
+        ],
+        "coupons": [
+            {"code": c.code, "percent_off": str(c.percent_off) if c.percent_off is not None else None,
+             "amount_off": str(c.amount_off) if c.amount_off is not None else None, "currency": c.currency,
+             "expires_at": iso(c.expires_at), "state": c.state, "used_at": iso(c.used_at)}
+            for c in session.scalars(select(Coupon).where(Coupon.member_id == member.id).order_by(Coupon.id))
         ],
         "tier_changes": [
             {"from": t.from_tier, "to": t.to_tier, "direction": t.direction, "at": iso(t.at), "cause": t.cause}

@@ -214,6 +214,8 @@ def test_without_a_shop_the_export_writes_the_codes_once_and_history_shows_their
     assert _coupons(pg_sessions) == [(code, "exported", None)]
     show = json.loads(loyalty(env, "member", "show", "LAPSED", "--json").stdout)
     assert show["coupons"] == [f"{code} 15% off until 2027-05-01: exported (loyalty coupons export)"]
+    data = json.loads(loyalty(env, "member", "export", "LAPSED").stdout)  # a privacy export lists them too
+    assert [(c["code"], c["state"], c["percent_off"]) for c in data["coupons"]] == [(code, "exported", "15.00")]
     later = loyalty(env, "coupons", "export", "--since", "2099-01-01")
     assert later.stdout.splitlines() == [",".join(("code", "discount_type", "amount", "date_expires", "usage_limit",
                                                    "usage_limit_per_user", "individual_use", "email_restrictions",
