@@ -90,3 +90,18 @@ def test_a_shop_that_fails_or_refuses_gives_one_sentence_and_no_code(shop):
     with pytest.raises(ShopApiError, match="refused"):
         client.ensure(_discount(ana, "ana@example.org", code="NEW-2"))
     assert _codes(server) == 0
+
+
+@pytest.mark.parametrize(("version", "field"), [("2026-01", "context"), ("2025-07", "customerSelection")])
+def test_shopify_versions_before_2025_10_name_the_customer_in_customer_selection(version, field):
+    server = ShopifyServer().start()
+    client = ShopifyDiscounts(ShopifyAdmin("loyalty-demo.myshopify.com", server.access_token, version, server.url))
+    try:
+        ana = server.add_customer("ana@example.org", "Ana", "Martin")
+        client.ensure(_discount(ana["id"], "ana@example.org"))
+        (entry,) = server.discounts.codes.values()
+        assert entry.raw[field] == {"customers": {"add": [f"gid://shopify/Customer/{ana['id']}"]}}
+        server.checkout(ana["id"], entry.code)
+    finally:
+        client.close()
+        server.stop()

@@ -92,6 +92,8 @@ class ShopifyDiscounts:
 
     def __init__(self, admin: ShopifyAdmin, **api: Any):
         self.path = f"/admin/api/{admin.api_version}/graphql.json"
+        # 2025-10 replaced customerSelection (same shape) by context; older versions know only the former.
+        self.eligibility = "customerSelection" if admin.api_version < "2025-10" else "context"
         self.api = Api("Shopify", admin.base_url, "SHOPIFY_ADMIN_TOKEN (an Admin API access token with "
                        "read_discounts and write_discounts)", headers={"X-Shopify-Access-Token": admin.token},
                        **{"waits": NO_RETRY, **api})
@@ -113,7 +115,8 @@ class ShopifyDiscounts:
                                  else {"discountAmount": {"amount": str(discount.amount_off), "appliesOnEachItem": False}})
         payload = {"title": discount.title, "code": discount.code, "startsAt": iso(discount.starts_at),
                    "endsAt": iso(discount.ends_at), "usageLimit": 1, "appliesOncePerCustomer": True,
-                   "context": {"customers": {"add": [f"gid://shopify/Customer/{_customer_number(discount, 'Shopify')}"]}},
+                   self.eligibility: {"customers": {"add": [
+                       f"gid://shopify/Customer/{_customer_number(discount, 'Shopify')}"]}},
                    "customerGets": {"value": value, "items": {"all": True}},
                    "combinesWith": {"orderDiscounts": False, "productDiscounts": False, "shippingDiscounts": True}}
         answer = _json(_send(self.api, "POST", self.path, json={"query": self.CREATE, "variables": {"input": payload}}))
