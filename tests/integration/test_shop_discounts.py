@@ -105,3 +105,18 @@ def test_shopify_versions_before_2025_10_name_the_customer_in_customer_selection
     finally:
         client.close()
         server.stop()
+
+
+def test_a_throttled_shopify_says_so_and_a_later_try_makes_the_code_once():
+    server = ShopifyServer().start()
+    client = ShopifyDiscounts(ShopifyAdmin("loyalty-demo.myshopify.com", server.access_token, "2026-01", server.url))
+    try:
+        ana = server.add_customer("ana@example.org", "Ana", "Martin")
+        server.throttle_next(1)
+        with pytest.raises(ShopApiError, match="Shopify throttled the discount lookup; it will be tried again."):
+            client.ensure(_discount(ana["id"], "ana@example.org"))
+        client.ensure(_discount(ana["id"], "ana@example.org"))
+        assert len(server.discounts.codes) == 1
+    finally:
+        client.close()
+        server.stop()

@@ -24,6 +24,7 @@ import httpx
 from loyalty.shop_settings import PrestaShopAdmin, ShopifyAdmin, ShopSettings, WooCommerceAdmin
 from shops.common import iso
 from workers.shop_api.http import Api, ShopApiError
+from workers.shop_api.shopify import _code
 
 # A create is asked once; after a failure the code is looked up, never created a second time blindly.
 NO_RETRY: tuple[float, ...] = ()
@@ -105,6 +106,8 @@ class ShopifyDiscounts:
         answer = self.api.json("POST", self.path, json={"query": self.FIND, "variables": {"code": code}})
         node = ((answer or {}).get("data") or {}).get("codeDiscountNodeByCode") if isinstance(answer, dict) else None
         if isinstance(answer, dict) and answer.get("errors"):
+            if _code(answer["errors"]) == "THROTTLED":
+                raise ShopApiError("Shopify throttled the discount lookup; it will be tried again.")
             raise ShopApiError("Shopify refused the discount lookup; check the token's read_discounts scope.")
         return node.get("id") if isinstance(node, dict) else None
 
