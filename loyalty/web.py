@@ -21,6 +21,7 @@ checks run in threads.
 
 from __future__ import annotations
 
+import traceback
 from contextlib import asynccontextmanager
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -44,7 +45,7 @@ from loyalty.tokens import read_unsubscribe_token
 from loyalty.web_limits import BodySizeLimit, TooManyFields, form_fields
 from models.audit import AuditEntry
 from models.base import utcnow
-from models.db import engine_for, make_sessionmaker, transaction
+from models.db import engine_for, make_sessionmaker, migrate, transaction
 from models.member import Member
 from workers.inbox import notifier
 
@@ -75,6 +76,8 @@ def unsubscribe_page(locale: str, page: str, *, channel: str = "", action: str =
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     engine = engine_for(settings)
+    if settings.embedded:
+        migrate(engine)  # on the embedded default, the process creates or migrates its SQLite file
     sessions = make_sessionmaker(engine)
 
     def database_answers() -> str | None:
@@ -185,7 +188,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     shop_limit = settings.shop.max_body_bytes
     limits = Middleware(BodySizeLimit, by_prefix={"/webhooks/": shop_limit, "/api/": shop_limit})
-    app = Starlette(lifespan=lifespan, middleware=[limits], routes=[
+    async def crashed(request: Request, exc: Exception) -> Response:
+        """An error of ours: logged with its type and where (never its message, which may quote
+        data), answered 500 in one sentence."""
+        frames = traceback.extract_tb(exc.__traceback__)[-3:]
+        log.error("web.crashed", path=request.url.path, error=type(exc).__name__,
+                  at=[f"{Path(f.filename).name}:{f.lineno}" for f in frames])
+        return JSONResponse({"error": "Something went wrong on our side; it was logged, try again later."},
+                            status_code=500)
+
+    app = Starlette(lifespan=lifespan, middleware=[limits], exception_handlers={Exception: crashed}, routes=[
         Route("/healthz", healthz),
         Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
         Route("/twilio/status", twilio_status, methods=["POST"]),

@@ -189,3 +189,26 @@ def test_the_readmes_curl_examples_are_accepted_and_applied(web, pg_sessions):
         states = dict(session.execute(select(InboxEntry.topic, InboxEntry.state)).all())
     assert set(states.values()) == {"applied"}, states
     assert balance(pg_sessions, "42") == 90 + 50 - 45 - 50
+
+
+def test_the_web_process_on_a_fresh_embedded_default_creates_its_database_and_takes_webhooks(tmp_path):
+    """`loyalty web` with no DATABASE_URL: its SQLite file is created on start, as every command does."""
+    from shops.signatures import body_signature
+
+    settings = load_settings({"LOYALTY_HOME": str(tmp_path / "home"), "SHOPIFY_WEBHOOK_SECRET": "shpss_test_secret"})
+    body = json.dumps({"id": 7, "email": "eve@example.com", "first_name": "Eve",
+                       "created_at": "2026-11-01T10:00:00Z", "updated_at": "2026-11-01T10:00:00Z"}).encode()
+    with serving(settings) as (_, http):
+        answer = http.post("/webhooks/shopify", content=body, headers={
+            "X-Shopify-Topic": "customers/create", "X-Shopify-Event-Id": "e1",
+            "X-Shopify-Hmac-Sha256": body_signature(body, "shpss_test_secret")})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"accepted": 1, "duplicates": 0}
+    from models.db import make_engine, make_sessionmaker
+
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            assert session.scalars(select(Member.first_name).where(Member.external_id == "7")).one() == "Eve"
+    finally:
+        engine.dispose()
