@@ -490,7 +490,7 @@ def run_channel(bench: Bench, kind: str, campaign, wanted: int, log_path: Path, 
 
     namespace = f"loyalty-bench-{secrets.token_hex(4)}"
     with bench.runtime.engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE deliveries")
+        conn.exec_driver_sql("TRUNCATE deliveries CASCADE")
     server = ProviderProcess(kind)
     env = dict(extra_env)
     if kind == "smtp":

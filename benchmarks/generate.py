@@ -759,7 +759,7 @@ def mark_dirty(database: str) -> None:
 def restore(database: str) -> None:
     """Put the send ledger and the points ledger back as generated (after an earlier run)."""
     with psycopg.connect(database_url(database), autocommit=True) as conn:
-        conn.execute("TRUNCATE deliveries")
+        conn.execute("TRUNCATE deliveries CASCADE")
         conn.execute("INSERT INTO deliveries SELECT * FROM bench_history")
         conn.execute("DELETE FROM point_entries WHERE entry_key LIKE 'reward:%%'")
         columns = _table_columns(conn).get("members", {})

@@ -102,7 +102,7 @@ KINDS = ["birthday"]
 
 def _truncate(bench: Bench) -> None:
     with bench.runtime.engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE deliveries")
+        conn.exec_driver_sql("TRUNCATE deliveries CASCADE")
 
 
 def _fingerprint(bench: Bench) -> tuple[int, int]:
