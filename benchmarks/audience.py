@@ -50,7 +50,7 @@ class Candidate:
 Floor = Callable[[object, datetime, list[str]], list[Candidate] | None]
 
 
-# --- due zones, computed here independently of campaigns/calendar.py ------------------------------
+# --- due zones, computed here independently of core/calendar.py ------------------------------
 
 @lru_cache(maxsize=None)
 def _zone(name: str) -> ZoneInfo:

@@ -90,7 +90,7 @@ def worker_env(database: str, **extra: str) -> dict[str, str]:
 
 
 def open_bench(members: int, *, database: str = BENCH_DATABASE, quick: bool = False) -> Bench:
-    from loyalty.settings import load_settings
+    from core.settings import load_settings
     from workers.runtime import build_runtime
 
     runtime = build_runtime(load_settings(worker_env(database)), pool_size=4)

@@ -285,7 +285,7 @@ def start_worker(database: str, namespace: str, log_path: Path, **extra: str) ->
 
 
 def _broker(bench: Bench, namespace: str):
-    from loyalty.settings import load_settings
+    from core.settings import load_settings
     from workers.broker import build_broker, install_broker
 
     settings = load_settings(worker_env(bench.database, REDIS_URL=REDIS_URL))
@@ -320,7 +320,7 @@ def _states(bench: Bench, ids: list[int] | None = None) -> dict[str, int]:
 
 def worker_tick(bench: Bench, campaign, timeout: float = 900) -> dict:
     """The worker plans and delivers the birthday tick at the benchmark instant, through Redis."""
-    from campaigns.calendar import iso_utc
+    from core.calendar import iso_utc
     from workers.actors import evaluate_campaign
 
     started = time.monotonic()

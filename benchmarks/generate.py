@@ -567,7 +567,7 @@ def _table_columns(conn: psycopg.Connection) -> dict[str, dict[str, tuple[bool, 
 def _campaign_facts() -> tuple[dict[str, int], time, tuple[str, ...]]:
     """The shipped birthday campaign's reward and send time, and the capped campaign ids."""
     from campaigns.loader import load_campaigns
-    from loyalty.settings import DEFAULT_CAMPAIGNS_DIR
+    from core.settings import DEFAULT_CAMPAIGNS_DIR
 
     loaded = load_campaigns(DEFAULT_CAMPAIGNS_DIR)
     points, send_time = {"bronze": 100, "silver": 250, "gold": 500}, time(9, 0)

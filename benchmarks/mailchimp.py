@@ -55,7 +55,7 @@ def measure(bench: Bench) -> list[Row]:
                     details={"looked_for": [f"{m}.{f}" for m, f in ENTRY_POINTS]})]
     name, sync = found
 
-    from loyalty.settings import load_settings
+    from core.settings import load_settings
     from workers.runtime import build_runtime
 
     server = MailchimpServer(merge_fields=MERGE_FIELDS).start()

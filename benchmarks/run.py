@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown measure(s): {', '.join(sorted(unknown))}")
 
     try:  # the product's own log lines (a sync's summary...) would cut the table: warnings only
-        from loyalty.logs import configure_quiet
+        from core.logs import configure_quiet
 
         configure_quiet()
     except Exception:  # noqa: BLE001 - an older checkout: its default logging is fine

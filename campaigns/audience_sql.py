@@ -20,7 +20,7 @@ from sqlalchemy import JSON, DateTime, Integer, Select, String, and_, case, cast
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement, Grouping
 
-from campaigns import calendar
+from core import calendar
 from campaigns.eligibility import Reason, channel_choice_sql
 from campaigns.program import Program
 from campaigns.schema import CampaignBase

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import Integer, Select, String, and_, case, func, literal, select, tuple_
 from sqlalchemy.dialects import postgresql
 
-from campaigns import calendar
+from core import calendar
 from campaigns.audience_sql import PlanContext, ZoneDue, delivery_columns, due_today, not_in_ledger, tier_filter
 from campaigns.eligibility import Reason
 from campaigns.kinds_api import SendCheck

@@ -1,7 +1,7 @@
 """Load campaign definitions from ``campaigns/definitions/*.yaml``.
 
 A broken file never takes the others down: :func:`load_campaigns` returns the valid campaigns and
-one :class:`~loyalty.errors.DefinitionError` per broken file, each a sentence naming the file, the
+one :class:`~core.errors.DefinitionError` per broken file, each a sentence naming the file, the
 line and what to change.
 """
 
@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from campaigns import yaml_source
 from campaigns.schema import CAMPAIGN_KINDS, CampaignBase
-from loyalty.errors import DefinitionError, InputError
+from core.errors import DefinitionError, InputError
 
 
 @dataclass

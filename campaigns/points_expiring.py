@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from sqlalchemy import Select, func, literal, select, union_all
 
-from campaigns import calendar
+from core import calendar
 from campaigns.audience_sql import PlanContext, ZoneDue, delivery_columns, due_today, not_in_ledger, tier_filter
 from campaigns.eligibility import Reason
 from campaigns.kinds_api import SendCheck

@@ -13,10 +13,12 @@ from typing import Annotated
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from campaigns import calendar, yaml_source
+from campaigns import yaml_source
+
+from core import calendar
 from campaigns.loader import explain_validation_error
 from campaigns.schema import StrictModel
-from loyalty.errors import DefinitionError
+from core.errors import DefinitionError
 
 def _sexagesimal(value: object) -> object:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import Select, and_, literal, select
 
-from campaigns import calendar
+from core import calendar
 from campaigns.audience_sql import PlanContext, ZoneDue, delivery_columns, not_in_ledger, tier_filter
 from campaigns.eligibility import Reason
 from campaigns.kinds_api import SendCheck

@@ -17,7 +17,7 @@ from campaigns.program import load_program
 from campaigns.rendering import Renderer, RenderError
 from campaigns.schema import CampaignBase
 from campaigns.sms_segments import measure, not_gsm7
-from loyalty.errors import DefinitionError
+from core.errors import DefinitionError
 
 
 @dataclass

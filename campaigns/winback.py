@@ -16,7 +16,7 @@ from datetime import date, timedelta
 
 from sqlalchemy import Select, literal, select, union_all
 
-from campaigns import calendar
+from core import calendar
 from campaigns.audience_sql import PlanContext, ZoneDue, delivery_columns, due_today, not_in_ledger, tier_filter, zone_condition
 from campaigns.eligibility import Reason
 from campaigns.kinds_api import SendCheck

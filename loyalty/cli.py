@@ -20,10 +20,10 @@ from rich.markup import escape
 from rich.segment import Segment
 from sqlalchemy.exc import OperationalError
 
-from campaigns.calendar import parse_instant
-from loyalty import logs
-from loyalty.errors import InputError, LoyaltyError
-from loyalty.settings import get_settings
+from core.calendar import parse_instant
+from core import logs
+from core.errors import InputError, LoyaltyError
+from core.settings import get_settings
 from models.base import utcnow
 
 #: ANSI escape sequences (CSI, OSC, two-character), then any C0 control but tab and newline, DEL and C1.

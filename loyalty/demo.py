@@ -28,16 +28,16 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from campaigns import calendar
-from campaigns.calendar import iso_utc
-from loyalty.errors import InputError
-from loyalty.settings import Settings
+from core import calendar
+from core.calendar import iso_utc
+from core.errors import InputError
+from core.settings import Settings
 from models.base import utcnow
 from models.db import transaction
 from models.delivery import Delivery, DeliveryState
 from models.member import ContactStatus, Member
 from models.order import Order
-from models.program_ops import apply_pending_orders
+from services.program_ops import apply_pending_orders
 
 ZONES = [
     ("Pacific/Auckland", "en_NZ"), ("Australia/Sydney", "en_AU"), ("Asia/Tokyo", "en"),

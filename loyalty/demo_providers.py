@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from loyalty.errors import InputError
-from loyalty.settings import PACKAGE_ROOT, MailchimpTarget, Settings, TwilioTarget
+from core.errors import InputError
+from core.settings import PACKAGE_ROOT, MailchimpTarget, Settings, TwilioTarget
 
 JOURNEY_CAMPAIGN = "tier_upgrade"
 JOURNEY_STEP = {"tags": ["tier-upgrade"], "event": "tier_upgrade",

@@ -26,10 +26,10 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from campaigns import calendar
-from campaigns.calendar import iso_utc
-from loyalty.errors import InputError
-from loyalty.settings import PACKAGE_ROOT, Settings
+from core import calendar
+from core.calendar import iso_utc
+from core.errors import InputError
+from core.settings import PACKAGE_ROOT, Settings
 from models.base import utcnow
 from models.delivery import Delivery, DeliveryState
 from models.inbox import InboxEntry
@@ -87,7 +87,7 @@ class ShopifyPlay:
 
     def with_admin(self, shop_settings):
         """The store's admin API (after it started): coupons are made there before their message goes out."""
-        from loyalty.shop_settings import ShopifyAdmin
+        from core.shop_settings import ShopifyAdmin
 
         return replace(shop_settings, shopify=ShopifyAdmin(self.shop.shop_domain, self.shop.access_token,
                                                            self.shop.api_version, self.shop.url))
@@ -119,7 +119,7 @@ class WooCommercePlay:
         return replace(shop_settings, woocommerce_secrets=(self.shop.secret,))
 
     def with_admin(self, shop_settings):
-        from loyalty.shop_settings import WooCommerceAdmin
+        from core.shop_settings import WooCommerceAdmin
 
         return replace(shop_settings, woocommerce=WooCommerceAdmin(self.shop.url, self.shop.consumer_key,
                                                                    self.shop.consumer_secret))

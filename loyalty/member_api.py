@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from campaigns import calendar
+from core import calendar
 from campaigns.program import Program, load_program
-from loyalty.settings import Settings
+from core.settings import Settings
 from models import ledger
 from models.base import utcnow
 from models.member import Member

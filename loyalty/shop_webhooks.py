@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from loyalty.settings import Settings
+from core.settings import Settings
 from models.db import transaction
 from models.inbox import receive
 from shops import api, shopify, woocommerce

@@ -9,7 +9,7 @@ its form posts to ``LOYALTY_PUBLIC_URL``, never to a host the request names.
 ``POST /twilio/status`` (message status callbacks) and ``POST /twilio/inbound`` (messages members
 send: STOP, START, HELP) answer 403 unless ``X-Twilio-Signature`` validates with
 ``TWILIO_AUTH_TOKEN`` for ``LOYALTY_PUBLIC_URL`` + the path; what they change is in
-``loyalty/twilio_webhooks.py``. Form bodies are parsed with the standard library.
+``loyalty/sms_feedback.py``. Form bodies are parsed with the standard library.
 
 ``POST /webhooks/shopify``, ``POST /webhooks/woocommerce`` and ``POST /api/events`` take the shop's
 events into the inbox (``loyalty/shop_webhooks.py``).
@@ -37,11 +37,11 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from campaigns.rendering import locale_candidates
-from loyalty import twilio_webhooks
+from workers.channels import sms_feedback
 from loyalty.member_api import member_routes
 from loyalty.shop_webhooks import shop_routes
-from loyalty.settings import Settings, get_settings
-from loyalty.tokens import read_unsubscribe_token
+from core.settings import Settings, get_settings
+from core.tokens import read_unsubscribe_token
 from loyalty.web_limits import BodySizeLimit, TooManyFields, form_fields
 from models.audit import AuditEntry
 from models.base import utcnow
@@ -154,7 +154,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if settings.twilio is None:
             return forbidden(request.url.path)
         url = settings.public_base_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        ok = await run_in_threadpool(twilio_webhooks.signature_is_valid, settings.twilio.auth_token, url, fields,
+        ok = await run_in_threadpool(sms_feedback.signature_is_valid, settings.twilio.auth_token, url, fields,
                                      request.headers.get("X-Twilio-Signature"))
         return dict(fields) if ok else forbidden(request.url.path)
 
@@ -166,7 +166,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         form = await twilio_form(request)
         if isinstance(form, Response):
             return form
-        outcome = await run_in_threadpool(twilio_webhooks.apply_status, sessions, form)
+        outcome = await run_in_threadpool(sms_feedback.apply_status, sessions, form)
         log.info("twilio.status", message_sid=form.get("MessageSid"), status=form.get("MessageStatus"), outcome=outcome)
         return Response(status_code=200)
 
@@ -174,7 +174,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         form = await twilio_form(request)
         if isinstance(form, Response):
             return form
-        keyword, changed = await run_in_threadpool(twilio_webhooks.apply_inbound, sessions, form)
+        keyword, changed = await run_in_threadpool(sms_feedback.apply_inbound, sessions, form)
         log.info("twilio.inbound", message_sid=form.get("MessageSid"), keyword=keyword, members_changed=changed)
         reply = ""
         if keyword == "HELP":

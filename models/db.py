@@ -24,7 +24,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from loyalty.errors import LoyaltyError
+from core.errors import LoyaltyError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 log = structlog.get_logger("loyalty.db")

@@ -29,10 +29,10 @@ class Order(Base):
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(16), default=OrderStatus.PLACED)
     # The status whose effects (points, last order, tier) were last applied; differs from
-    # ``status`` while an imported or updated order waits for models.program_ops.apply_pending_orders.
+    # ``status`` while an imported or updated order waits for services.program_ops.apply_pending_orders.
     applied_status: Mapped[str | None] = mapped_column(String(16))
     # What partial refunds gave back of ``total``: it no longer counts toward tier spend, and each took
-    # back its share of the order's points (models.program_ops.reverse_refund).
+    # back its share of the order's points (services.program_ops.reverse_refund).
     refunded_amount: Mapped[Decimal] = mapped_column(Numeric(12, 2), default=Decimal(0), server_default="0")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)

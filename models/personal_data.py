@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Connection, Text, TypeDecorator, text
 
-from loyalty.errors import LoyaltyError
+from core.errors import LoyaltyError
 
 PREFIX = "enc1:"
 

@@ -16,9 +16,9 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from campaigns.calendar import iso_utc
+from core.calendar import iso_utc
 from campaigns.loader import load_campaigns
-from loyalty.settings import Settings
+from core.settings import Settings
 
 log = structlog.get_logger("loyalty.clock")
 

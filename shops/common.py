@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
@@ -12,18 +11,10 @@ from typing import Any
 import phonenumbers
 from babel.core import get_global
 
+from core.shop_settings import ShopMapping  # noqa: F401  (re-exported: the shop modules read it from here)
 from shops.events import PayloadProblem
 
 CENT = Decimal("0.01")
-
-
-@dataclass(frozen=True)
-class ShopMapping:
-    """How a shop's data is read, from the shop's configuration (see the README's per-platform table)."""
-
-    default_timezone: str = "UTC"  # the store's zone, for customers whose country has several
-    birthday_key: str = "facts.birth_date"  # a Shopify metafield namespace.key, a meta_data key elsewhere
-    points_on: str = "subtotal"  # "subtotal" (merchandise after discounts, no shipping nor taxes) or "total"
 
 
 def amount(value: Any, what: str) -> Decimal:

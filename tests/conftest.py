@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from loyalty.settings import load_settings
+from core.settings import load_settings
 from models.base import Base
 from models.db import make_engine, make_sessionmaker, migrate
 from models.personal_data import KeyRing, install

@@ -17,11 +17,11 @@ import dramatiq
 import structlog
 from dramatiq.brokers.stub import StubBroker
 
-from campaigns.calendar import iso_utc, parse_instant
-from loyalty.twilio_webhooks import apply_early_statuses
+from core.calendar import iso_utc, parse_instant
+from workers.channels.sms_feedback import apply_early_statuses
 from models.base import utcnow
 from models.db import transaction
-from models.program_ops import apply_pending_orders, expire_due_lots, recalculate_all_tiers
+from services.program_ops import apply_pending_orders, expire_due_lots, recalculate_all_tiers
 from models.webhooks import prune_processed_webhooks
 from workers import shutdown
 from workers.delivery import deliver

@@ -11,7 +11,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
-from loyalty.settings import Settings
+from core.settings import Settings
 
 
 def redis_client(url: str) -> redis.Redis:

@@ -45,15 +45,15 @@ import structlog
 from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
-from campaigns import calendar
+from core import calendar
 from campaigns.context import message_context
 from campaigns.eligibility import Reason, channel_ready
 from campaigns.kinds import rules_for
 from campaigns.kinds_api import SendCheck
 from campaigns.rendering import RenderError
 from campaigns.sms_segments import measure
-from loyalty.redact import redact
-from loyalty.tokens import unsubscribe_url
+from core.redact import redact
+from core.tokens import unsubscribe_url
 from models import ledger
 from models.audit import AuditEntry
 from models.base import utcnow

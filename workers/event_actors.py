@@ -12,13 +12,13 @@ import dramatiq
 import structlog
 from sqlalchemy import update
 
-from campaigns.calendar import parse_instant
+from core.calendar import parse_instant
 from models.base import utcnow
 from models.db import transaction
-from models.imports import apply_record
-from models.imports.rows import RowProblem
+from services.imports import apply_record
+from services.imports.rows import RowProblem
 from models.order import Order, OrderStatus
-from models.program_ops import apply_pending_orders
+from services.program_ops import apply_pending_orders
 from workers.actors import _placeholder
 from workers.runtime import get_runtime
 

@@ -24,14 +24,14 @@ from models.audit import AuditEntry
 from models.base import utcnow
 from models.consent import CHANNELS, apply_statement
 from models.db import transaction
-from models.imports import apply_record
-from models.imports.rows import RowProblem
+from services.imports import apply_record
+from services.imports.rows import RowProblem
 from models.inbox import ERASED_BODY, InboxEntry, InboxState, claim_once, claim_version, hold, settle, wake
 from models.member import Member
 from models.order import Order, OrderStatus
 from models.personal_data import lookup
 from models.privacy import erase_member
-from models.program_ops import apply_pending_orders, recalculate_tier, reverse_refund
+from services.program_ops import apply_pending_orders, recalculate_tier, reverse_refund
 from shops import api, prestashop, shopify, woocommerce
 from shops.common import ShopMapping, instant
 from shops.events import EventKind, OrderState, PayloadProblem, ShopEvent, import_status

@@ -44,7 +44,7 @@ import structlog
 from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from campaigns import calendar
+from core import calendar
 from models import ledger
 from models.base import utcnow
 from models.db import only_one, transaction

@@ -10,8 +10,8 @@ import os
 import signal
 import sys
 
-from loyalty import logs
-from loyalty.errors import LoyaltyError
+from core import logs
+from core.errors import LoyaltyError
 
 
 def refuse_to_start(sentence: str, code: int = 2):
@@ -33,7 +33,7 @@ def refuse_to_start(sentence: str, code: int = 2):
 
 
 def _start():
-    from loyalty.settings import get_settings
+    from core.settings import get_settings
     from workers.broker import build_broker, install_broker
     from workers.runtime import get_runtime
     from workers.shutdown import pass_on_first_sigterm_only

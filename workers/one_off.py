@@ -25,15 +25,15 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from campaigns import calendar
+from core import calendar
 from campaigns.eligibility import Reason, choose_channel
-from loyalty.errors import InputError
+from core.errors import InputError
 from models import ledger
 from models.audit import AuditEntry
 from models.base import utcnow
 from models.db import transaction
 from models.delivery import Delivery, DeliveryState
-from models.history import get_member
+from services.history import get_member
 from models.member import Member
 from models.points import PointEntry
 from workers.channels.base import OutgoingMailchimp, OutgoingSms

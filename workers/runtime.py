@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from campaigns.loader import CampaignSet, load_campaigns
 from campaigns.program import Program, load_program
 from campaigns.rendering import Renderer
-from loyalty.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from models.db import engine_for, make_sessionmaker, migrate
 from workers.channels.email import SmtpEmailChannel
 from workers.channels.outbox import OutboxEmailChannel, OutboxMailchimpChannel, OutboxSmsChannel

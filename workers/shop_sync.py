@@ -29,7 +29,7 @@ import dramatiq
 import structlog
 from sqlalchemy import select
 
-from loyalty.errors import LoyaltyError
+from core.errors import LoyaltyError
 from models.base import utcnow
 from models.db import only_one, transaction
 from models.inbox import InboxEntry, InboxState, receive

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from models.db import transaction
 from models.delivery import Delivery, DeliveryState
-from models.program_ops import apply_pending_orders, expire_due_lots
+from services.program_ops import apply_pending_orders, expire_due_lots
 from workers.delivery import DeliveryReport, deliver
 from workers.planning import PlanResult, plan_campaign, plan_context
 from workers.runtime import Runtime

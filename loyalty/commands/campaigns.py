@@ -9,9 +9,9 @@ from collections import Counter
 import click
 from rich.table import Table
 
-from campaigns.calendar import iso_utc
+from core.calendar import iso_utc
 from loyalty.cli import cli, console, errors, instant_option, runtime_for_cli
-from loyalty.settings import get_settings
+from core.settings import get_settings
 
 
 @cli.command()

@@ -14,7 +14,7 @@ import click
 from loyalty.cli import cli, runtime_for_cli
 from loyalty.cli import plain as console
 from loyalty.commands.shop import _since
-from loyalty.errors import InputError
+from core.errors import InputError
 
 
 @cli.group()

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from loyalty.cli import cli, console, errors, plain, plain_errors, runtime_for_cli
-from loyalty.settings import get_settings
+from core.settings import get_settings
 
 
 @cli.command(name="import")
@@ -26,7 +26,7 @@ def import_(kind: str, path: Path, dry_run: bool, actor: str) -> None:
     """
     from rich.progress import BarColumn, Progress, TextColumn
 
-    from models.imports import import_file
+    from services.imports import import_file
 
     settings = get_settings()
     runtime = runtime_for_cli()
@@ -59,7 +59,7 @@ def _apply_orders(runtime) -> int:
     """Imported orders earn points, move last-order dates and tiers (once each, however re-imported)."""
     from models.base import utcnow
     from models.db import transaction
-    from models.program_ops import apply_pending_orders
+    from services.program_ops import apply_pending_orders
 
     total = 0
     while True:

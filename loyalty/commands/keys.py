@@ -7,7 +7,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from sqlalchemy import func, select, update
 
 from loyalty.cli import cli, console, errors
-from loyalty.settings import get_settings
+from core.settings import get_settings
 
 
 @cli.group()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from loyalty.cli import cli, console, errors, runtime_for_cli
-from loyalty.errors import InputError
+from core.errors import InputError
 
 
 @cli.group()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from loyalty import logs
-from loyalty.errors import InputError
+from core import logs
+from core.errors import InputError
 from loyalty.cli import cli, console, instant_option
-from loyalty.settings import get_settings
+from core.settings import get_settings
 
 
 @cli.command()

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from loyalty.cli import cli, runtime_for_cli
 from loyalty.cli import plain as console
-from loyalty.errors import InputError
+from core.errors import InputError
 
 
 def parse_day(option: str, value: str | None) -> date | None:
@@ -26,7 +26,7 @@ def parse_day(option: str, value: str | None) -> date | None:
 
 def period_for(start: date | None, end: date | None):
     """Whole UTC days, both ends included."""
-    from models.report import Period
+    from services.report import Period
 
     if start and end and end < start:
         raise InputError(f"--to {end.isoformat()} is before --from {start.isoformat()}; swap them.")
@@ -55,7 +55,7 @@ def report(start: str | None, end: str | None, conversion_days: int, top: int, a
 
     Example: loyalty report --from 2027-06-01 --to 2027-06-30 --html report.html
     """
-    from models.report import program_report
+    from services.report import program_report
 
     first, last = parse_day("--from", start), parse_day("--to", end)
     period = period_for(first, last)

@@ -15,7 +15,7 @@ from rich.table import Table
 from loyalty.cli import cli, runtime_for_cli
 from loyalty.cli import plain as console
 from loyalty.commands.support import _echo_json, actor_option, json_option, member
-from loyalty.errors import InputError
+from core.errors import InputError
 from models.inbox import InboxState
 
 STATES = click.Choice([state.value for state in InboxState])
@@ -120,7 +120,7 @@ def member_erase(member_id: str, reason: str, actor: str) -> None:
     """
     from models.base import utcnow
     from models.db import transaction
-    from models.history import get_member
+    from services.history import get_member
     from models.privacy import erase_member
 
     runtime = runtime_for_cli()
@@ -147,7 +147,7 @@ def member_export(member_id: str, reason: str, output: str | None, actor: str) -
     """
     from models.base import utcnow
     from models.db import transaction
-    from models.history import get_member
+    from services.history import get_member
     from models.privacy import export_member
 
     runtime = runtime_for_cli()

@@ -21,11 +21,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from campaigns import calendar
+from core import calendar
 from loyalty.cli import cli, errors, runtime_for_cli
 from loyalty.cli import plain as console
 from loyalty.commands.report import parse_day
-from loyalty.errors import InputError
+from core.errors import InputError
 
 MAX_DAYS = 366
 END_OF_DAY = time(23, 59)

@@ -19,7 +19,7 @@ CHANNELS = click.Choice(["email", "sms"])
 
 
 def _default_actor() -> str:
-    from loyalty.settings import get_settings
+    from core.settings import get_settings
 
     return get_settings().actor
 
@@ -94,7 +94,7 @@ def _print_send_outcome(result) -> None:
             reward = f"; the same message as {result.resend_of}, no new reward"
         console.print(f"Sent {what}{reward}.")
     elif result.state == "planned":
-        from campaigns.calendar import iso_utc
+        from core.calendar import iso_utc
 
         console.print(f"Waiting: {what} is due at {iso_utc(result.due_at)} ({result.reason or 'quiet hours'}); "
                       "the worker sends it then.")
@@ -112,7 +112,7 @@ def history(member_id: str, as_json: bool) -> None:
 
     Example: loyalty history --member M0042
     """
-    from models.history import get_member, member_history
+    from services.history import get_member, member_history
 
     runtime = runtime_for_cli()
     with runtime.sessions() as session:
@@ -148,7 +148,7 @@ def member_show(member_id: str, as_json: bool) -> None:
 
     Example: loyalty member show M0042
     """
-    from models.history import get_member, member_summary
+    from services.history import get_member, member_summary
 
     runtime = runtime_for_cli()
     with runtime.sessions() as session:
@@ -217,7 +217,7 @@ def opt_out(sessions, member_id: str, channel: str, *, reason: str, actor: str,
             default_locale: str | None = None) -> tuple[str, bool, str | None, str | None]:
     """Withdraw consent for ``channel``, with an audit row: (external id, changed, since when, source).
 
-    ``member_id`` is an external id, an email or a phone number (see :func:`models.history.get_member`).
+    ``member_id`` is an external id, an email or a phone number (see :func:`services.history.get_member`).
 
     A member who already refused outside any import (a link, STOP, support) is left as is. One who
     merely never said yes is recorded as refusing, so that a later shop import cannot opt them in
@@ -225,12 +225,12 @@ def opt_out(sessions, member_id: str, channel: str, *, reason: str, actor: str,
     """
     from sqlalchemy import update
 
-    from campaigns.calendar import iso_utc
-    from loyalty.errors import InputError
+    from core.calendar import iso_utc
+    from core.errors import InputError
     from models.audit import AuditEntry
     from models.base import utcnow
     from models.db import transaction
-    from models.history import get_member
+    from services.history import get_member
     from models.member import Member
 
     reason = reason.strip()

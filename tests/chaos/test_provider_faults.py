@@ -18,7 +18,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from campaigns.calendar import iso_utc
+from core.calendar import iso_utc
 from models.delivery import Delivery
 from models.member import Member
 from tests.conftest import REDIS_URL, REPO_ROOT

@@ -25,7 +25,7 @@ import structlog
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import select
 
-from loyalty.settings import load_settings
+from core.settings import load_settings
 from models.member import Member
 from tests.conftest import REDIS_URL, REPO_ROOT
 

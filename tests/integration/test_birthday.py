@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from loyalty.tokens import read_unsubscribe_token
+from core.tokens import read_unsubscribe_token
 from models import ledger
 from models.delivery import Delivery
 from models.member import Member

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 
-from loyalty.settings import load_settings
+from core.settings import load_settings
 from models.delivery import Delivery
 from models.member import Member
 from models.points import PointEntry
@@ -114,7 +114,7 @@ def test_a_refund_after_a_redemption_takes_back_what_is_left_and_records_the_res
 def test_the_expiry_entry_is_written_once_however_often_the_job_runs(runtime, pg_sessions):
     from models import ledger
     from models.db import transaction
-    from models.program_ops import expire_due_lots
+    from services.program_ops import expire_due_lots
 
     add_members(pg_sessions, make_member("XP"))
     give_lot(runtime, "XP", "lot", 300, datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
@@ -218,7 +218,7 @@ def test_two_orders_the_same_day_crossing_two_thresholds_give_one_notice_for_the
 
 def test_a_downgrade_waits_for_the_grace_period_and_sends_no_notice(runtime, pg_sessions, smtp_sink):
     from models.db import transaction
-    from models.program_ops import recalculate_all_tiers
+    from services.program_ops import recalculate_all_tiers
 
     add_members(pg_sessions, make_member("DOWN", tier="bronze"))
     place_order(runtime, "DOWN", "D1", datetime(2026, 5, 1, tzinfo=UTC), "700")

@@ -176,7 +176,7 @@ def test_port_is_checked_for_the_web_process_as_the_procfile_runs_it(env):
 
 
 def test_the_clock_ticks_at_the_period_the_settings_read(env):
-    from loyalty.settings import load_settings
+    from core.settings import load_settings
     from schedules.clock import build_scheduler
 
     settings = load_settings({**env, "LOYALTY_TICK_MINUTES": "7"})

@@ -8,7 +8,7 @@ import pytest
 from dramatiq import Worker
 from sqlalchemy import select
 
-from loyalty.settings import load_settings
+from core.settings import load_settings
 from models import ledger
 from models.member import Member
 from models.tier import TierChange
@@ -88,7 +88,7 @@ def test_two_first_orders_of_one_member_applied_at_once_neither_deadlock_nor_dou
 
     from models.db import transaction
     from models.order import Order
-    from models.program_ops import apply_pending_orders
+    from services.program_ops import apply_pending_orders
     from tests.support.members import add_members, make_member
 
     add_members(pg_sessions, make_member("RACE"))

@@ -18,9 +18,9 @@ import pytest
 from sqlalchemy import func, select, text
 
 from campaigns.program import load_program
-from loyalty.errors import InputError
+from core.errors import InputError
 from models import AuditEntry, Member, Order, PointEntry
-from models.imports import ImportReport, RowError, import_file
+from services.imports import ImportReport, RowError, import_file
 from models.ledger import balance
 from tests.conftest import REPO_ROOT, TEST_SECRET
 

@@ -14,7 +14,7 @@ from models.db import transaction
 from models.member import Member
 from models.order import Order, OrderStatus
 from models.points import PointEntry
-from models.program_ops import apply_pending_orders, expire_due_lots
+from services.program_ops import apply_pending_orders, expire_due_lots
 from tests.support.members import make_member
 
 START = datetime(2027, 1, 1, tzinfo=timezone.utc)

@@ -14,7 +14,7 @@ import pytest
 import requests
 from sqlalchemy import func, select, text, update
 
-from loyalty.settings import load_settings
+from core.settings import load_settings
 from models import ledger
 from models.db import transaction
 from models.delivery import Delivery

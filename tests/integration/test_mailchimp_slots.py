@@ -14,7 +14,7 @@ import time
 import pytest
 import redis
 
-from loyalty.settings import MailchimpTarget
+from core.settings import MailchimpTarget
 from tests.conftest import REDIS_URL, free_port
 from tests.support.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
 from workers.channels.base import OutgoingMailchimp, RetryableFailure

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from loyalty.settings import load_settings
+from core.settings import load_settings
 from loyalty.web import create_app
 from models import ledger
 from models.coupons import Coupon, Redemption

@@ -16,7 +16,7 @@ import pytest
 import structlog
 from sqlalchemy import select
 
-from loyalty.settings import load_settings
+from core.settings import load_settings
 from models.delivery import Delivery
 from tests.conftest import REPO_ROOT
 from tests.support.members import add_members, make_member

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from email import message_from_bytes
 
-from loyalty.settings import load_settings
+from core.settings import load_settings
 from tests.support.members import add_members, make_member
 from workers.runtime import build_runtime
 from workers.tick import run_tick

@@ -70,7 +70,7 @@ def test_keys_rotate_re_encrypts_so_the_old_key_can_go(env, pg_sessions, pg_engi
 
 
 def test_a_whole_day_at_debug_logs_no_email_address_or_phone_number(env, pg_sessions, smtp_sink, redis_namespace):
-    from loyalty.settings import load_settings
+    from core.settings import load_settings
     from schedules.clock import enqueue_tick
     from workers.broker import build_broker, install_broker
 

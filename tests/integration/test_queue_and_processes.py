@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from dramatiq import Worker
 from sqlalchemy import func, select
 
-from loyalty.settings import load_settings
+from core.settings import load_settings
 from models.delivery import Delivery
 from models.points import PointEntry
 from schedules.clock import enqueue_tick

@@ -18,7 +18,7 @@ from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import func, select, text
 
-from loyalty.settings import load_settings
+from core.settings import load_settings
 from loyalty.web import create_app
 from models.base import Base
 from models.inbox import InboxEntry, InboxState

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from loyalty.shop_settings import PrestaShopAdmin, ShopifyAdmin, WooCommerceAdmin
+from core.shop_settings import PrestaShopAdmin, ShopifyAdmin, WooCommerceAdmin
 from tests.support.prestashop_server import PrestaShopServer
 from tests.support.shop_discounts import CheckoutRefused
 from tests.support.shopify_server import ShopifyServer

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import select
 
-from loyalty.settings import load_settings
+from core.settings import load_settings
 from models.db import transaction
 from models.member import Member
 from models.shop_customers import ShopCustomer, ShopCustomerState

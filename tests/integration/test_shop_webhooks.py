@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from loyalty.settings import load_settings
+from core.settings import load_settings
 from loyalty.web import create_app
 from models.inbox import InboxEntry, InboxState
 from models.member import Member

@@ -15,7 +15,7 @@ from dramatiq import Worker
 from sqlalchemy import select
 from twilio.base.exceptions import TwilioRestException
 
-from loyalty.settings import load_settings
+from core.settings import load_settings
 from models.audit import AuditEntry
 from models.delivery import Delivery
 from models.member import Member

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, update
 
-from loyalty.twilio_webhooks import apply_inbound
+from workers.channels.sms_feedback import apply_inbound
 from models import ledger
 from models.audit import AuditEntry
 from models.delivery import Delivery

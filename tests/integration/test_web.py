@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from loyalty.settings import load_settings
+from core.settings import load_settings
 from loyalty.web import create_app
 from models.audit import AuditEntry
 from models.delivery import Delivery

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from loyalty.settings import load_settings
+from core.settings import load_settings
 from loyalty.web import create_app
 from tests.conftest import REPO_ROOT, free_port
 from tests.support.http_server import BackgroundServer

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from loyalty.settings import load_settings
-from loyalty.tokens import unsubscribe_token
+from core.settings import load_settings
+from core.tokens import unsubscribe_token
 from loyalty.web import create_app
 from models.audit import AuditEntry
 from models.member import Member

@@ -199,7 +199,7 @@ def start_worker(env: dict[str, str], log_path: Path, *, processes: int = 1, thr
 
 def start_clock(env: dict[str, str], log_path: Path, *, start: datetime, minutes: int, pause: float) -> Process:
     """A clock process that ticks every simulated minute from ``start`` for ``minutes`` minutes."""
-    from campaigns.calendar import iso_utc
+    from core.calendar import iso_utc
 
     return spawn(f"clock ({log_path.name})",
                  [sys.executable, "-m", "tests.support.chaos", "clock", "--start", iso_utc(start),
@@ -333,9 +333,9 @@ def _clock_main(start: str, minutes: int, pause: float) -> None:
     """Tick every simulated minute, as ``loyalty clock`` does every LOYALTY_TICK_MINUTES."""
     from datetime import timedelta
 
-    from campaigns.calendar import parse_instant
-    from loyalty import logs
-    from loyalty.settings import load_settings
+    from core.calendar import parse_instant
+    from core import logs
+    from core.settings import load_settings
     from schedules.clock import enqueue_tick
     from workers.broker import build_broker, install_broker
 
@@ -491,7 +491,7 @@ class ChaosRun:
                   campaigns_dir: Path | None = None, templates_dir: Path | None = None, **extra: str) -> dict:
         """The environment of every process of the scenario; builds the test process's own runtime
         (for planning) and installs the Redis broker in the test process (for enqueuing)."""
-        from loyalty.settings import load_settings
+        from core.settings import load_settings
         from workers.broker import build_broker, install_broker
         from workers.runtime import build_runtime, set_runtime
 

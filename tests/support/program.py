@@ -12,7 +12,7 @@ from models.db import transaction
 from models.member import Member
 from models.order import Order, OrderStatus
 from models.points import EntryKind
-from models.program_ops import apply_pending_orders
+from services.program_ops import apply_pending_orders
 
 
 def member_id(sessions, external_id: str) -> int:

@@ -1,6 +1,6 @@
 from datetime import date, datetime, time, timezone
 
-from campaigns import calendar
+from core import calendar
 
 
 def test_feb_29_is_celebrated_on_feb_28_or_mar_1_in_common_years_only():

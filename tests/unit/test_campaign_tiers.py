@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 from campaigns.validation import validate_all
-from loyalty.settings import DEFAULT_CAMPAIGNS_DIR, DEFAULT_PROGRAM_FILE, DEFAULT_TEMPLATES_DIR
+from core.settings import DEFAULT_CAMPAIGNS_DIR, DEFAULT_PROGRAM_FILE, DEFAULT_TEMPLATES_DIR
 
 
 def copied_definitions(tmp_path):

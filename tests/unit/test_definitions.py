@@ -8,8 +8,8 @@ from campaigns import yaml_source
 from campaigns.loader import load_campaign_file, load_campaigns
 from campaigns.schema import BirthdayCampaign
 from campaigns.validation import validate_all
-from loyalty.errors import DefinitionError
-from loyalty.settings import DEFAULT_CAMPAIGNS_DIR, DEFAULT_PROGRAM_FILE, DEFAULT_TEMPLATES_DIR
+from core.errors import DefinitionError
+from core.settings import DEFAULT_CAMPAIGNS_DIR, DEFAULT_PROGRAM_FILE, DEFAULT_TEMPLATES_DIR
 
 BIRTHDAY = (DEFAULT_CAMPAIGNS_DIR / "birthday.yaml").read_text()
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from loyalty.errors import InputError
-from models.imports.reading import open_source
-from models.imports.rows import (
+from core.errors import InputError
+from services.imports.reading import open_source
+from services.imports.rows import (
     Birthday,
     RowProblem,
     parse_birthday,

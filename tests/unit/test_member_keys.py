@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.history import e164
+from services.history import e164
 
 
 @pytest.mark.parametrize(("typed", "region_locale", "expected"), [
@@ -17,6 +17,6 @@ from models.history import e164
     ("12345", None, None),
 ])
 def test_a_typed_phone_number_is_read_as_e164(typed, region_locale, expected):
-    from models.imports.rows import locale_region
+    from services.imports.rows import locale_region
 
     assert e164(typed, locale_region(region_locale) if region_locale else None) == expected

@@ -9,8 +9,8 @@ from campaigns.holdout import holdout_position, is_held_out
 from campaigns.member_day import is_member_day
 from campaigns.program import load_program
 from campaigns.winback import coupon_code
-from loyalty.errors import DefinitionError
-from loyalty.settings import DEFAULT_PROGRAM_FILE
+from core.errors import DefinitionError
+from core.settings import DEFAULT_PROGRAM_FILE
 from models.points import allocate_oldest_first
 
 PROGRAM = load_program(DEFAULT_PROGRAM_FILE)

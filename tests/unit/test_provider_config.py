@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from campaigns.schema import MailchimpMessages
-from loyalty.errors import ConfigurationError
-from loyalty.settings import load_settings
+from core.errors import ConfigurationError
+from core.settings import load_settings
 
 TWILIO = {"TWILIO_ACCOUNT_SID": "AC" + "a1" * 16, "TWILIO_AUTH_TOKEN": "f" * 32,
           "TWILIO_MESSAGING_SERVICE_SID": "MG" + "b2" * 16}

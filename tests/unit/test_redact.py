@@ -1,7 +1,7 @@
 import pytest
 
-from loyalty.logs import mask_personal_data
-from loyalty.redact import redact
+from core.logs import mask_personal_data
+from core.redact import redact
 
 
 def test_emails_and_phone_numbers_are_scrubbed_and_the_rest_kept():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from campaigns.program import load_program
-from loyalty.errors import DefinitionError
-from loyalty.settings import DEFAULT_PROGRAM_FILE
+from core.errors import DefinitionError
+from core.settings import DEFAULT_PROGRAM_FILE
 
 
 def test_the_shipped_program_redeems_from_100_points_by_100():

@@ -4,7 +4,7 @@ import pytest
 
 from campaigns.loader import load_campaigns
 from campaigns.rendering import RenderError, Renderer, locale_candidates
-from loyalty.settings import DEFAULT_CAMPAIGNS_DIR, DEFAULT_TEMPLATES_DIR
+from core.settings import DEFAULT_CAMPAIGNS_DIR, DEFAULT_TEMPLATES_DIR
 
 BIRTHDAY = load_campaigns(DEFAULT_CAMPAIGNS_DIR).get("birthday")
 
@@ -44,7 +44,7 @@ from decimal import Decimal  # noqa: E402
 from campaigns.context import sample_context  # noqa: E402
 from campaigns.program import load_program  # noqa: E402
 from campaigns.sms_segments import measure  # noqa: E402
-from loyalty.settings import DEFAULT_PROGRAM_FILE  # noqa: E402
+from core.settings import DEFAULT_PROGRAM_FILE  # noqa: E402
 
 CAMPAIGNS = load_campaigns(DEFAULT_CAMPAIGNS_DIR)
 PROGRAM = load_program(DEFAULT_PROGRAM_FILE)

@@ -1,7 +1,7 @@
 import pytest
 
-from loyalty.errors import ConfigurationError
-from loyalty.settings import load_settings
+from core.errors import ConfigurationError
+from core.settings import load_settings
 
 #: What a production deployment (DATABASE_URL set) needs at least.
 PRODUCTION = {

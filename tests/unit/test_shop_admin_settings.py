@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loyalty.errors import ConfigurationError
-from loyalty.shop_settings import parse_shop_settings
+from core.errors import ConfigurationError
+from core.shop_settings import parse_shop_settings
 
 
 def parse(**env: str):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from models.imports.rows import parse_member, parse_order
+from services.imports.rows import parse_member, parse_order
 from shops import prestashop, shopify, woocommerce
 from shops.common import ShopMapping, country_timezone
 from shops.events import EventKind, OrderState, PayloadProblem, import_status

@@ -6,7 +6,7 @@ import pytest
 
 from campaigns.sms_segments import measure, not_gsm7
 from campaigns.validation import validate_all
-from loyalty.settings import DEFAULT_PROGRAM_FILE
+from core.settings import DEFAULT_PROGRAM_FILE
 
 
 @pytest.mark.parametrize(
@@ -60,6 +60,6 @@ def test_validate_warns_when_an_sms_renders_longer_than_its_cap(tmp_path):
 
 
 def test_the_shipped_sms_fit_their_caps():
-    from loyalty.settings import DEFAULT_CAMPAIGNS_DIR, DEFAULT_TEMPLATES_DIR
+    from core.settings import DEFAULT_CAMPAIGNS_DIR, DEFAULT_TEMPLATES_DIR
 
     assert validate_all(DEFAULT_CAMPAIGNS_DIR, DEFAULT_TEMPLATES_DIR, DEFAULT_PROGRAM_FILE).warnings == []

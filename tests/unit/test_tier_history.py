@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from campaigns.program import load_program
-from loyalty.settings import DEFAULT_PROGRAM_FILE
+from core.settings import DEFAULT_PROGRAM_FILE
 from models.tier import PlacedOrder, Upgrade, fell_below, upgrades
 
 RULES = load_program(DEFAULT_PROGRAM_FILE).tiers  # bronze 0, silver 500, gold 2000 over 365 days

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from loyalty.twilio_webhooks import signature_is_valid
+from workers.channels.sms_feedback import signature_is_valid
 from tests.support.twilio_server import twilio_signature
 
 TOKEN = "0123456789abcdef0123456789abcdef"

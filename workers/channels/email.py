@@ -15,7 +15,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 
-from loyalty.settings import SmtpTarget
+from core.settings import SmtpTarget
 from workers.channels.base import (
     AmbiguousFailure,
     OutgoingEmail,

@@ -36,7 +36,7 @@ from mailchimp_marketing.api_client import ApiClient, ApiClientError
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from loyalty.settings import MailchimpTarget
+from core.settings import MailchimpTarget
 from models.member import MailchimpStatus
 from workers.channels.base import (
     AmbiguousFailure,

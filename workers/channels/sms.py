@@ -39,7 +39,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from loyalty.settings import TwilioTarget
+from core.settings import TwilioTarget
 from models.base import utcnow
 from models.member import ContactStatus
 from workers.channels.base import (

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from loyalty.shop_settings import PrestaShopAdmin, ShopifyAdmin, ShopSettings, WooCommerceAdmin
+from core.shop_settings import PrestaShopAdmin, ShopifyAdmin, ShopSettings, WooCommerceAdmin
 from shops.common import iso
 from workers.shop_api.http import Api, ShopApiError
 from workers.shop_api.shopify import _code

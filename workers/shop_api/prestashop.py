@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from loyalty.shop_settings import PrestaShopAdmin
+from core.shop_settings import PrestaShopAdmin
 from models.base import utcnow
 from shops.prestashop import ShopFacts
 from workers.shop_api.http import Api, Page, ShopApiError

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from loyalty.shop_settings import ShopifyAdmin
+from core.shop_settings import ShopifyAdmin
 from shops.common import iso
 from workers.shop_api.http import Api, Page, ShopApiError
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from loyalty.shop_settings import WooCommerceAdmin
+from core.shop_settings import WooCommerceAdmin
 from workers.shop_api.http import Api, Page, ShopApiError
 
 PREFIX = "/wp-json/wc/v3"

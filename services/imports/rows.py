@@ -5,7 +5,7 @@ takes the row's fields (column name -> text, as read from CSV or JSONL) and retu
 raises :class:`RowProblem` whose message names the field and says what is wrong and what to write
 instead. A message never repeats the field's value: a shifted column puts a phone number in the
 time zone column, a name in the locale column. Only an id (the shop's, not personal) is quoted,
-masked by :func:`loyalty.redact.redact` should it hold an address or a number.
+masked by :func:`core.redact.redact` should it hold an address or a number.
 
 A column that is absent from the file is *not given*: the writer leaves that attribute of an
 existing record alone (a new record gets the default). A column that is present but empty means
@@ -27,7 +27,7 @@ import phonenumbers
 from babel import Locale, UnknownLocaleError
 from email_validator import EmailNotValidError, validate_email
 
-from loyalty.redact import redact
+from core.redact import redact
 from models.order import OrderStatus
 from models.points import EntryKind
 

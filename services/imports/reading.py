@@ -2,7 +2,7 @@
 
 A file that cannot be read at all (missing, not UTF-8, no header, a required column missing, a
 column whose name is a misspelling of one the import knows, like ``e-mail``) raises
-:class:`~loyalty.errors.InputError` *before* anything is written. A row that cannot be read (a
+:class:`~core.errors.InputError` *before* anything is written. A row that cannot be read (a
 malformed CSV record, a line that is not a JSON object, or nested too deeply to parse) is yielded
 with a ``problem`` instead of fields, so it becomes a row error and the rest of the file still
 imports.
@@ -28,8 +28,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Self, TextIO
 
-from loyalty.errors import InputError
-from models.imports.rows import COLUMNS, REQUIRED_COLUMNS
+from core.errors import InputError
+from services.imports.rows import COLUMNS, REQUIRED_COLUMNS
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 

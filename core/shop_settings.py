@@ -1,6 +1,6 @@
 """The shop's part of the settings: webhook secrets, API keys, how its data is read, its admin API.
 
-Read by :func:`loyalty.settings.load_settings` like every other variable (one sentence naming a
+Read by :func:`core.settings.load_settings` like every other variable (one sentence naming a
 malformed one); see the README's "The shop" section for each variable.
 """
 
@@ -11,10 +11,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from loyalty.errors import ConfigurationError
-from shops.common import ShopMapping
+from core.errors import ConfigurationError
 
 MIN_SECRET = 16
+
+
+@dataclass(frozen=True)
+class ShopMapping:
+    """How a shop's data is read, from the shop's configuration (see the README's per-platform table)."""
+
+    default_timezone: str = "UTC"  # the store's zone, for customers whose country has several
+    birthday_key: str = "facts.birth_date"  # a Shopify metafield namespace.key, a meta_data key elsewhere
+    points_on: str = "subtotal"  # "subtotal" (merchandise after discounts, no shipping nor taxes) or "total"
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,13 @@
 
 Events carry ids (member external id, delivery id, campaign), never an email address, a phone
 number or a name. ``LOYALTY_LOG_LEVEL`` sets the level (``info`` by default), read and checked
-with the other settings (``loyalty/settings.py``) and passed in by each process.
+with the other settings (``core/settings.py``) and passed in by each process.
 
 Libraries log through the standard ``logging`` module (uvicorn, APScheduler, dramatiq): their
 records go through the same JSON rendering, a traceback included, so a line is always one event.
 As a last guard, anything that looks like an email address or a phone number, E.164 or formatted
 (``+33 6 12 34 56 78``, ``(415) 555-0123``), is masked in every event with the patterns of
-:mod:`loyalty.redact` (a provider's error text may quote the address it refused).
+:mod:`core.redact` (a provider's error text may quote the address it refused).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 
 import structlog
 
-from loyalty.redact import redact
+from core.redact import redact
 
 QUIET_LIBRARIES = ("alembic",)  # "setup plugin ..." on import: noise in a process's log
 

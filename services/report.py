@@ -25,7 +25,7 @@ from sqlalchemy import and_, case, distinct, exists, func, literal, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from campaigns.calendar import iso_utc
+from core.calendar import iso_utc
 from models.delivery import Delivery, DeliveryState
 from models.member import Member
 from models.order import Order, OrderStatus

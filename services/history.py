@@ -24,12 +24,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import models
-from campaigns.calendar import iso_utc, local_datetime
-from loyalty.errors import InputError
+from core.calendar import iso_utc, local_datetime
+from core.errors import InputError
 from models.audit import AuditEntry
 from models.coupons import Coupon
 from models.delivery import Delivery, DeliveryState
-from models.imports.rows import locale_region
+from services.imports.rows import locale_region
 from models.member import Member
 from models.order import Order, OrderStatus
 from models.personal_data import lookup

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from campaigns import calendar
+from core import calendar
 from campaigns.program import Program
 from models import ledger
 from models import tier as tier_history

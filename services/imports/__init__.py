@@ -8,11 +8,11 @@ the same file is such a row: the first row with that id is imported, the later o
 must be one of its tiers and an order must be in its currency; an imported order must not be dated
 in the future (a live ``order_placed`` event is the shop telling us an order was just placed: its
 time is taken as the shop gives it, since refusing it would drop a real order). A file that cannot be
-read at all raises :class:`~loyalty.errors.InputError` before anything is written.
+read at all raises :class:`~core.errors.InputError` before anything is written.
 
-The work is split in three: :mod:`~models.imports.reading` turns the file into rows of text,
-:mod:`~models.imports.rows` turns text into typed values (pure, no database) and
-:mod:`~models.imports.writing` writes them, committing every :data:`CHUNK_SIZE` rows.
+The work is split in three: :mod:`~services.imports.reading` turns the file into rows of text,
+:mod:`~services.imports.rows` turns text into typed values (pure, no database) and
+:mod:`~services.imports.writing` writes them, committing every :data:`CHUNK_SIZE` rows.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 from babel import Locale, UnknownLocaleError
 from sqlalchemy.orm import Session, sessionmaker
 
-from loyalty.errors import InputError
+from core.errors import InputError
 from models.audit import AuditEntry
 from models.base import utcnow
-from models.imports import rows as parsing
-from models.imports.reading import FORMATS, RawRow, open_source
-from models.imports.writing import (
+from services.imports import rows as parsing
+from services.imports.reading import FORMATS, RawRow, open_source
+from services.imports.writing import (
     INSERTED,
     UNCHANGED,
     UPDATED,

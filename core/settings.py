@@ -25,8 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from babel import Locale, UnknownLocaleError
 from email_validator import EmailNotValidError, validate_email
 
-from loyalty.errors import ConfigurationError
-from loyalty.shop_settings import ShopSettings, parse_shop_settings
+from core.errors import ConfigurationError
+from core.shop_settings import ShopSettings, parse_shop_settings
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CAMPAIGNS_DIR = PACKAGE_ROOT / "campaigns" / "definitions"

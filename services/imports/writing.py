@@ -2,7 +2,7 @@
 
 Each kind has an *applier*: ``prepare`` loads, in one query per table, the records a chunk of rows
 refers to; ``apply`` writes one row into the session and says whether it was inserted, updated or
-unchanged, or raises :class:`~models.imports.rows.RowProblem` *before* writing anything.
+unchanged, or raises :class:`~services.imports.rows.RowProblem` *before* writing anything.
 
 A chunk is first written inside one SAVEPOINT and flushed in bulk. Rows were validated before they
 got here, so the database refuses a chunk only in odd cases (a concurrent import, a constraint
@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from models import ledger
-from models.imports.rows import MemberRow, OrderRow, PointRow, RowProblem, shown
+from services.imports.rows import MemberRow, OrderRow, PointRow, RowProblem, shown
 from models.personal_data import lookup, lookup_columns
 from models.member import ContactStatus, Member
 from models.order import Order
