@@ -1,4 +1,5 @@
-"""The `loyalty` command as a marketer or an operator uses it: real processes, real output."""
+"""The `loyalty` command as a marketer or an operator uses it: real output, in this process (one real
+process for the unreachable database)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import cli
 from tests.conftest import REPO_ROOT
 from tests.support.members import add_members, make_member
 
 
 def loyalty(env: dict, *args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
-    return subprocess.run(
-        [sys.executable, "-m", "loyalty.cli", *args], env={**clean, **env}, cwd=cwd,
-        capture_output=True, text=True, timeout=120,
-    )
+    """The command in this process (``tests/cli.py``): what it prints, its exit code."""
+    return cli.loyalty(env, *args, cwd=cwd)
 
 
 def test_preview_json_lists_who_is_due_what_and_writes_nothing(env, pg_sessions):
@@ -57,7 +56,7 @@ def test_an_unknown_campaign_and_a_bad_instant_are_one_sentence(env):
 
 
 def test_an_unreachable_database_is_one_sentence_naming_the_variable(env):
-    result = loyalty({**env, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}, "preview", "birthday")
+    result = cli.loyalty_process({**env, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}, "preview", "birthday")
     assert result.returncode == 3
     assert "The database cannot be reached" in result.stderr and "DATABASE_URL" in result.stderr
     assert "Traceback" not in result.stderr
