@@ -17,8 +17,9 @@ re-checks each against the campaign's rules and renders it. Then each message, o
    reward's ledger key is derived from the occurrence, so it is granted once whatever happens.
 
 The claims and results of a batch go through one database connection (one pool check-out, one
-liveness ping; :mod:`workers.delivery_link`): on PostgreSQL a message costs two statements, the
-claim and the record (with its reward), each committed on its own.
+liveness ping; :mod:`workers.delivery_link`): on PostgreSQL a message costs one statement and one
+commit: its claim carries the previous message's outcome (with its reward); the batch's last
+outcome is committed alone.
 
 Two rules across campaigns are enforced at the claim:
 
@@ -422,7 +423,10 @@ def _finish(
 
     credit = _reward_lot(runtime, delivery, as_of) if state == DeliveryState.SENT and delivery.reward_points else None
     then = _member_updates(delivery, failure, now) if failure is not None and failure.member_updates else None
-    link.retried(lambda: link.move(delivery.id, DeliveryState.SENDING, values, credit=credit, then=then))
+    if then is None:  # written with the next claim's commit, or alone at the end of the batch
+        link.record(delivery.id, DeliveryState.SENDING, values, credit=credit)
+    else:
+        link.retried(lambda: link.move(delivery.id, DeliveryState.SENDING, values, credit=credit, then=then))
     if state == DeliveryState.PLANNED:
         report.later[delivery.id] = send_at
     else:

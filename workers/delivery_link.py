@@ -10,6 +10,21 @@ outcome is). Executed as compiled Core statements in transactions (BEGIN, UPDATE
 they cost a worker 1.2 ms of CPU a message; this way 0.4 ms. Elsewhere (SQLite, the embedded
 default) they are the same Core statements in transactions.
 
+**One commit a message.** An outcome given to :meth:`Link.record` is not written at once: it
+travels with the next claim, in the same statement (PostgreSQL: the record's CTEs ahead of the
+claim's UPDATE) or the same transaction, so a message costs one statement and one commit. The
+last outcome of a batch is written alone by :meth:`Link.flush` (also called by :meth:`Link.drop`
+and before any other write of the link). A killed worker still leaves at most one message of the
+thread in ``sending``: until the combined commit, the sent message is (its outcome is not written
+yet, the next one is not claimed); after it, the next one is. Whatever is not written when the
+worker dies is what a kill always left: the message that was being sent, which the sweeper marks
+``unknown``.
+
+The SQL text is compiled once per statement, so only statements whose text does not depend on
+their values are accepted (no expanding ``IN``, no ``literal_execute``: refused with a
+``ValueError``), and the columns' bind processors (``UtcDateTime`` refusing a naive datetime and
+normalising to UTC) are applied to the values as ``Connection.execute`` would.
+
 What needs several statements atomically (the frequency-capped claim, which locks the member while
 counting; an outcome that also updates the member) runs in :meth:`Link.transaction`.
 """
@@ -20,6 +35,7 @@ import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
@@ -65,13 +81,13 @@ RECENT_CAPPED = select(func.count()).where(
 )
 
 
-@functools.lru_cache(maxsize=32)
-def move_statement(from_state: str, columns: frozenset[str]):
-    """``UPDATE deliveries SET <columns> WHERE id = :delivery_id AND state = <from_state> RETURNING id``;
+@functools.lru_cache(maxsize=64)
+def move_statement(from_state: str, columns: frozenset[str], key: str = "delivery_id"):
+    """``UPDATE deliveries SET <columns> WHERE id = :<key> AND state = <from_state> RETURNING id``;
     one statement per set of columns written (a handful in all)."""
     return (
         update(_deliveries)
-        .where(_deliveries.c.id == bindparam("delivery_id"), _deliveries.c.state == from_state)
+        .where(_deliveries.c.id == bindparam(key), _deliveries.c.state == from_state)
         .values({name: bindparam(f"new_{name}") for name in sorted(columns)})
         .returning(_deliveries.c.id)
     )
@@ -88,7 +104,7 @@ def _move_and_credit_statement(from_state: str, columns: frozenset[str], lot_col
     """The move, and the ledger's INSERT of a lot only if the move happened (``lot_<column>``
     parameters), as one statement (PostgreSQL: a data-modifying CTE)."""
     moved = move_statement(from_state, columns).cte("moved")
-    values = select(*(cast(bindparam(f"lot_{name}"), _points.c[name].type).label(name) for name in lot_columns))
+    values = select(*(cast(bindparam(f"lot_{name}", type_=_points.c[name].type), _points.c[name].type).label(name) for name in lot_columns))
     return (
         postgresql.insert(_points)
         .from_select(list(lot_columns), values.select_from(moved), include_defaults=False)
@@ -96,18 +112,85 @@ def _move_and_credit_statement(from_state: str, columns: frozenset[str], lot_col
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _claim_after_record(from_state: str, columns: frozenset[str], lot_columns: tuple[str, ...] | None):
+    """One statement: the previous message's outcome (and its reward) as data-modifying CTEs, then
+    the next message's claim. Parameters: the claim's, and the record's with ``done_id`` for its
+    delivery (``new_<column>``, ``lot_<column>`` as in :func:`_move_and_credit_statement`).
+
+    PostgreSQL runs every data-modifying CTE to completion whether or not the main statement reads
+    it, on one snapshot; the two UPDATEs touch two different rows."""
+    moved = move_statement(from_state, columns, key="done_id").cte("recorded")
+    claim = CLAIM.add_cte(moved)
+    if lot_columns is not None:
+        values = select(*(cast(bindparam(f"lot_{name}", type_=_points.c[name].type), _points.c[name].type).label(name) for name in lot_columns))
+        credited = (
+            postgresql.insert(_points)
+            .from_select(list(lot_columns), values.select_from(moved), include_defaults=False)
+            .on_conflict_do_nothing(index_elements=["entry_key"])
+            .cte("credited")
+        )
+        claim = claim.add_cte(credited)
+    return claim
+
+
 @functools.cache
-def _postgres_sql(statement) -> tuple[str, dict]:
-    """A statement as PostgreSQL (psycopg) SQL text with ``%(name)s`` parameters, compiled once, and
-    the values of the parameters it made itself (its literals, such as the states)."""
+def _postgres_sql(statement) -> tuple[str, dict, dict]:
+    """A statement as PostgreSQL (psycopg) SQL text with ``%(name)s`` parameters, compiled once; the
+    values of the parameters it made itself (its literals, such as the states), processed; and the
+    bind processors of the others, by name.
+
+    Refuses (``ValueError``) a statement whose text would depend on its values (an expanding ``IN``,
+    a ``literal_execute`` parameter): compiled once, its text would be wrong."""
     compiled = statement.compile(dialect=postgresql.psycopg.dialect())
-    literals = {name for name, bind in compiled.binds.items() if not bind.required}
-    return str(compiled), {name: value for name, value in compiled.params.items() if name in literals}
+    late = sorted(compiled.bind_names[bind] for bind in (*compiled.post_compile_params, *compiled.literal_execute_params))
+    if late:
+        raise ValueError(f"the delivery link runs statements compiled once, and this one renders the parameters "
+                         f"{', '.join(late)} at execution (an expanding IN or a literal_execute parameter): "
+                         f"run it with Connection.execute instead")
+    processors = dict(compiled._bind_processors)  # noqa: SLF001 - what Connection.execute applies too
+    literals = {}
+    params = compiled.params
+    for bind, name in compiled.bind_names.items():
+        if not bind.required and name in params:
+            value = params[name]
+            literals[name] = processors[name](value) if name in processors else value
+    return str(compiled), literals, processors
 
 
 def _text_and_parameters(statement, parameters: dict) -> tuple[str, dict]:
-    sql, literals = _postgres_sql(statement)
-    return sql, {**literals, **parameters}
+    sql, literals, processors = _postgres_sql(statement)
+    values = dict(literals)
+    for name, value in parameters.items():
+        process = processors.get(name)
+        values[name] = value if process is None else process(value)
+    return sql, values
+
+
+@dataclass(frozen=True)
+class _Record:
+    """An outcome to write with the next claim (:meth:`Link.record`)."""
+
+    delivery_id: int
+    from_state: str
+    values: dict
+    credit: dict | None
+
+    def with_claim(self, claim_parameters: dict) -> tuple:
+        """The combined statement (PostgreSQL) and its parameters."""
+        statement = _claim_after_record(self.from_state, frozenset(self.values),
+                                        tuple(self.credit) if self.credit is not None else None)
+        parameters = {**claim_parameters, "done_id": self.delivery_id,
+                      **{f"new_{name}": value for name, value in self.values.items()}}
+        if self.credit is not None:
+            parameters.update({f"lot_{name}": value for name, value in self.credit.items()})
+        return statement, parameters
+
+    def write(self, link: Link, connection: Connection) -> None:
+        """Within a transaction of the link's: the move, and its reward if it moved."""
+        moved = link.move_in(connection, self.delivery_id, self.from_state, self.values)
+        if moved and self.credit is not None:
+            connection.execute(credit_once_insert(link.engine.dialect.name, tuple(self.credit)), self.credit)
 
 
 class Link:
@@ -117,6 +200,7 @@ class Link:
         self.engine = engine
         self.autocommit = engine.dialect.name == "postgresql"
         self._connection: Connection | None = None
+        self._pending: _Record | None = None  # an outcome waiting for the next claim's commit
 
     @property
     def connection(self) -> Connection:
@@ -141,6 +225,13 @@ class Link:
                 connection.execution_options(isolation_level="AUTOCOMMIT")
 
     def drop(self) -> None:
+        """Write the outcome still waiting (:meth:`flush`), then give the connection back."""
+        try:
+            self.flush()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
         if self._connection is not None:
             try:
                 self._connection.close()
@@ -156,7 +247,7 @@ class Link:
                 work()
                 return
             except OperationalError:
-                self.drop()
+                self._close()
                 if attempt == RECORD_ATTEMPTS - 1:
                     raise
                 time.sleep(min(2**attempt * 0.25, 15))
@@ -168,15 +259,43 @@ class Link:
         """``planned → sending`` if still planned and due; True if this worker won it and ``gate``
         (run in the claim's transaction, e.g. the frequency cap) let it through."""
         parameters = {"delivery_id": delivery_id, "as_of": as_of, "now": now}
+        pending = self._pending
         if self.autocommit and gate is None:
-            return self._autocommit(CLAIM, parameters) is not None
+            if pending is None:
+                return self._autocommit(CLAIM, parameters) is not None
+            try:  # the previous outcome and this claim: one statement, one commit
+                row = self._autocommit(*pending.with_claim(parameters))
+            except OperationalError:
+                self._close()
+                self.flush()  # the outcome alone, retried (a no-op if the statement did commit)
+                raise
+            self._pending = None
+            return row is not None
         with self.transaction() as connection:
-            if self._execute(connection, CLAIM, parameters).first() is None:
-                return False
-            return gate is None or gate(connection)
+            if pending is not None:
+                pending.write(self, connection)
+            won = self._execute(connection, CLAIM, parameters).first() is not None
+            won = won and (gate is None or gate(connection))
+        self._pending = None
+        return won
+
+    def record(self, delivery_id: int, from_state: str, values: dict, *, credit: dict | None = None) -> None:
+        """:meth:`move` (with its reward ``credit``), written with the next claim's commit or by
+        :meth:`flush`, whichever comes first."""
+        self.flush()
+        self._pending = _Record(delivery_id, from_state, dict(values), credit)
+
+    def flush(self) -> None:
+        """Write the outcome waiting for a claim, if any, on its own (retried while the database is
+        away: the send it records has happened)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.retried(lambda: self.move(pending.delivery_id, pending.from_state, pending.values,
+                                           credit=pending.credit))
 
     def defer(self, delivery_id: int, send_at: datetime) -> None:
         """Put a planned delivery off to ``send_at``, unclaimed."""
+        self.flush()
         parameters = {"delivery_id": delivery_id, "send_at": send_at, "now": utcnow()}
         if self.autocommit:
             self._autocommit(DEFER, parameters)
@@ -189,6 +308,7 @@ class Link:
         """Set ``values`` on the delivery if it is still in ``from_state``; if it was, write the
         ledger lot ``credit`` (its columns) and run ``then(connection)``, all atomically. Returns
         whether it moved, or None when it cannot tell (the move and the credit were one statement)."""
+        self.flush()
         statement, parameters = _move_call(delivery_id, from_state, values)
         if self.autocommit and then is None:
             if credit is None:

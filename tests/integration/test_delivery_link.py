@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
 
 from models import ledger
 from models.db import make_engine, make_sessionmaker, migrate
@@ -18,7 +19,7 @@ from models.delivery import Delivery, DeliveryState
 from models.member import Member
 from models.points import EntryKind, PointEntry
 from tests.support.members import add_members, make_member
-from workers.delivery_link import Link
+from workers.delivery_link import RECENT_CAPPED, Link
 
 NOW = datetime(2027, 3, 1, 9, tzinfo=timezone.utc)
 
@@ -114,3 +115,116 @@ def test_a_transaction_on_the_link_is_atomic_and_the_pooled_connection_is_handed
         assert session.scalar(select(Delivery.attempts).where(Delivery.id == delivery.id)) == 1
     with engine.connect() as connection:  # the pool's connection is not left in autocommit
         assert getattr(connection.connection.driver_connection, "autocommit", False) is False
+
+
+class _Counter:
+    """Statements sent and commits made on an engine (SQLAlchemy's events)."""
+
+    def __init__(self, engine):
+        self.statements, self.commits = 0, 0
+        self.engine = engine
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "commit", self._commit)
+
+    def _statement(self, *args) -> None:
+        self.statements += 1
+
+    def _commit(self, *args) -> None:
+        self.commits += 1
+
+    def close(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._statement)
+        event.remove(self.engine, "commit", self._commit)
+
+
+def _states(sessions) -> list[str]:
+    with sessions() as session:
+        return list(session.scalars(select(Delivery.state).order_by(Delivery.id)))
+
+
+def test_an_outcome_is_committed_with_the_next_claim_one_commit_a_message_and_never_two_sending(engine):
+    sessions = make_sessionmaker(engine)
+    deliveries = _planned(sessions, 3)
+    link = Link(engine)
+    counter = _Counter(engine)
+    seen = []
+    try:
+        for delivery in deliveries:
+            assert link.claim(delivery.id, NOW, NOW) is True
+            seen.append(_states(sessions))  # what a kill here would leave: the message being sent
+            link.record(delivery.id, DeliveryState.SENDING, _sent(), credit=_reward(delivery))
+            seen.append(_states(sessions))  # after its send, before the next claim: still that one
+        link.drop()  # the last outcome, alone
+    finally:
+        counter.close()
+        link.drop()
+
+    assert seen == [
+        ["sending", "planned", "planned"], ["sending", "planned", "planned"],
+        ["sent", "sending", "planned"], ["sent", "sending", "planned"],
+        ["sent", "sent", "sending"], ["sent", "sent", "sending"],
+    ]
+    assert _states(sessions) == ["sent", "sent", "sent"]
+    assert counter.commits == 4  # three messages: three claims (two carrying an outcome) and the last outcome
+    if engine.dialect.name == "postgresql":
+        assert counter.statements == 4 + len(seen)  # one statement a commit (and the test's reads)
+    with sessions() as session:
+        rewards = session.scalars(select(PointEntry.member_id).where(PointEntry.entry_key.like("reward:%"))).all()
+    assert sorted(rewards) == sorted(d.member_id for d in deliveries)
+
+
+def test_an_outcome_waiting_for_a_claim_is_written_in_the_claims_transaction_even_when_the_claim_loses(engine):
+    sessions = make_sessionmaker(engine)
+    first, second = _planned(sessions, 2)
+    link = Link(engine)
+    try:
+        assert link.claim(first.id, NOW, NOW)
+        link.record(first.id, DeliveryState.SENDING, _sent(), credit=_reward(first))
+        with engine.begin() as connection:  # another worker took the second meanwhile
+            connection.execute(Delivery.__table__.update().where(Delivery.id == second.id).values(state="sending"))
+        assert link.claim(second.id, NOW, NOW) is False
+        assert _states(sessions) == ["sent", "sending"]  # written although the claim lost
+        link.record(second.id, DeliveryState.PLANNED, {"state": "skipped", "updated_at": NOW})
+        assert link.claim(first.id, NOW, NOW, gate=lambda connection: True) is False  # a gated claim: a transaction
+        assert _states(sessions) == ["sent", "sending"]  # that outcome's guard (planned) did not hold
+    finally:
+        link.drop()
+    with sessions() as session:
+        assert len(session.scalars(select(PointEntry).where(PointEntry.entry_key.like("reward:%"))).all()) == 1
+
+
+def test_a_database_lost_under_the_combined_statement_still_records_the_outcome_once(pg_engine):
+    sessions = make_sessionmaker(pg_engine)
+    first, second = _planned(sessions, 2)
+    link = Link(pg_engine)
+    try:
+        assert link.claim(first.id, NOW, NOW)
+        link.record(first.id, DeliveryState.SENDING, _sent(), credit=_reward(first))
+        pid = link.connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        link.connection.commit()
+        with pg_engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        with pytest.raises(OperationalError):
+            link.claim(second.id, NOW, NOW)  # the claim's error is the caller's, as before
+        assert _states(sessions) == ["sent", "planned"]  # the outcome was written again, alone
+    finally:
+        link.drop()
+    with sessions() as session:
+        assert len(session.scalars(select(PointEntry).where(PointEntry.entry_key.like("reward:%"))).all()) == 1
+
+
+def test_the_compiled_text_refuses_a_statement_rendered_at_execution_and_processes_values_like_execute(pg_engine):
+    sessions = make_sessionmaker(pg_engine)
+    (delivery,) = _planned(sessions, 1)
+    link = Link(pg_engine)
+    try:
+        with pytest.raises(ValueError, match="capped, state_1 at execution"):  # expanding IN
+            link._autocommit(RECENT_CAPPED, {"member_id": 1, "delivery_id": 1, "capped": ["a"], "since": NOW})
+        with pytest.raises(ValueError, match="naive datetime"):  # UtcDateTime's processor ran
+            link.claim(delivery.id, NOW, NOW.replace(tzinfo=None))
+        paris = timezone(timedelta(hours=1))
+        assert link.claim(delivery.id, NOW.astimezone(paris), NOW.astimezone(paris))
+    finally:
+        link.drop()
+    with sessions() as session:
+        assert session.scalar(select(Delivery.sending_at)) == NOW
