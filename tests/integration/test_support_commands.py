@@ -1,16 +1,14 @@
 """Support staff at the command line: a one-off send, a member's history, show, opt-out.
 
-Real `python -m loyalty` processes against PostgreSQL and a real SMTP server, and once on the
-embedded default; the assertions are on what a person reads.
+The `loyalty` command (run in this process, ``tests/cli.py``) against PostgreSQL and a real SMTP
+server, and once on the embedded default; the assertions are on what a person reads.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from models.delivery import Delivery
 from models.member import Member
 from models.points import EntryKind, PointEntry
 from models.tier import TierChange
+from tests import cli
 from tests.conftest import REPO_ROOT
 from tests.support.members import add_members, make_member
 
@@ -29,11 +28,8 @@ UTC = timezone.utc
 
 
 def loyalty(env: dict, *args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL", "LOYALTY_ACTOR")}
-    return subprocess.run(
-        [sys.executable, "-m", "loyalty", *args], env={**clean, "COLUMNS": "160", **env}, cwd=cwd,
-        capture_output=True, text=True, timeout=120,
-    )
+    """The command in this process (``tests/cli.py``), 160 columns wide, as no one in particular."""
+    return cli.loyalty({"COLUMNS": "160", **env}, *args, cwd=cwd, drop=(*cli.SERVICE_VARIABLES, "LOYALTY_ACTOR"))
 
 
 def row(stdout: str, first: str) -> list[str]:
