@@ -3,7 +3,7 @@
 Ours: the real ``worker`` process of the ``Procfile`` (``dramatiq workers.main``, 2 processes × 8
 threads, prefetch 64) on the real Redis, against local provider servers that accept every message
 at once and count it, each in a process of its own: SMTP (aiosmtpd) and Twilio
-(``tests/support/twilio_server.py``, with the product paced far above what it can take).
+(``loyalty/standins/twilio_server.py``, with the product paced far above what it can take).
 Deliveries are planned by the product (``plan_campaign``, one birthday tick a day from the
 benchmark instant until there are enough; for SMS, a birthday campaign on the ``sms`` channel
 written for the benchmark, since the shipped ones send email), then enqueued as the actor does
@@ -91,7 +91,7 @@ def _serve_smtp(port: int, count, last, ready, control) -> None:
 
 
 def _serve_twilio(port: int, count, last, ready, control) -> None:
-    from tests.support.twilio_server import TwilioServer
+    from loyalty.standins.twilio_server import TwilioServer
 
     server = TwilioServer(port=port).start()
     stop = threading.Event()
@@ -424,7 +424,7 @@ def floor_twilio(server: ProviderProcess, messages: list[dict[str, list[str]]], 
     import http.client
     from urllib.parse import urlencode
 
-    from tests.support.twilio_server import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+    from loyalty.standins.twilio_server import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
     path = f"/2010-04-01/Accounts/{DEFAULT_ACCOUNT_SID}/Messages.json"
     token = base64.b64encode(f"{DEFAULT_ACCOUNT_SID}:{DEFAULT_AUTH_TOKEN}".encode()).decode()
@@ -496,7 +496,7 @@ def run_channel(bench: Bench, kind: str, campaign, wanted: int, log_path: Path, 
     if kind == "smtp":
         env["SMTP_URL"] = f"smtp://127.0.0.1:{server.port}"
     else:
-        from tests.support.twilio_server import (
+        from loyalty.standins.twilio_server import (
             DEFAULT_ACCOUNT_SID,
             DEFAULT_AUTH_TOKEN,
             DEFAULT_MESSAGING_SERVICE_SID,
@@ -644,9 +644,9 @@ def measure(bench: Bench, results_dir: Path, *, deliveries: int | None = None) -
 def twilio_missing() -> str | None:
     """Why the Twilio variant cannot run, or None when it can."""
     try:
-        import tests.support.twilio_server  # noqa: F401
+        import loyalty.standins.twilio_server  # noqa: F401
     except Exception:  # noqa: BLE001
-        return "no local Twilio server (tests/support/twilio_server.py) yet"
+        return "no local Twilio server (loyalty/standins/twilio_server.py) yet"
     try:
         from workers.channels.sms import TwilioSmsChannel  # noqa: F401
     except Exception:  # noqa: BLE001

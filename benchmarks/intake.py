@@ -97,7 +97,7 @@ def serve_floor(port: int, url: str, secret: str) -> None:
 
 def order_body() -> bytes:
     """An ``orders/paid`` body as Shopify sends it (the local stand-in's order), compact JSON."""
-    from tests.support.shopify_server import ShopifyServer
+    from loyalty.standins.shopify_server import ShopifyServer
 
     shop = ShopifyServer()  # never started: only its store is used, no webhook is sent
     customer = shop.add_customer("bench.buyer@example.com", "Bench", "Buyer", phone="+33612345678")

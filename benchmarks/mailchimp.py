@@ -2,7 +2,7 @@
 
 The product's bulk sync (``workers.mailchimp_sync.sync_members``) runs once over the whole
 benchmark base (its first sync: every member with email consent and a usable address is new to
-Mailchimp) against the local Mailchimp server (``tests/support/mailchimp_server.py``), which counts
+Mailchimp) against the local Mailchimp server (``loyalty/standins/mailchimp_server.py``), which counts
 every API call it answers (``total_calls``). Reported: ``calls × 10,000 / members synced``; the
 target is at most 20, which is what 500 members per batch call gives.
 
@@ -44,7 +44,7 @@ def measure(bench: Bench) -> list[Row]:
     target = f"≤ {TARGET} calls"
     item = "calls per 10,000 synced"
     try:
-        from tests.support.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
+        from loyalty.standins.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
     except Exception:  # noqa: BLE001 - any failure means we cannot use it
         return [Row("e. mailchimp", item, status="not available yet", target=target,
                     note="no local Mailchimp server (tests/support/mailchimp_server.py)")]

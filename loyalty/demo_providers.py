@@ -1,6 +1,6 @@
 """``loyalty demo --providers``: the demo with local Twilio and Mailchimp servers instead of the outbox.
 
-Both servers (``tests/support/twilio_server.py`` and ``mailchimp_server.py``, the ones the tests
+Both servers (``loyalty/standins/twilio_server.py`` and ``mailchimp_server.py``, the ones the tests
 use) run inside the demo process on free ports; the runtime is pointed at them exactly as
 ``TWILIO_API_BASE_URL`` and ``MAILCHIMP_API_BASE_URL`` would, through the real SDKs. The shipped
 campaigns are used as they are, except that the tier-upgrade notice goes out as a Mailchimp event
@@ -11,7 +11,6 @@ Mailchimp bulk sync runs. Emails still go to the outbox folder.
 from __future__ import annotations
 
 import shutil
-import sys
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -19,8 +18,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from core.errors import InputError
-from core.settings import PACKAGE_ROOT, MailchimpTarget, Settings, TwilioTarget
+from core.settings import MailchimpTarget, Settings, TwilioTarget
 
 JOURNEY_CAMPAIGN = "tier_upgrade"
 JOURNEY_STEP = {"tags": ["tier-upgrade"], "event": "tier_upgrade",
@@ -44,15 +42,9 @@ def demo_campaigns(settings: Settings) -> Path:
 
 
 def run_demo_with_providers(settings: Settings, console: Console, *, member_count: int, now: datetime | None) -> None:
-    if str(PACKAGE_ROOT) not in sys.path and (PACKAGE_ROOT / "tests" / "support").is_dir():
-        sys.path.append(str(PACKAGE_ROOT))  # the checkout's tests/support, wherever the demo is run from
-    try:
-        from tests.support.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
-        from tests.support.twilio_server import TwilioServer
-    except ImportError:
-        raise InputError("--providers needs the local provider servers of the repository's tests/support folder; "
-                         "run the demo from a checkout of the repository.") from None
     from loyalty.demo import run_demo
+    from loyalty.standins.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
+    from loyalty.standins.twilio_server import TwilioServer
     from workers.mailchimp_sync import sync_members
     from workers.runtime import get_runtime
 

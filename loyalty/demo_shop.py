@@ -1,6 +1,6 @@
 """``loyalty demo --shop shopify|woocommerce``: a shop's webhooks becoming members, points, tiers and messages.
 
-A Shopify-like or WooCommerce-like store (``tests/support/shopify_server.py`` and
+A Shopify-like or WooCommerce-like store (``loyalty/standins/shopify_server.py`` and
 ``woocommerce_server.py``, the ones the tests use) and the real web app (``loyalty.web.create_app``,
 served by uvicorn) run inside the demo process on free ports, on the embedded default; the store's
 webhooks are subscribed to the app, which verifies each, stores it in the inbox and applies it in the
@@ -15,7 +15,6 @@ webhook ids: every entry is new to the inbox, and nothing is applied or sent twi
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -29,7 +28,7 @@ from sqlalchemy import func, select
 from core import calendar
 from core.calendar import iso_utc
 from core.errors import InputError
-from core.settings import PACKAGE_ROOT, Settings
+from core.settings import Settings
 from models.base import utcnow
 from models.delivery import Delivery, DeliveryState
 from models.inbox import InboxEntry
@@ -59,17 +58,12 @@ def afternoon_country(now: datetime) -> str:
 
 
 def _support(module: str):
-    """A module of the checkout's ``tests/support`` (the stand-ins the tests use), or one sentence."""
+    """A module of ``loyalty.standins`` (the stand-ins the tests use too), or one sentence."""
     import importlib
 
-    if str(PACKAGE_ROOT) not in sys.path and (PACKAGE_ROOT / "tests" / "support").is_dir():
-        sys.path.append(str(PACKAGE_ROOT))  # the checkout's tests/support, wherever the demo is run from
     try:
-        return importlib.import_module(f"tests.support.{module}")
+        return importlib.import_module(f"loyalty.standins.{module}")
     except ImportError as error:
-        if (error.name or "tests").startswith("tests"):
-            raise InputError("--shop needs the local shop servers of the repository's tests/support folder; "
-                             "run the demo from a checkout of the repository.") from None
         raise InputError(f"--shop needs the test extras, and {error.name} is not installed; install them with "
                          "pip install -e '.[test]' (make demo does).") from None
 

@@ -23,10 +23,10 @@ from models.delivery import Delivery
 from models.member import Member
 from tests.conftest import REDIS_URL, REPO_ROOT
 from tests.support.chaos import SENDER, CountingSmtp, drain, ledger, tally
-from tests.support.fault import Faults
-from tests.support.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
+from loyalty.standins.fault import Faults
+from loyalty.standins.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
 from tests.support.providers import MERGE_FIELDS, bulk_members
-from tests.support.twilio_server import (
+from loyalty.standins.twilio_server import (
     DEFAULT_AUTH_TOKEN,
     DEFAULT_MESSAGING_SERVICE_SID,
     TwilioServer,

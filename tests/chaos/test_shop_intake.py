@@ -1,6 +1,6 @@
 """The shop's inbox under fire: nothing lost, nothing twice.
 
-A Shopify-like store (``tests/support/shopify_server.py``, sending in the background, each webhook
+A Shopify-like store (``loyalty/standins/shopify_server.py``, sending in the background, each webhook
 twice, a third of the orders before their customers, one customer in ten never sent at all) delivers
 its customers and orders to the real ``loyalty web`` process, which stores each one in the inbox and
 hands it to the real worker (``dramatiq workers.main``, queue "events") through Redis. Meanwhile the
@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import REDIS_URL
 from tests.support.chaos import VENV_BIN, ChaosRun, Process, Tally, free_port, spawn, wait_for
-from tests.support.shopify_server import ShopifyServer
+from loyalty.standins.shopify_server import ShopifyServer
 
 CUSTOMERS = 200
 SECRET = "shpss_chaos_secret"

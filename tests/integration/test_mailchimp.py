@@ -20,8 +20,8 @@ from models.db import transaction
 from models.delivery import Delivery
 from models.member import Member
 from models.points import EntryKind
-from tests.support.http_server import BackgroundServer
-from tests.support.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
+from loyalty.standins.http_server import BackgroundServer
+from loyalty.standins.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
 from tests.support.members import add_members, make_member
 from tests.support.providers import AT, MERGE_FIELDS, bulk_members, deliver_until_done, provider_env
 from workers.channels.base import OutgoingMailchimp, PermanentFailure, RetryableFailure

@@ -16,7 +16,7 @@ import redis
 
 from core.settings import MailchimpTarget
 from tests.conftest import REDIS_URL, free_port
-from tests.support.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
+from loyalty.standins.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
 from workers.channels.base import OutgoingMailchimp, RetryableFailure
 from workers.channels.mailchimp import MailchimpChannel
 from workers.rate_limit import LocalConnectionSlots, RateLimited, RedisConnectionSlots

@@ -21,10 +21,10 @@ from models import ledger
 from models.coupons import Coupon, Redemption
 from models.member import Member
 from models.points import PointEntry
-from tests.support.http_server import BackgroundServer
+from loyalty.standins.http_server import BackgroundServer
 from tests.support.members import add_members, make_member
 from tests.support.program import give_lot
-from tests.support.shopify_server import ShopifyServer
+from loyalty.standins.shopify_server import ShopifyServer
 from workers.runtime import build_runtime
 
 API_KEY = "k-live-0123456789abcdef"

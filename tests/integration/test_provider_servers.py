@@ -38,14 +38,14 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client as TwilioClient
 
-from tests.support.fault import Faults
-from tests.support.http_server import BackgroundServer
-from tests.support.mailchimp_server import (
+from loyalty.standins.fault import Faults
+from loyalty.standins.http_server import BackgroundServer
+from loyalty.standins.mailchimp_server import (
     MailchimpServer,
     read_batch_results,
     subscriber_hash,
 )
-from tests.support.twilio_server import (
+from loyalty.standins.twilio_server import (
     DEFAULT_MESSAGING_SERVICE_SID,
     DEFAULT_SENDER,
     BaseUrlHttpClient,

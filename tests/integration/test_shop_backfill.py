@@ -27,10 +27,10 @@ from models.order import Order
 from models.points import PointEntry
 from models.shop_cursors import ShopCursor
 from tests.conftest import REPO_ROOT
-from tests.support.http_server import BackgroundServer
-from tests.support.prestashop_server import PrestaShopServer
-from tests.support.shopify_server import ShopifyServer
-from tests.support.woocommerce_server import WooCommerceServer
+from loyalty.standins.http_server import BackgroundServer
+from loyalty.standins.prestashop_server import PrestaShopServer
+from loyalty.standins.shopify_server import ShopifyServer
+from loyalty.standins.woocommerce_server import WooCommerceServer
 from workers.runtime import build_runtime, set_runtime
 from workers.broker import install_broker
 from workers.shop_sync import ShopSyncError, backfill, open_client, poll, poll_shops

@@ -16,11 +16,11 @@ from models.db import transaction
 from models.delivery import Delivery
 from models.inbox import receive
 from tests.support.members import add_members, make_member
-from tests.support.prestashop_server import PrestaShopServer
+from loyalty.standins.prestashop_server import PrestaShopServer
 from tests.support.program import place_order
-from tests.support.shop_discounts import CheckoutRefused
-from tests.support.shopify_server import ShopifyServer
-from tests.support.woocommerce_server import WooCommerceServer
+from loyalty.standins.shop_discounts import CheckoutRefused
+from loyalty.standins.shopify_server import ShopifyServer
+from loyalty.standins.woocommerce_server import WooCommerceServer
 from workers.delivery import deliver
 from workers.inbox import apply_entry, envelope
 from workers.runtime import build_runtime

@@ -10,10 +10,10 @@ from decimal import Decimal
 import pytest
 
 from core.shop_settings import PrestaShopAdmin, ShopifyAdmin, WooCommerceAdmin
-from tests.support.prestashop_server import PrestaShopServer
-from tests.support.shop_discounts import CheckoutRefused
-from tests.support.shopify_server import ShopifyServer
-from tests.support.woocommerce_server import WooCommerceServer
+from loyalty.standins.prestashop_server import PrestaShopServer
+from loyalty.standins.shop_discounts import CheckoutRefused
+from loyalty.standins.shopify_server import ShopifyServer
+from loyalty.standins.woocommerce_server import WooCommerceServer
 from workers.shop_api.discounts import Discount, PrestaShopDiscounts, ShopifyDiscounts, WooCommerceDiscounts
 from workers.shop_api.http import ShopApiError
 

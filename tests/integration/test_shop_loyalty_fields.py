@@ -19,8 +19,8 @@ from models.member import Member
 from models.shop_customers import ShopCustomer, ShopCustomerState
 from schedules.clock import build_scheduler
 from tests.conftest import REPO_ROOT
-from tests.support.shopify_server import ShopifyServer
-from tests.support.woocommerce_server import WooCommerceServer
+from loyalty.standins.shopify_server import ShopifyServer
+from loyalty.standins.woocommerce_server import WooCommerceServer
 from workers.runtime import build_runtime, set_runtime
 from workers.shop_loyalty import sync_shops
 from workers.shop_sync import backfill

@@ -17,9 +17,9 @@ from models.inbox import InboxEntry, InboxState
 from models.member import Member
 from models.order import Order
 from models.points import PointEntry
-from tests.support.http_server import BackgroundServer
-from tests.support.shopify_server import ShopifyServer
-from tests.support.woocommerce_server import WooCommerceServer
+from loyalty.standins.http_server import BackgroundServer
+from loyalty.standins.shopify_server import ShopifyServer
+from loyalty.standins.woocommerce_server import WooCommerceServer
 from workers.runtime import set_runtime
 
 API_KEY = "k-live-0123456789abcdef"

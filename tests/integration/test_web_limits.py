@@ -18,7 +18,7 @@ import pytest
 from core.settings import load_settings
 from loyalty.web import create_app
 from tests.conftest import REPO_ROOT, free_port
-from tests.support.http_server import BackgroundServer
+from loyalty.standins.http_server import BackgroundServer
 from tests.support.providers import provider_env
 
 LIMIT = 64 * 1024

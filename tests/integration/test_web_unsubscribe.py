@@ -16,7 +16,7 @@ from loyalty.web import create_app
 from models.audit import AuditEntry
 from models.member import Member
 from tests.conftest import TEST_SECRET
-from tests.support.http_server import BackgroundServer
+from loyalty.standins.http_server import BackgroundServer
 from tests.support.members import add_members, make_member
 
 PUBLIC = "https://club.example.com"  # the env fixture's LOYALTY_PUBLIC_URL

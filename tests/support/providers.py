@@ -12,9 +12,9 @@ from sqlalchemy import func, insert, select
 
 from models.delivery import Delivery, DeliveryState
 from models.member import ContactStatus, Member
-from tests.support.mailchimp_server import DEFAULT_API_KEY
+from loyalty.standins.mailchimp_server import DEFAULT_API_KEY
 from tests.support.members import LONG_AGO
-from tests.support.twilio_server import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DEFAULT_MESSAGING_SERVICE_SID
+from loyalty.standins.twilio_server import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DEFAULT_MESSAGING_SERVICE_SID
 
 UTC = timezone.utc
 #: 14:00 in Paris on the default test birthday (June 15): inside the SMS send hours.

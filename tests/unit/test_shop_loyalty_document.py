@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tests.support import shopify_graphql as gql
+from loyalty.standins import shopify_graphql as gql
 from workers.shop_loyalty import Facts, Target, digest, shopify_document, woocommerce_meta
 
 TIERS = ["bronze", "silver", "gold"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from workers.channels.sms_feedback import signature_is_valid
-from tests.support.twilio_server import twilio_signature
+from loyalty.standins.twilio_server import twilio_signature
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 URL = "https://club.example.com/twilio/status"

@@ -69,7 +69,7 @@ Recording
 service, sid, every form parameter, the request headers and any idempotency-ish header), including
 those whose answer a "drop" fault then threw away. ``server.calls`` counts requests per endpoint
 (``messages.create``, ``messages.fetch``, ``messages.list``), ``server.requests`` logs them all,
-``server.reset()`` forgets everything. Faults: see :mod:`tests.support.fault` (``server.faults``).
+``server.reset()`` forgets everything. Faults: see :mod:`loyalty.standins.fault` (``server.faults``).
 
 ``status_callback_payload(sid, status)`` gives the form fields Twilio POSTs to a StatusCallback and
 ``send_status_callback(sid, status)`` POSTs them, signed like Twilio (``X-Twilio-Signature``, see
@@ -97,8 +97,8 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from tests.support.fault import Faults, read_body
-from tests.support.http_server import ProviderServer, send_response
+from loyalty.standins.fault import Faults, read_body
+from loyalty.standins.http_server import ProviderServer, send_response
 
 API_VERSION = "2010-04-01"
 DEFAULT_ACCOUNT_SID = "AC" + hashlib.md5(b"loyalty test account").hexdigest()

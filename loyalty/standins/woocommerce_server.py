@@ -45,8 +45,8 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from shops.signatures import body_signature
-from tests.support.shop_common import ApiError, Delivery, ShopServer, basic_credentials, paginate, php_json
-from tests.support.shop_discounts import DiscountBook, WooCommerceDiscountsMixin
+from loyalty.standins.shop_common import ApiError, Delivery, ShopServer, basic_credentials, paginate, php_json
+from loyalty.standins.shop_discounts import DiscountBook, WooCommerceDiscountsMixin
 
 TOPICS = ("order.created", "order.updated", "order.deleted", "customer.created", "customer.updated",
           "customer.deleted")
@@ -311,7 +311,7 @@ class WooCommerceServer(WooCommerceDiscountsMixin, ShopServer):
         if method == "POST" and path.rstrip("/") == PREFIX + "customers/batch":
             return self._customers_batch(body)
         parts = path[len(PREFIX):].strip("/").split("/")
-        if parts[0] == "coupons":  # issue 14: tests.support.shop_discounts
+        if parts[0] == "coupons":  # issue 14: loyalty.standins.shop_discounts
             with self._lock:
                 return self.coupons_api(method, parts, params, body)
         if method != "GET":

@@ -160,7 +160,7 @@ class WooCommerceDiscountsMixin:
     case; codes stored lowercased, as ``wc_format_coupon_code`` does) and ``GET /coupons?code=``."""
 
     def coupons_api(self, method: str, parts: list[str], params: dict[str, str], body: bytes):  # noqa: ANN201
-        from tests.support.woocommerce_server import JSON, error, php_json
+        from loyalty.standins.woocommerce_server import JSON, error, php_json
 
         if method == "GET" and len(parts) == 1:
             entry = self.discounts.find(params.get("code", "")) if params.get("code") else None
@@ -209,7 +209,7 @@ class PrestaShopDiscountsMixin:
     as in PrestaShop) and ``GET /api/cart_rules?filter[code]=[...]``."""
 
     def cart_rules_api(self, method: str, params: dict[str, str], body: bytes):  # noqa: ANN201
-        from tests.support.prestashop_server import JSON, error
+        from loyalty.standins.prestashop_server import JSON, error
 
         if method == "GET":
             wanted = re.fullmatch(r"\[(.*)\]", params.get("filter[code]", "[]")).group(1).lower()

@@ -4,8 +4,8 @@
   past the previous change (so versions of one resource never share an instant), from real time by
   default or from a fixed ``start`` (``clock.set(moment)`` jumps); a change may also be dated
   explicitly (``at=``) to build a past history for a backfill.
-* :class:`ShopServer`: a :class:`tests.support.http_server.ProviderServer` (lifecycle, request log,
-  :mod:`tests.support.fault` faults on the admin API, ``/__admin``) plus the outgoing webhooks:
+* :class:`ShopServer`: a :class:`loyalty.standins.http_server.ProviderServer` (lifecycle, request log,
+  :mod:`loyalty.standins.fault` faults on the admin API, ``/__admin``) plus the outgoing webhooks:
   a :class:`Delivery` per event and subscription, sent by :meth:`ShopServer.dispatch` at once in the
   calling thread (default; retries sleep there) or by a background thread (``background=True``, then
   :meth:`ShopServer.wait_deliveries`). Every attempt is a :class:`DeliveryAttempt` in
@@ -40,8 +40,8 @@ from urllib.parse import parse_qsl
 
 import httpx
 
-from tests.support.fault import Faults, read_body
-from tests.support.http_server import ProviderServer, send_response
+from loyalty.standins.fault import Faults, read_body
+from loyalty.standins.http_server import ProviderServer, send_response
 
 
 class ShopClock:

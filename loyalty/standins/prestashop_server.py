@@ -32,8 +32,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tests.support.shop_common import ApiError, ShopServer, basic_credentials
-from tests.support.shop_discounts import DiscountBook, PrestaShopDiscountsMixin
+from loyalty.standins.shop_common import ApiError, ShopServer, basic_credentials
+from loyalty.standins.shop_discounts import DiscountBook, PrestaShopDiscountsMixin
 
 CENT = Decimal("0.01")
 JSON = [(b"content-type", b"application/json;charset=utf-8"), (b"psws-version", b"8.1.0")]
@@ -211,7 +211,7 @@ class PrestaShopServer(PrestaShopDiscountsMixin, ShopServer):
         if params.get("output_format", params.get("io_format", "XML")).upper() != "JSON":
             raise ApiError(406, b"This stand-in serves only output_format=JSON", [(b"content-type", b"text/plain")])
         parts = path.strip("/").split("/")
-        if parts[0] == "api" and parts[1:] == ["cart_rules"]:  # issue 14: tests.support.shop_discounts
+        if parts[0] == "api" and parts[1:] == ["cart_rules"]:  # issue 14: loyalty.standins.shop_discounts
             with self._lock:
                 return self.cart_rules_api(method, params, body)
         if parts[0] != "api" or len(parts) < 2 or parts[1] not in PLURAL or method != "GET":

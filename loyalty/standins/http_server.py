@@ -7,7 +7,7 @@ context manager.
 
 :class:`ProviderServer` is the base of the fake Twilio and Mailchimp servers: lifecycle, a log of
 every request (with the status answered and the fault applied), calls counted per endpoint, requests
-in flight (and the most seen at once), fault injection (:mod:`tests.support.fault`) and admin
+in flight (and the most seen at once), fault injection (:mod:`loyalty.standins.fault`) and admin
 endpoints that are never subject to auth, faults or limits. ``wait_idle()`` waits until no request is
 in progress (a request held by a "timeout" fault ends shortly after its client gives up).
 
@@ -35,7 +35,7 @@ from typing import Any, Self
 
 import uvicorn
 
-from tests.support.fault import (
+from loyalty.standins.fault import (
     APP_STATUS_KEY,
     APPLIED_KEY,
     BEFORE_DROP_KEY,

@@ -66,7 +66,7 @@ Recording
 (``lists.batch_list_members``, ``lists.set_list_member``, ``batches.start``...), ``total_calls`` all of
 them; operations run inside a ``/batches`` job are not HTTP calls and are not counted. ``reset()``
 forgets everything (members seeded through the constructor come back). Faults:
-:mod:`tests.support.fault` (``server.faults``).
+:mod:`loyalty.standins.fault` (``server.faults``).
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote
 
-from tests.support.fault import Faults, read_body
-from tests.support.http_server import ProviderServer, send_response
+from loyalty.standins.fault import Faults, read_body
+from loyalty.standins.http_server import ProviderServer, send_response
 
 DEFAULT_API_KEY = hashlib.md5(b"loyalty mailchimp key").hexdigest() + "-us21"
 DEFAULT_LIST_ID = "a1b2c3d4e5"

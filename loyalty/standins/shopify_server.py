@@ -19,10 +19,10 @@ per subscription and event, kept by retries and duplicates), ``-Event-Id`` (one 
 every subscription), ``-Triggered-At``, ``-Name`` (if the subscription has one). Client: 1 s to
 connect, ``webhook_timeout`` (5 s) to answer; any non-2xx, time-out or connection error is retried
 after each of ``retry_delays`` (8 of them, compressed from Shopify's 4 hours: default 10 ms doubling).
-Faults: see :mod:`tests.support.shop_common` (``webhook_faults``, ``held()``).
+Faults: see :mod:`loyalty.standins.shop_common` (``webhook_faults``, ``held()``).
 
 Admin API: ``POST /admin/api/{version}/graphql.json`` with ``X-Shopify-Access-Token: access_token``;
-queries understood: :mod:`tests.support.shopify_graphql`. Every answer has ``extensions.cost`` from a
+queries understood: :mod:`loyalty.standins.shopify_graphql`. Every answer has ``extensions.cost`` from a
 leaky bucket (``bucket_size`` 2000, ``restore_rate`` 100/s); a query costing more than is available,
 or one of the next N after :meth:`throttle_next`, answers ``errors[0].extensions.code == "THROTTLED"``
 (HTTP 200). ``read_all_orders=False``: orders created more than 60 days ago are invisible, as without
@@ -45,9 +45,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from shops.signatures import body_signature
-from tests.support import shopify_graphql as gql
-from tests.support.shop_common import ApiError, Delivery, ShopServer
-from tests.support.shop_discounts import DiscountBook, ShopifyDiscountsMixin
+from loyalty.standins import shopify_graphql as gql
+from loyalty.standins.shop_common import ApiError, Delivery, ShopServer
+from loyalty.standins.shop_discounts import DiscountBook, ShopifyDiscountsMixin
 
 API_VERSION = "2026-01"
 ORDER_TOPICS = ("orders/create", "orders/paid", "orders/updated", "orders/cancelled", "refunds/create")
