@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import sqlite3
 import subprocess
-import sys
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,6 +20,7 @@ from core.errors import InputError
 from models import AuditEntry, Member, Order, PointEntry
 from services.imports import ImportReport, RowError, import_file
 from models.ledger import balance
+from tests import cli
 from tests.conftest import REPO_ROOT, TEST_SECRET
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "import"
@@ -606,11 +605,8 @@ def test_orders_in_another_currency_or_in_the_future_are_refused(pg_sessions, tm
 
 
 def embedded_loyalty(home: Path, *args: str) -> subprocess.CompletedProcess:
-    """The real CLI on the embedded default: a SQLite file under ``home``."""
-    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
-    environment.update({"LOYALTY_HOME": str(home), "LOYALTY_SECRET": TEST_SECRET, "COLUMNS": "300"})
-    return subprocess.run([sys.executable, "-m", "loyalty", *args], env=environment, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
+    """The CLI (in this process, ``tests/cli.py``) on the embedded default: a SQLite file under ``home``."""
+    return cli.loyalty({"LOYALTY_HOME": str(home), "LOYALTY_SECRET": TEST_SECRET, "COLUMNS": "300"}, *args)
 
 
 def sqlite_counts(home: Path) -> tuple[int, int]:

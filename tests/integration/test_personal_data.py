@@ -14,6 +14,7 @@ from sqlalchemy import select, text
 
 from models.member import Member
 from models.personal_data import lookup
+from tests import cli
 from tests.conftest import REDIS_URL, REPO_ROOT
 from tests.support.members import add_members, make_member
 
@@ -21,8 +22,8 @@ UTC = timezone.utc
 
 
 def loyalty(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "loyalty", *args], env={**os.environ, **env}, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    """The command in this process (``tests/cli.py``); the worker below is a real process."""
+    return cli.loyalty(env, *args, drop=())
 
 
 def test_names_emails_and_phones_are_ciphertext_in_the_database(runtime, pg_sessions, pg_engine, tmp_path, env):

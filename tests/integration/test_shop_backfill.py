@@ -26,6 +26,7 @@ from models.member import Member
 from models.order import Order
 from models.points import PointEntry
 from models.shop_cursors import ShopCursor
+from tests import cli
 from tests.conftest import REPO_ROOT
 from loyalty.standins.http_server import BackgroundServer
 from loyalty.standins.prestashop_server import PrestaShopServer
@@ -59,10 +60,9 @@ def runtime_of(environment):
         built.close()
 
 
-def loyalty(environment: dict, *args: str, **options) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
-    return subprocess.run([sys.executable, "-m", "loyalty.cli", *args], env={**clean, **environment},
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, **options)
+def loyalty(environment: dict, *args: str) -> subprocess.CompletedProcess:
+    """The command in this process (``tests/cli.py``); the killed run below is a real process."""
+    return cli.loyalty(environment, *args)
 
 
 def ledger(pg_sessions) -> dict[str, object]:
