@@ -26,6 +26,7 @@ from babel import Locale, UnknownLocaleError
 from email_validator import EmailNotValidError, validate_email
 
 from core.errors import ConfigurationError
+from core.feedback_settings import FeedbackSettings, parse_feedback_settings
 from core.shop_settings import ShopSettings, parse_shop_settings
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +97,7 @@ class Settings:
     twilio: TwilioTarget | None = None  # None: SMS go to the outbox folder
     mailchimp: MailchimpTarget | None = None  # None: Mailchimp steps go to the outbox folder
     shop: ShopSettings = field(default_factory=ShopSettings)  # the shop's webhooks, API keys, data mapping
+    feedback: FeedbackSettings = field(default_factory=FeedbackSettings)  # bounces and complaints
     tick_minutes: int = 5  # LOYALTY_TICK_MINUTES: the clock's period
     log_level: str = "info"  # LOYALTY_LOG_LEVEL: debug, info, warning or error
     queue_namespace: str = "loyalty"  # LOYALTY_QUEUE_NAMESPACE: the Redis key prefix of the queues
@@ -484,6 +486,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         actor=_actor(env),
         port=_port(env),
         shop=parse_shop_settings(env, env.get("LOYALTY_DEFAULT_TIMEZONE") or "UTC"),
+        feedback=parse_feedback_settings(env),
     )
 
 

@@ -12,7 +12,8 @@ send: STOP, START, HELP) answer 403 unless ``X-Twilio-Signature`` validates with
 ``loyalty/sms_feedback.py``. Form bodies are parsed with the standard library.
 
 ``POST /webhooks/shopify``, ``POST /webhooks/woocommerce`` and ``POST /api/events`` take the shop's
-events into the inbox (``loyalty/shop_webhooks.py``).
+events into the inbox (``loyalty/shop_webhooks.py``). ``POST /feedback/ses``, ``/feedback/sendgrid``
+and ``/feedback/postmark`` take the relays' bounces and complaints (``loyalty/feedback_webhooks.py``).
 
 Nothing blocks the event loop: bodies are capped before they are read (``loyalty/web_limits.py``:
 413 past 64 KB or 200 form fields; the shop's endpoints past 1 MB), and database work and signature
@@ -28,7 +29,7 @@ from xml.sax.saxutils import escape
 
 import structlog
 from jinja2 import Environment, FileSystemLoader
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -38,13 +39,14 @@ from starlette.routing import Route
 
 from campaigns.rendering import locale_candidates
 from workers.channels import sms_feedback
+from loyalty.feedback_webhooks import SnsTrust, feedback_routes
 from loyalty.member_api import member_routes
 from loyalty.shop_webhooks import shop_routes
 from core.settings import Settings, get_settings
 from core.tokens import read_unsubscribe_token
 from loyalty.web_limits import BodySizeLimit, TooManyFields, form_fields
-from models.audit import AuditEntry
 from models.base import utcnow
+from models.consent import record_consent
 from models.db import engine_for, make_sessionmaker, migrate, transaction
 from models.member import Member
 from workers.inbox import notifier
@@ -73,7 +75,8 @@ def unsubscribe_page(locale: str, page: str, *, channel: str = "", action: str =
     return HTMLResponse(html, status_code=status_code)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, sns_trust: SnsTrust | None = None) -> Starlette:
+    """``sns_trust``: where SNS certificates may come from (tests only; AWS's hosts otherwise)."""
     settings = settings or get_settings()
     engine = engine_for(settings)
     if settings.embedded:
@@ -103,23 +106,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     def withdraw(member_external_id: str, channel: str, how: str) -> tuple[bool, str | None]:
         """Withdraw the consent; (whether the member exists, their locale)."""
-        column = {"email": "email", "sms": "sms"}[channel]
-        now = utcnow()
         with transaction(sessions) as session:
             row = session.execute(
                 select(Member.id, Member.locale).where(Member.external_id == member_external_id)).first()
             if row is None:
                 return False, None
             member_id, locale = row
-            changed = session.execute(
-                update(Member)
-                .where(Member.id == member_id, getattr(Member, f"{column}_opt_in").is_(True))
-                .values(**{f"{column}_opt_in": False, f"{column}_consent_at": now,
-                           f"{column}_consent_source": f"unsubscribe:{how}", "updated_at": now})
-            ).rowcount
-            if changed:
-                session.add(AuditEntry(actor="member", action=f"optout.{channel}", member_id=member_id,
-                                       reason=f"unsubscribe link ({how})", details={}))
+            record_consent(session, member_id, channel, granted=False, source=f"unsubscribe:{how}", at=utcnow(),
+                           actor="member", reason=f"unsubscribe link ({how})")
         return True, locale
 
     async def unsubscribe(request: Request):
@@ -187,7 +181,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         engine.dispose()
 
     shop_limit = settings.shop.max_body_bytes
-    limits = Middleware(BodySizeLimit, by_prefix={"/webhooks/": shop_limit, "/api/": shop_limit})
+    limits = Middleware(BodySizeLimit, by_prefix={"/webhooks/": shop_limit, "/api/": shop_limit,
+                                                  "/feedback/": settings.feedback.max_body_bytes})
     async def crashed(request: Request, exc: Exception) -> Response:
         """An error of ours: logged with its type and where (never its message, which may quote
         data), answered 500 in one sentence."""
@@ -204,6 +199,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/twilio/inbound", twilio_inbound, methods=["POST"]),
         *shop_routes(settings, sessions, notifier(settings)),
         *member_routes(settings, sessions),
+        *feedback_routes(settings, sessions, sns_trust),
     ])
     app.state.engine = engine
     return app

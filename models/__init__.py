@@ -4,6 +4,7 @@ from models.audit import AuditEntry
 from models.base import Base, utcnow
 from models.coupons import Coupon, Redemption
 from models.delivery import Delivery, DeliveryState
+from models.email_feedback import EmailFeedback
 from models.inbox import InboxEntry, ShopVersion
 from models.member import ContactStatus, Member
 from models.order import Order, OrderStatus
@@ -20,6 +21,7 @@ __all__ = [
     "Coupon",
     "Delivery",
     "DeliveryState",
+    "EmailFeedback",
     "EntryKind",
     "InboxEntry",
     "Member",

@@ -22,6 +22,7 @@ class ContactStatus:
     MISSING = "missing"
     INVALID = "invalid"  # rejected by the provider as not a valid address or number
     UNREACHABLE = "unreachable"  # e.g. a landline that cannot receive SMS
+    UNDELIVERABLE = "undeliverable"  # an email address that bounced for good (models/email_feedback.py)
 
 
 class MailchimpStatus:
