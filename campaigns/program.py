@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from campaigns import yaml_source
+from campaigns.brand import Brand
 
 from core import calendar
 from campaigns.loader import explain_validation_error
@@ -40,7 +41,16 @@ class PointsRules(StrictModel):
 class TierLevel(StrictModel):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
     min_spend: Annotated[Decimal, Field(ge=0)]
+    title: dict[str, str] = {}  # the name members read, per locale ({en: Gold, fr: Or})
     benefits: dict[str, str] = {}
+
+    @field_validator("title", "benefits")
+    @classmethod
+    def _texts(cls, value: dict[str, str]) -> dict[str, str]:
+        for locale, text in value.items():
+            if not text.strip():
+                raise ValueError(f"the text for {locale!r} is empty; write it or remove that locale")
+        return value
 
 
 class TierRules(StrictModel):
@@ -48,7 +58,14 @@ class TierRules(StrictModel):
     window_days: Annotated[int, Field(ge=1)] = 365
     levels: Annotated[list[TierLevel], Field(min_length=1)]
     downgrade_grace_days: Annotated[int, Field(ge=0)] = 30
-    notify_downgrades: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_downgrade_notices(cls, data: object) -> object:
+        if isinstance(data, dict) and "notify_downgrades" in data:
+            raise ValueError("notify_downgrades was never acted on (no downgrade notice exists) and is no longer "
+                             "accepted; delete that line")
+        return data
 
     @field_validator("qualification")
     @classmethod
@@ -137,6 +154,7 @@ class Program(StrictModel):
     frequency_cap: FrequencyCap = FrequencyCap()
     quiet_hours: QuietHours = QuietHours()
     redemption: RedemptionRules = RedemptionRules()
+    brand: Brand = Brand()
 
 
 def load_program(path: Path) -> Program:

@@ -10,6 +10,12 @@ The template is chosen by the locale fallback (``en_AU`` → ``en``), but number
 written in the member's own locale when it is a variant of the template's language (``en_AU``:
 "5 January 2027"). An SMS has its Unicode spaces (Babel's U+00A0 and U+202F in French numbers)
 made plain spaces, so it stays GSM-7; an email keeps them.
+
+Every HTML email extends the base layout (``_layout/email.html.j2``, through the locale's
+``<locale>/_layout.html.j2``, which holds its words), styled by ``_layout/email.css``. The CSS is
+inlined (``css-inline``) into each HTML template's *source* when the template is loaded, so once
+per template and process, not once per message: :class:`InliningLoader`. The brand and the tier
+names come from the program (:mod:`campaigns.brand`), given to every template.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from typing import Any
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_decimal
+import css_inline
 from jinja2 import (
+    Environment,
     FileSystemLoader,
     StrictUndefined,
     TemplateNotFound,
@@ -37,6 +45,7 @@ from jinja2 import (
 )
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
+from campaigns import brand as brand_rules
 from campaigns.schema import CampaignBase
 
 
@@ -90,6 +99,122 @@ def _money(ctx, value: int | float | Decimal, currency: str) -> str:
     return format_currency(value, currency, locale=_babel_locale(ctx[FORMAT_LOCALE]))
 
 
+@pass_context
+def _tier_name(ctx, tier: str) -> str:
+    """``{{ member.tier | tier_name }}``: "Gold", "Or" (the program's ``title`` for the locale)."""
+    return brand_rules.tier_name(ctx.environment.loyalty_program, tier, ctx["locale"])
+
+
+@pass_context
+def _tier_benefits(ctx, tier: str) -> str:
+    """``{{ member.tier | tier_benefits }}``: the program's benefits of that tier, in the locale."""
+    return brand_rules.tier_benefits(ctx.environment.loyalty_program, tier, ctx["locale"])
+
+
+#: The layout's stylesheet, inlined into every HTML template (``campaigns/templates/_layout/email.css``).
+LAYOUT_CSS = "_layout/email.css"
+_JINJA_CONSTRUCT = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+_TOKEN = "jinjatoken{:05d}z"
+_TOKEN_FOUND = re.compile(r"jinjatoken(\d{5})z")
+
+
+class InliningLoader(FileSystemLoader):
+    """A :class:`FileSystemLoader` that inlines ``_layout/email.css`` into each ``.html.j2``
+    template's source as it is loaded (Jinja keeps the compiled template: once per process).
+
+    Each Jinja construct (``{{ }}``, ``{% %}``, ``{# #}``) is swapped for a plain word while
+    ``css-inline`` parses the HTML, then put back. A construct where HTML cannot keep it in place (in
+    a tag's attribute list, or as text between table rows, which HTML moves out of the table) is
+    refused with its line: a template that would silently lose its styles or its logic is worse.
+    Lines of errors are reported in the template as written (the loader keeps the mapping)."""
+
+    def __init__(self, searchpath: str):
+        super().__init__(searchpath)
+        self._css: str | None = None
+        self.line_maps: dict[str, list[tuple[int, int]]] = {}  # filename → (inlined line, written line)
+
+    def get_source(self, environment: Environment, template: str):
+        source, filename, uptodate = super().get_source(environment, template)
+        if not template.endswith(".html.j2"):
+            return source, filename, uptodate
+        css = self._stylesheet(environment)
+        if not css:  # a templates folder without the layout's stylesheet: nothing to inline
+            return source, filename, uptodate
+        environment.parse(source, template, filename)  # a syntax error, at the line as written
+        inlined, line_map = self._inline(source, filename, template, css)
+        self.line_maps[filename] = line_map
+        return inlined, filename, uptodate
+
+    def written_line(self, filename: str, line: int | None) -> int | None:
+        """The line, in the template as written, of ``line`` in the inlined source."""
+        pairs = self.line_maps.get(filename)
+        if line is None or not pairs:
+            return line
+        best = None
+        for inlined_line, written in pairs:
+            if inlined_line == line:
+                return written
+            if inlined_line < line:
+                best = written + (line - inlined_line)
+        return best if best is not None else line
+
+    def _stylesheet(self, environment: Environment) -> str:
+        if self._css is None:
+            try:
+                self._css, _, _ = super().get_source(environment, LAYOUT_CSS)
+            except TemplateNotFound:
+                self._css = ""
+        return self._css
+
+    @staticmethod
+    def _inline(source: str, filename: str, template: str, css: str) -> tuple[str, list[tuple[int, int]]]:
+        constructs: list[str] = []
+        written_lines: list[int] = []
+
+        def swap(match: re.Match) -> str:
+            if match.group(0).startswith("{#"):
+                return ""  # a comment prints nothing (and text before <!doctype> would move <head> into <body>)
+            constructs.append(match.group(0))
+            written_lines.append(source.count("\n", 0, match.start()) + 1)
+            return _TOKEN.format(len(constructs) - 1)
+
+        tokenised = _JINJA_CONSTRUCT.sub(swap, source)
+        try:
+            if re.search(r"<html[\s>]", tokenised, re.IGNORECASE):
+                inlined = css_inline.CSSInliner(keep_style_tags=True, extra_css=css).inline(tokenised)
+            else:
+                inlined = css_inline.inline_fragment(tokenised, css)
+        except css_inline.InlineError as exc:  # e.g. a stylesheet it cannot read
+            raise TemplateSyntaxError(f"the CSS could not be inlined ({exc})", 1, template, filename) from None
+        misplaced = _misplaced_construct(inlined, len(constructs))
+        if misplaced is not None:
+            raise TemplateSyntaxError(
+                "a Jinja tag sits where HTML cannot keep it (inside a tag's attribute list, or between table "
+                "rows or cells); put it inside an element's text or an attribute's value",
+                written_lines[misplaced], template, filename)
+        line_map = []
+        for match in _TOKEN_FOUND.finditer(inlined):
+            line_map.append((inlined.count("\n", 0, match.start()) + 1, written_lines[int(match.group(1))]))
+        return _TOKEN_FOUND.sub(lambda m: constructs[int(m.group(1))], inlined), line_map
+
+
+_TAG = re.compile(r"<[a-zA-Z][^\s/>]*(?:\s+[^\s=>]+(?:=\"[^\"]*\")?)*\s*/?>")
+_QUOTED = re.compile(r'="[^"]*"')
+
+
+def _misplaced_construct(inlined: str, count: int) -> int | None:
+    """The first Jinja construct HTML did not keep in place, or None: one lost or doubled, one that
+    became an attribute's name, or text that HTML moved (out of a table: the order changes)."""
+    found = [int(n) for n in _TOKEN_FOUND.findall(inlined)]
+    if sorted(found) != list(range(count)):
+        return next((i for i in range(count) if found.count(i) != 1), 0)
+    in_names = [int(n) for tag in _TAG.findall(inlined) for n in _TOKEN_FOUND.findall(_QUOTED.sub("", tag))]
+    if in_names:
+        return min(in_names)
+    in_text = [int(n) for n in _TOKEN_FOUND.findall(_TAG.sub("", inlined))]
+    return next((a for a, b in zip(in_text, in_text[1:]) if a > b), None)
+
+
 _ASCII_WHITESPACE = re.compile(r"[ \t\r\n\f\v]+")
 
 
@@ -135,16 +260,22 @@ def locale_candidates(member_locale: str | None) -> list[str]:
 
 
 class Renderer:
-    def __init__(self, templates_dir: Path):
+    """``program``: the brand and the tier names every template sees (the defaults without one)."""
+
+    def __init__(self, templates_dir: Path, program: Any = None):
         self.templates_dir = templates_dir
         self._strings: dict[str, Any] = {}  # inline templates (subjects, Mailchimp properties), compiled
+        self.loader = InliningLoader(str(templates_dir))
         self.env = SandboxedEnvironment(
-            loader=FileSystemLoader(str(templates_dir)),
+            loader=self.loader,
             undefined=StrictUndefined,
             autoescape=lambda name: bool(name) and name.endswith((".html", ".html.j2")),
             keep_trailing_newline=True,
         )
-        self.env.filters.update(number=_number, date=_date, money=_money)
+        self.env.filters.update(number=_number, date=_date, money=_money, tier_name=_tier_name,
+                                tier_benefits=_tier_benefits)
+        self.env.globals.update(brand_rules.template_globals(program))
+        self.env.loyalty_program = program  # for the tier filters; not a template variable
 
     def choose_locale(self, campaign: CampaignBase, member_locale: str | None) -> str:
         """The member's locale if the campaign has it, else its language, else the campaign's default."""
@@ -216,16 +347,20 @@ class Renderer:
                 raise _failed(shown, None, exc, compiling=True) from None
         return self._render(template, context, shown)
 
+    def _line(self, exc: BaseException, template) -> int | None:
+        """The line of the template as written (an HTML template's CSS was inlined when loaded)."""
+        return self.loader.written_line(template.filename or "", _template_line(exc, template))
+
     def _render(self, template, context: dict[str, Any], shown: str) -> str:
         try:
             return template.render(context)
         except SecurityError as exc:
-            raise RenderError(shown, _template_line(exc, template), f"the template reaches for something not allowed ({exc})") from None
+            raise RenderError(shown, self._line(exc, template), f"the template reaches for something not allowed ({exc})") from None
         except UndefinedError as exc:
             message = getattr(exc, "message", None) or str(exc)
-            raise RenderError(shown, _template_line(exc, template), f"{message}; define it or remove it from the template") from None
+            raise RenderError(shown, self._line(exc, template), f"{message}; define it or remove it from the template") from None
         except Exception as exc:  # noqa: BLE001: any failure of a template is the template's, reported as such
-            raise _failed(shown, _template_line(exc, template), exc) from None
+            raise _failed(shown, self._line(exc, template), exc) from None
 
 
 def _with_locales(context: dict[str, Any], locale: str, member_locale: str | None) -> dict[str, Any]:

@@ -36,10 +36,11 @@ def validate_all(campaigns_dir: Path, templates_dir: Path, program_file: Path) -
         return result
     loaded = load_campaigns(campaigns_dir)
     result.problems.extend(str(error) for error in loaded.errors)
-    renderer = Renderer(templates_dir)
+    renderer = Renderer(templates_dir, program)
     for campaign in loaded.campaigns.values():
         path = campaigns_dir / f"{campaign.id}.yaml"
         problems = check_tiers(campaign, path, program)
+        problems += check_postal_address(campaign, path, program, program_file)
         problems += check_templates(campaign, renderer, path, program, warnings=result.warnings)
         result.problems.extend(problems)
         if not problems:
@@ -61,6 +62,18 @@ def check_tiers(campaign: CampaignBase, definition_path: Path, program) -> list[
         for keys, tier in named
         if tier not in known
     ]
+
+
+def check_postal_address(campaign: CampaignBase, definition_path: Path, program, program_file: Path) -> list[str]:
+    """A marketing email (one that counts toward the frequency cap) must carry the shop's postal
+    address (the US CAN-SPAM Act requires one in every commercial email): the layout's footer shows
+    ``brand.postal_address``, so a marketing campaign that can send an email needs it."""
+    if campaign.frequency_cap_exempt or campaign.messages.email is None or program.brand.postal_address:
+        return []
+    line = _line(definition_path, ["frequency_cap_exempt"]) or _line(definition_path, ["messages", "email"])
+    return [f"{_shown(definition_path)}, line {line}: {campaign.id!r} is a marketing email (it counts toward the "
+            f"frequency cap), and {_shown(program_file)} has no brand.postal_address to put in its footer, which "
+            "the law requires in every marketing email (US CAN-SPAM); add the shop's postal address under brand:."]
 
 
 def check_templates(campaign: CampaignBase, renderer: Renderer, definition_path: Path, program,

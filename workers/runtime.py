@@ -120,13 +120,14 @@ def build_runtime(settings: Settings, *, pool_size: int = 5, check_keys: bool = 
     engine = engine_for(settings, pool_size=pool_size, check_keys=check_keys)
     if settings.embedded:
         migrate(engine)  # on the embedded default, any command creates or migrates the database
+    program = load_program(settings.program_file)
     return Runtime(
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
         campaigns=load_campaigns(settings.campaigns_dir),
-        program=load_program(settings.program_file),
-        renderer=Renderer(settings.templates_dir),
+        program=program,
+        renderer=Renderer(settings.templates_dir, program),  # the brand and tier names come from the program
     )
 
 
