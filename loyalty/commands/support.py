@@ -223,15 +223,12 @@ def opt_out(sessions, member_id: str, channel: str, *, reason: str, actor: str,
     merely never said yes is recorded as refusing, so that a later shop import cannot opt them in
     (imports never undo a refusal given elsewhere).
     """
-    from sqlalchemy import update
-
     from core.calendar import iso_utc
     from core.errors import InputError
-    from models.audit import AuditEntry
     from models.base import utcnow
+    from models.consent import record_consent
     from models.db import transaction
     from services.history import get_member
-    from models.member import Member
 
     reason = reason.strip()
     if not reason:
@@ -241,13 +238,8 @@ def opt_out(sessions, member_id: str, channel: str, *, reason: str, actor: str,
     with transaction(sessions) as session:
         member = get_member(session, member_id, default_locale)
         opted_in, since, was = (getattr(member, f"{channel}_{c}") for c in ("opt_in", "consent_at", "consent_source"))
-        if not opted_in and was and not was.startswith("import:"):
+        if not record_consent(session, member.id, channel, granted=False, source=source, at=now, actor=actor,
+                              reason=reason, details={"channel": channel, "was_opted_in": bool(opted_in)},
+                              over_unsaid=True):
             return member.external_id, False, iso_utc(since) if since else None, was
-        session.execute(
-            update(Member).where(Member.id == member.id)
-            .values(**{f"{channel}_opt_in": False, f"{channel}_consent_at": now,
-                       f"{channel}_consent_source": source, "updated_at": now})
-        )
-        session.add(AuditEntry(at=now, actor=actor[:120], action=f"optout.{channel}", member_id=member.id,
-                               reason=reason, details={"channel": channel, "was_opted_in": bool(opted_in)}))
     return member.external_id, True, iso_utc(now), source

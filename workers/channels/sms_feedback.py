@@ -41,6 +41,7 @@ from twilio.request_validator import RequestValidator
 
 from models.audit import AuditEntry
 from models.base import utcnow
+from models.consent import record_consent
 from models.db import transaction
 from models.delivery import Delivery, DeliveryState
 from models.member import Member
@@ -183,11 +184,8 @@ def apply_inbound(sessions: sessionmaker[Session], form: Mapping[str, str]) -> t
             select(Member.id).where(Member.phone_lookup == lookup("phone", phone), Member.sms_opt_in.is_not(opt_in)).with_for_update()
         ).scalars().all()
         for member_id in members:
-            session.execute(update(Member).where(Member.id == member_id).values(
-                sms_opt_in=opt_in, sms_consent_at=now, sms_consent_source=f"sms:{keyword}"))
-            session.add(AuditEntry(actor="member", action="optin.sms" if opt_in else "optout.sms", member_id=member_id,
-                                   reason=f"texted {keyword}", details={"message_sid": sid}))
-            changed += 1
+            changed += record_consent(session, member_id, "sms", granted=opt_in, source=f"sms:{keyword}", at=now,
+                                      actor="member", reason=f"texted {keyword}", details={"message_sid": sid})
     return keyword, changed
 
 
