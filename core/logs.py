@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any, TextIO
 
 import structlog
+from structlog.typing import EventDict, Processor
 
 from core.redact import redact
 
 QUIET_LIBRARIES = ("alembic",)  # "setup plugin ..." on import: noise in a process's log
 
 
-def _mask(value):
+def _mask(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value, email="<email>", phone="<phone>")
     if isinstance(value, dict):
@@ -33,16 +35,16 @@ def _mask(value):
     return value
 
 
-def mask_personal_data(_logger, _method, event_dict):
+def mask_personal_data(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
     event_dict.pop("color_message", None)  # uvicorn's copy of the message with terminal colours
     return {key: _mask(value) for key, value in event_dict.items()}
 
 
-def configure(level: str = "info", *, stream=None) -> None:
+def configure(level: str = "info", *, stream: TextIO | None = None) -> None:
     """``level``: one of ``debug``, ``info``, ``warning``, ``error`` (``Settings.log_level``)."""
     numeric = logging.getLevelNamesMapping()[level.upper()]
     out = stream or sys.stdout
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, BigIntKey, UtcDateTime, utcnow
+from models.db import rows_changed
 from models.personal_data import EncryptedText
 
 
@@ -143,11 +144,11 @@ def wake(session: Session, waiting_for: str) -> list[int]:
 
 def retry(session: Session, entry_id: int) -> bool:
     """A rejected or waiting entry back to ``received``; False when there is no such entry to retry."""
-    return bool(session.execute(
+    return bool(rows_changed(session.execute(
         update(InboxEntry)
         .where(InboxEntry.id == entry_id, InboxEntry.state.in_([InboxState.REJECTED, InboxState.WAITING]))
         .values(state=InboxState.RECEIVED, updated_at=utcnow())
-    ).rowcount)
+    )))
 
 
 def stale_received(session: Session, older_than: datetime, limit: int = 1000) -> list[int]:
@@ -161,9 +162,9 @@ def stale_received(session: Session, older_than: datetime, limit: int = 1000) ->
 
 def erase_bodies(session: Session, member_ref: str) -> int:
     """Replace the stored payloads about a member (a privacy request); the rows stay as a record."""
-    return session.execute(
+    return rows_changed(session.execute(
         update(InboxEntry).where(InboxEntry.member_ref == member_ref).values(body=ERASED_BODY, updated_at=utcnow())
-    ).rowcount or 0
+    ))
 
 
 ERASED_BODY = '{"erased": true}'

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from models.audit import AuditEntry
 from models.coupons import Coupon
+from models.db import rows_changed
 from models.delivery import Delivery, DeliveryState
 from models.inbox import InboxEntry, erase_bodies
 from models.member import ContactStatus, Member
@@ -38,11 +39,11 @@ def erase_member(session: Session, member: Member, *, actor: str, reason: str, n
         setattr(member, f"{channel}_consent_at", now)
         setattr(member, f"{channel}_consent_source", "erased")
     member.erased_at = now
-    skipped = session.execute(
+    skipped = rows_changed(session.execute(
         update(Delivery)
         .where(Delivery.member_id == member.id, Delivery.state == DeliveryState.PLANNED)
         .values(state=DeliveryState.SKIPPED, reason=ERASED_REASON, finished_at=now, updated_at=now)
-    ).rowcount or 0
+    ))
     session.execute(update(Delivery).where(Delivery.member_id == member.id).values(payload=None))
     inbox = erase_bodies(session, member.external_id)
     counts = {"deliveries_skipped": skipped, "inbox_payloads_erased": inbox}

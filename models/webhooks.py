@@ -20,6 +20,7 @@ from sqlalchemy import Index, Integer, String, UniqueConstraint, delete
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, BigIntKey, UtcDateTime, utcnow
+from models.db import rows_changed
 
 
 class ProcessedWebhook(Base):
@@ -57,4 +58,4 @@ def prune_processed_webhooks(session: Session, now: datetime) -> int:
     """Forget the webhooks handled (or kept, never matched) more than :data:`RETENTION` ago; returns how many."""
     result = session.execute(delete(ProcessedWebhook).where(ProcessedWebhook.received_at < now - RETENTION))
     kept = session.execute(delete(EarlyStatusCallback).where(EarlyStatusCallback.received_at < now - RETENTION))
-    return (result.rowcount or 0) + (kept.rowcount or 0)
+    return rows_changed(result) + rows_changed(kept)

@@ -38,6 +38,8 @@ def apply_order(session: Session, program: Program, order: Order, *, now: dateti
     # foreign key), which FOR UPDATE would wait for, so two transactions that each stored an order
     # would wait for each other.
     member = session.get(Member, order.member_id, with_for_update={"key_share": True})
+    if member is None:  # the foreign key keeps every order's member
+        raise LookupError(f"order row {order.id} names member row {order.member_id}, which does not exist")
     if order.status == OrderStatus.PLACED:
         _earn_for_order(session, program, member, order)
     else:
@@ -133,7 +135,7 @@ def _take_back(session: Session, member: Member, key: str, points: int, now: dat
     available = session.scalar(
         select(func.coalesce(func.sum(PointEntry.remaining), 0)).where(PointEntry.member_id == member.id, PointEntry.remaining > 0)
     )
-    taken = min(points, int(available))
+    taken = min(points, int(available or 0))  # coalesce: never None
     short = points - taken
     if short:
         source += f" ({short} points already spent, not recoverable)"
@@ -150,7 +152,7 @@ def spend_in_window(session: Session, program: Program, member_id: int, now: dat
             Order.member_id == member_id, Order.status == OrderStatus.PLACED, Order.placed_at > since, Order.placed_at <= now
         )
     )
-    return Decimal(total)
+    return Decimal(total or 0)  # coalesce: never None
 
 
 def _placed_orders(session: Session, member_id: int, after: datetime, until: datetime) -> list[tier_history.PlacedOrder]:

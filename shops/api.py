@@ -40,7 +40,7 @@ def envelopes(document: Any) -> list[Mapping[str, Any]]:
         if not isinstance(item, dict):
             raise PayloadProblem(f"{where} is not a JSON object")
         name = item.get("event")
-        if name not in EVENTS:
+        if not isinstance(name, str) or name not in EVENTS:
             raise PayloadProblem(f"{where} has the event {name!r}; use one of {', '.join(EVENTS)}")
         key = item.get("idempotency_key")
         if not isinstance(key, str) or not _KEY.match(key):

@@ -153,6 +153,7 @@ def apply_record(
     (result,) = apply_chunk(session, _applier(kind, now=now, source=source[:64]), [(1, row)])
     if result.problem is not None:
         raise parsing.RowProblem(result.problem)
+    assert result.outcome is not None  # apply_chunk gives each row an outcome or a problem
     return result.outcome
 
 
@@ -171,7 +172,9 @@ def _import_chunk(
         if raw.problem is not None:
             report.errors.append(RowError(raw.line, raw.problem))
             continue
-        key = (raw.fields.get(id_column) or "").strip()
+        fields = raw.fields
+        assert fields is not None  # the reader gives a row its fields or its problem
+        key = (fields.get(id_column) or "").strip()
         if key:
             first = first_lines.setdefault(key, raw.line)
             if first != raw.line:
@@ -181,7 +184,7 @@ def _import_chunk(
                 )))
                 continue
         try:
-            items.append((raw.line, parse(raw.fields)))
+            items.append((raw.line, parse(fields)))
         except parsing.RowProblem as problem:
             report.errors.append(RowError(raw.line, str(problem)))
     if not items:

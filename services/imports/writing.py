@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -282,7 +282,7 @@ def member_changes(member: Mapping[str, Any], row: MemberRow, *, now: datetime, 
 
 
 class MemberApplier(_UpsertApplier):
-    table = Member.__table__
+    table = cast(Table, Member.__table__)  # a mapped class's __table__ is typed FromClause
     key = "external_id"
 
     def __init__(self, *, now: datetime, source: str):
@@ -300,7 +300,7 @@ class MemberApplier(_UpsertApplier):
 # --- orders ---------------------------------------------------------------------------------------
 
 class OrderApplier(_UpsertApplier):
-    table = Order.__table__
+    table = cast(Table, Order.__table__)  # a mapped class's __table__ is typed FromClause
     key = "order_id"
 
     def __init__(self, *, now: datetime):
