@@ -4,7 +4,7 @@ A floor is written per kind in :data:`FLOORS`: a function of ``(campaign, at, zo
 one or more candidate SQL statements selecting the member ids that kind's audience selects (the
 fastest correct one is the floor), or ``None`` when nothing is due. The floors compute which zones
 are due on their own, from :mod:`zoneinfo`, not with the product's helpers, so that the id check
-also checks the product's rules. A kind in ``campaigns.kinds.KIND_RULES`` without a floor is
+also checks the product's rules. A kind in ``campaigns.kinds.KINDS`` without a floor is
 reported as "no floor yet": add a function here and register it.
 
 What is timed, warm, median of several runs taking turns:
@@ -259,7 +259,7 @@ def member_day_floor(campaign, at: datetime, zones: list[str]) -> list[Candidate
     return [Candidate("zones and tiers", _union(parts))]
 
 
-#: kind → its floor. A kind of ``campaigns.kinds.KIND_RULES`` missing here prints "no floor yet".
+#: kind → its floor. A kind of ``campaigns.kinds.KINDS`` missing here prints "no floor yet".
 FLOORS: dict[str, Floor] = {
     "birthday": birthday_floor,
     "points_expiring": points_expiring_floor,
@@ -330,10 +330,10 @@ def check_instants(at: datetime) -> list[datetime]:
 
 
 def measure(bench: Bench) -> list[Row]:
-    from campaigns.kinds import KIND_RULES
+    from campaigns.kinds import KINDS
 
     rows = []
-    for kind in KIND_RULES:
+    for kind in KINDS:
         campaigns = bench.campaigns_of_kind(kind)
         if kind not in FLOORS:
             rows.append(Row("a. audience", kind, status="no floor yet", target=f"≤ {TARGET}×",

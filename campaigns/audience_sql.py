@@ -128,8 +128,11 @@ def delivery_columns(
     occurrence_date: ColumnElement | None = None,
 ) -> list[ColumnElement]:
     """The labelled columns of a send-ledger row, ready for ``INSERT ... SELECT`` (the frequency cap
-    is applied around the kind's whole statement: :func:`with_frequency_cap`)."""
+    is applied around the kind's whole statement: :func:`with_frequency_cap`). ``reward`` defaults to
+    the campaign's ``reward.points_by_tier`` for the member's tier."""
     channels = channels or campaign.channels
+    if reward is None and campaign.reward is not None:
+        reward = case(campaign.reward.points_by_tier, value=Member.tier, else_=None)
     channel, no_channel_reason = channel_choice_sql(channels)
     whens = [(no_channel_reason.is_not(None), no_channel_reason)]
     if kind_reason is not None:
@@ -162,7 +165,12 @@ def not_in_ledger(key: ColumnElement) -> ColumnElement:
     return ~exists().where(Delivery.occurrence_key == key)
 
 
-def tier_filter(campaign: CampaignBase) -> ColumnElement | None:
-    if campaign.audience.tiers is None:
-        return None
-    return Member.tier.in_(campaign.audience.tiers)
+def due_rows(campaign: CampaignBase, ctx: PlanContext, *, key: ColumnElement, dues: dict[str, ZoneDue],
+             **columns: Any) -> Select:
+    """How every kind's audience statement starts: the send-ledger row's columns
+    (:func:`delivery_columns`, which takes ``columns``), for occurrences not in the ledger yet, of members
+    in the campaign's audience tiers. The kind adds who is due: its FROM and joins, its conditions."""
+    query = select(*delivery_columns(campaign, ctx, key=key, dues=dues, **columns)).where(not_in_ledger(key))
+    if campaign.audience.tiers is not None:
+        query = query.where(Member.tier.in_(campaign.audience.tiers))
+    return query

@@ -8,16 +8,34 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from sqlalchemy import Integer, Select, String, and_, case, func, literal, select, tuple_
+from pydantic import Field
+from sqlalchemy import Integer, Select, String, and_, case, func, literal, tuple_
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
 
+from campaigns.audience_sql import PlanContext, ZoneDue, due_rows, due_today
+from campaigns.kinds_api import Kind, Occurrence, SendCheck
+from campaigns.program import Program
+from campaigns.schema import CampaignBase, StrictModel
 from core import calendar
-from campaigns.audience_sql import PlanContext, ZoneDue, delivery_columns, due_today, not_in_ledger, tier_filter
-from campaigns.eligibility import Reason
-from campaigns.kinds_api import SendCheck
-from campaigns.schema import BirthdayCampaign
+from models.delivery import Reason
 from models.member import Member
+
+
+class BirthdayRules(StrictModel):
+    leap_day_in_common_years: Literal["feb28", "mar1"] = Field(
+        "feb28", description="When members born on Feb 29 celebrate in years without one."
+    )
+    min_days_since_birthday_change: Annotated[int, Field(ge=0)] = Field(
+        30, description="A birthday added or changed more recently than this is not rewarded."
+    )
+
+
+class BirthdayCampaign(CampaignBase):
+    kind: Literal["birthday"]
+    birthday: BirthdayRules = BirthdayRules()
 
 
 def due_zones(campaign: BirthdayCampaign, at: datetime, zones: Iterable[str]) -> dict[str, ZoneDue]:
@@ -35,8 +53,7 @@ def audience(campaign: BirthdayCampaign, ctx: PlanContext) -> Select | None:
     key = literal(f"{campaign.id}:") + Member.external_id + ctx.by_zone({z: f":{d.local_date.year}" for z, d in dues.items()})
     known_since = ctx.at - timedelta(days=campaign.birthday.min_days_since_birthday_change)
     recently_changed = case((Member.birthday_updated_at > known_since, literal(Reason.BIRTHDAY_RECENTLY_CHANGED)), else_=None)
-    reward = case(campaign.reward.points_by_tier, value=Member.tier, else_=None) if campaign.reward else None
-    columns = delivery_columns(campaign, ctx, key=key, dues=dues, kind_reason=recently_changed, reward=reward)
+    rows = due_rows(campaign, ctx, key=key, dues=dues, kind_reason=recently_changed)
     if ctx.dialect == "postgresql":
         # A join with the (zone, month, day) list as three arrays: one index probe on (timezone,
         # birth_month, birth_day) per entry (a third faster at 1M members than the same list as a
@@ -48,17 +65,13 @@ def audience(campaign: BirthdayCampaign, ctx: PlanContext) -> Select | None:
             literal(months, postgresql.ARRAY(Integer())),
             literal(days_of_month, postgresql.ARRAY(Integer())),
         ).table_valued("tz", "mo", "dy").render_derived(name="birthdays")
-        query = select(*columns).select_from(wanted).join(
+        return rows.select_from(wanted).join(
             Member, and_(Member.timezone == wanted.c.tz, Member.birth_month == wanted.c.mo,
-                         Member.birth_day == wanted.c.dy)).where(not_in_ledger(key))
-    else:
-        query = select(*columns).where(tuple_(Member.timezone, Member.birth_month, Member.birth_day).in_(days),
-                                       not_in_ledger(key))
-    tiers = tier_filter(campaign)
-    return query.where(tiers) if tiers is not None else query
+                         Member.birth_day == wanted.c.dy))
+    return rows.where(tuple_(Member.timezone, Member.birth_month, Member.birth_day).in_(days))
 
 
-def recheck(check: SendCheck) -> str | None:
+def recheck(check: SendCheck[BirthdayCampaign], facts: None) -> Reason | None:
     """Still the member's birthday gift to send? (Consent and tier are checked for every kind.)"""
     campaign, member, delivery = check.campaign, check.member, check.delivery
     if delivery.occurrence_date:
@@ -71,10 +84,19 @@ def recheck(check: SendCheck) -> str | None:
     return None
 
 
-def template_context(check: SendCheck) -> dict:
+def template_context(check: SendCheck[BirthdayCampaign], facts: None) -> dict[str, Any]:
     occurrence = check.delivery.occurrence_date
     return {"birthday": {"date": date.fromisoformat(occurrence) if occurrence else None}}
 
 
-def sample_context(campaign: BirthdayCampaign, program) -> dict:
+def sample_context(campaign: BirthdayCampaign, program: Program) -> dict[str, Any]:
     return {"birthday": {"date": date(2027, 2, 28)}}
+
+
+def one_off_occurrence(campaign: BirthdayCampaign, member: Member, today: date, session: Session) -> Occurrence:
+    """A support send of the birthday gift stands for today's (in the member's zone)."""
+    return Occurrence(today)
+
+
+KIND = Kind(BirthdayCampaign, audience=audience, recheck=recheck, template_context=template_context,
+            sample_context=sample_context, one_off_occurrence=one_off_occurrence)

@@ -17,14 +17,15 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from campaigns.kinds import rules_for
+from campaigns.kinds import kind_of
 from campaigns.kinds_api import SendCheck
+from campaigns.program import Program
 from campaigns.schema import CampaignBase
 
 
 def common_context(
     campaign: CampaignBase,
-    member: Any,
+    member: Any,  # a Member, or the sample member below
     reward_points: int | None,
     *,
     points_balance: int,
@@ -45,11 +46,13 @@ def common_context(
     }
 
 
-def message_context(check: SendCheck, *, points_balance: int, unsubscribe_url: str,
-                    reward_expires_on: date | None = None) -> dict[str, Any]:
-    context = common_context(check.campaign, check.member, check.delivery.reward_points, points_balance=points_balance,
+def message_context(check: SendCheck[Any], facts: Any, *, points_balance: int, unsubscribe_url: str,
+                    reward_points: int | None, reward_expires_on: date | None = None) -> dict[str, Any]:
+    """Every variable of one message: the common ones and the kind's (``facts``: what the kind's
+    ``facts`` read for this message)."""
+    context = common_context(check.campaign, check.member, reward_points, points_balance=points_balance,
                              unsubscribe_url=unsubscribe_url, reward_expires_on=reward_expires_on)
-    context.update(rules_for(check.campaign).template_context(check))
+    context.update(kind_of(check.campaign).template_context(check, facts))
     return context
 
 
@@ -57,9 +60,9 @@ class _SampleMember:
     first_name, last_name, external_id, tier, locale = "Alex", "Martin", "M0001", "silver", "en"
 
 
-def sample_context(campaign: CampaignBase, program) -> dict[str, Any]:
+def sample_context(campaign: CampaignBase, program: Program) -> dict[str, Any]:
     """A realistic member, for ``loyalty validate`` to render every template against."""
     context = common_context(campaign, _SampleMember(), 250, points_balance=1234,
                              unsubscribe_url="https://example.com/unsubscribe/sample", reward_expires_on=date(2028, 2, 28))
-    context.update(rules_for(campaign).sample_context(campaign, program))
+    context.update(kind_of(campaign).sample_context(campaign, program))
     return context

@@ -1,4 +1,5 @@
-"""Rules every campaign kind shares: consent per channel, channel fallback, the skip reasons.
+"""Rules every campaign kind shares: consent per channel, channel fallback (the skip reasons they
+give are :class:`models.delivery.Reason`).
 
 Each rule exists twice on purpose, side by side: as a SQL expression, so audiences are chosen
 set-based in the database, and in Python, so the sender can re-check one member right before
@@ -12,27 +13,8 @@ from collections.abc import Sequence
 from sqlalchemy import and_, case, literal, or_, true
 from sqlalchemy.sql.elements import ColumnElement
 
+from models.delivery import Reason
 from models.member import ContactStatus, MailchimpStatus, Member
-
-
-class Reason:
-    """Why a delivery was not sent. These strings are stored, reported and documented."""
-
-    NO_CONSENT = "no_consent"  # no listed channel has the member's consent
-    NO_USABLE_ADDRESS = "no_usable_address"  # consent, but the address is missing or invalid
-    CONSENT_WITHDRAWN = "consent_withdrawn"  # consent gone between planning and sending
-    NOT_IN_AUDIENCE = "not_in_audience"  # e.g. the tier changed since planning
-    CAMPAIGN_DISABLED = "campaign_disabled"
-    BIRTHDAY_RECENTLY_CHANGED = "birthday_recently_changed"
-    BIRTHDAY_CHANGED = "birthday_changed"  # no longer the member's birthday at send time
-    FREQUENCY_CAP = "frequency_cap"  # the member had the most marketing messages allowed this week
-    HOLDOUT = "holdout"  # in the campaign's holdout group, to measure uplift
-    POINTS_NO_LONGER_EXPIRING = "points_no_longer_expiring"  # redeemed or expired since planning
-    ORDERED_AGAIN = "ordered_again"  # a win-back member ordered: the episode is over
-    SUPERSEDED = "superseded"  # a tier notice overtaken by a higher tier reached the same day
-    RETRIES_EXHAUSTED = "retries_exhausted"
-    SMS_TOO_LONG = "sms_too_long"  # the rendered SMS has more segments than the campaign's max_segments
-    INTERRUPTED = "interrupted_while_sending"  # a worker died mid-send: outcome unknown
 
 
 #: The consent each channel needs: a Mailchimp step leads to Mailchimp emailing the member.
@@ -56,12 +38,29 @@ def channel_choice_sql(channels: Sequence[str]) -> tuple[ColumnElement, ColumnEl
     usable = [(and_(_consent_sql(c), _address_ok_sql(c)), literal(c)) for c in channels]
     channel = case(*usable, else_=None)
     any_consent = or_(*(_consent_sql(c) for c in channels))
+    undeliverable = [and_(_consent_sql(c), Member.email_status == ContactStatus.UNDELIVERABLE)
+                     for c in channels if c in EMAIL_CHANNELS]
     no_channel_reason = case(
         (or_(*(cond for cond, _ in usable)), None),
+        *([(or_(*undeliverable), literal(Reason.EMAIL_UNDELIVERABLE))] if undeliverable else []),
         (any_consent, literal(Reason.NO_USABLE_ADDRESS)),
         else_=literal(Reason.NO_CONSENT),
     )
     return channel, no_channel_reason
+
+
+#: The channels that send to the member's email address (Mailchimp emails them too).
+EMAIL_CHANNELS = ("email", "mailchimp")
+
+
+def _undeliverable(member: Member, channel: str) -> bool:
+    return channel in EMAIL_CHANNELS and bool(member.email_opt_in) and member.email_status == ContactStatus.UNDELIVERABLE
+
+
+def not_ready_reason(member: Member, channel: str | None) -> Reason:
+    """Why a planned delivery's channel is no longer ready at send time (``channel_ready`` is False):
+    its address bounced for good since, or the consent was withdrawn."""
+    return Reason.EMAIL_UNDELIVERABLE if channel and _undeliverable(member, channel) else Reason.CONSENT_WITHDRAWN
 
 
 def channel_ready(member: Member, channel: str) -> bool:
@@ -75,11 +74,13 @@ def channel_ready(member: Member, channel: str) -> bool:
     return False
 
 
-def choose_channel(member: Member, channels: Sequence[str]) -> tuple[str | None, str | None]:
+def choose_channel(member: Member, channels: Sequence[str]) -> tuple[str | None, Reason | None]:
     """The Python twin of :func:`channel_choice_sql`: (channel, None) or (None, reason)."""
     for channel in channels:
         if channel_ready(member, channel):
             return channel, None
+    if any(_undeliverable(member, c) for c in channels):
+        return None, Reason.EMAIL_UNDELIVERABLE
     if any(getattr(member, CONSENT_OF[c]) for c in channels if c in CONSENT_OF):
         return None, Reason.NO_USABLE_ADDRESS
     return None, Reason.NO_CONSENT

@@ -1,30 +1,33 @@
-"""The behaviour behind each campaign kind, looked up by the definition's ``kind``.
+"""The registry of campaign kinds: one :class:`campaigns.kinds_api.Kind` entry a kind, in one list.
 
-A kind module provides:
-
-- ``audience(campaign, ctx: PlanContext) -> Select | None``: who is due at ``ctx.at``, as rows for
-  the send ledger, built with :func:`campaigns.audience_sql.delivery_columns`;
-- ``recheck(check: SendCheck) -> reason | None``: is it still right to send, just before sending?
-  (Consent, tier and the frequency cap are re-checked for every kind by the sender.)
-- ``template_context(check: SendCheck) -> dict``: the kind's own template variables;
-- ``sample_context(campaign, program) -> dict``: the same, for ``loyalty validate``.
+A kind is a module (``campaigns/birthday.py``: its YAML model, audience, re-check, template and
+sample contexts, one-off occurrence, ending in ``KIND = Kind(...)``) plus its line below. The
+loader's list of kinds (:data:`CAMPAIGN_KINDS`), planning, the sender, one-off sends and ``loyalty
+validate`` all read this registry; ``tests/unit/test_kind_contract.py`` checks every entry.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+from typing import Any
 
 from campaigns import birthday, member_day, points_expiring, tier_upgrade, winback
+from campaigns.kinds_api import Kind
 from campaigns.schema import CampaignBase
 
-KIND_RULES: dict[str, ModuleType] = {
-    "birthday": birthday,
-    "points_expiring": points_expiring,
-    "winback": winback,
-    "tier_upgrade": tier_upgrade,
-    "member_day": member_day,
+KINDS: dict[str, Kind[Any]] = {
+    kind.name: kind
+    for kind in (
+        birthday.KIND,
+        points_expiring.KIND,
+        winback.KIND,
+        tier_upgrade.KIND,
+        member_day.KIND,
+    )
 }
 
+#: Every kind a definition may name, by its ``kind`` value: the registry's models.
+CAMPAIGN_KINDS: dict[str, type[CampaignBase]] = {name: kind.model for name, kind in KINDS.items()}
 
-def rules_for(campaign: CampaignBase) -> ModuleType:
-    return KIND_RULES[campaign.kind]
+
+def kind_of(campaign: CampaignBase) -> Kind[Any]:
+    return KINDS[campaign.kind]

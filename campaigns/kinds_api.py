@@ -1,23 +1,95 @@
-"""What a kind's send-time functions receive (kept apart to avoid an import cycle)."""
+"""What a campaign kind is: one typed :class:`Kind` entry, and what its send-time functions receive.
+
+Each kind module (``campaigns/birthday.py``...) defines its YAML model and its functions and ends
+with one ``KIND = Kind(...)``; ``campaigns/kinds.py`` lists those entries, and everything else (the
+loader's list of kinds, planning, the sender, one-off sends, ``loyalty validate``) reads them from
+there. ``tests/unit/test_kind_contract.py`` checks every entry honours the contract below.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Any, Generic, TypeVar, get_args
+
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
+
+from campaigns.audience_sql import PlanContext
+from campaigns.program import Program
+from campaigns.schema import CampaignBase
+from models.delivery import Delivery, Reason
+from models.member import Member
+
+C = TypeVar("C", bound=CampaignBase)
 
 
-@dataclass
-class SendCheck:
+@dataclass(frozen=True)
+class SendCheck(Generic[C]):
     """One planned delivery, right before sending: the kind may re-check it and add template values.
 
     ``session`` is open for reads (e.g. the points expiring now); the kind must not write.
     """
 
-    campaign: Any
-    member: Any
-    delivery: Any
+    campaign: C
+    member: Member
+    delivery: Delivery
     at: datetime
-    session: Any
-    program: Any
+    session: Session
+    program: Program
     secret: str = ""  # for values derived from the occurrence, such as coupon codes
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """What a one-off send (``loyalty send``) stands for: the occurrence's local date and the facts a
+    scheduled row of the kind would carry in its payload (a win-back step, an announced tier)."""
+
+    date: date
+    payload: dict[str, Any] | None = None
+
+
+def _no_facts(check: SendCheck[Any]) -> None:
+    return None
+
+
+def _still_due(check: SendCheck[Any], facts: Any) -> Reason | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Kind(Generic[C]):
+    """One campaign kind: everything the rest of the code needs to know about it.
+
+    - ``model``: its YAML model, a :class:`CampaignBase` whose ``kind`` is a one-value ``Literal``
+      (the entry's name); its own rules sit in a section named after it;
+    - ``audience(campaign, ctx)``: who is due at ``ctx.at``, as send-ledger rows started with
+      :func:`campaigns.audience_sql.due_rows` (which applies the ledger check and the audience's
+      tiers), or ``None`` when nobody can be;
+    - ``facts(check)``: what the re-check and the template context both need, read once per message
+      (say, the points expiring on the occurrence's day); ``None`` by default;
+    - ``recheck(check, facts)``: a :class:`Reason` when it is no longer right to send, else ``None``
+      (consent, tier and the frequency cap are re-checked for every kind by the sender);
+    - ``template_context(check, facts)``: the kind's own template variables;
+    - ``sample_context(campaign, program)``: the same variables for a sample member, which
+      ``loyalty validate`` renders every template against: it must offer every variable
+      ``template_context`` offers;
+    - ``one_off_occurrence(campaign, member, today, session)``: the occurrence a support send stands
+      for (``today`` is the member's local date), or an :class:`core.errors.InputError` saying why
+      there is none.
+    """
+
+    model: type[C]
+    audience: Callable[[C, PlanContext], Select[Any] | None]
+    template_context: Callable[[SendCheck[C], Any], dict[str, Any]]
+    sample_context: Callable[[C, Program], dict[str, Any]]
+    one_off_occurrence: Callable[[C, Member, date, Session], Occurrence]
+    recheck: Callable[[SendCheck[C], Any], Reason | None] = _still_due
+    facts: Callable[[SendCheck[C]], Any] = _no_facts
+
+    @property
+    def name(self) -> str:
+        """The ``kind:`` a definition names it by: the model's one ``Literal`` value."""
+        (value,) = get_args(self.model.model_fields["kind"].annotation)
+        return str(value)

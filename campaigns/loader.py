@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from campaigns import yaml_source
-from campaigns.schema import CAMPAIGN_KINDS, CampaignBase
+from campaigns.schema import CampaignBase
 from core.errors import DefinitionError, InputError
 
 
@@ -70,6 +70,8 @@ def load_campaign_file(path: Path) -> CampaignBase:
         raise DefinitionError(shown, exc.line, exc.sentence) from None
     if not isinstance(data, dict):
         raise DefinitionError(shown, 1, "a campaign file must be a mapping of keys (id:, kind:, ...).")
+
+    from campaigns.kinds import CAMPAIGN_KINDS  # here: the kinds' modules import program.py, which imports this one
 
     kind = data.get("kind")
     model = CAMPAIGN_KINDS.get(kind) if isinstance(kind, str) else None

@@ -9,16 +9,38 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from functools import lru_cache
+from typing import Any, Literal
 
 from dateutil.rrule import rrulestr
-from sqlalchemy import Select, literal, select
+from pydantic import Field, field_validator
+from sqlalchemy import Select, literal
+from sqlalchemy.orm import Session
 
-from campaigns.audience_sql import PlanContext, delivery_columns, due_today, not_in_ledger, tier_filter
-from campaigns.kinds_api import SendCheck
-from campaigns.schema import MemberDayCampaign
+from campaigns.audience_sql import PlanContext, due_rows, due_today
+from campaigns.kinds_api import Kind, Occurrence, SendCheck
+from campaigns.program import Program
+from campaigns.schema import CampaignBase, StrictModel
 from models.member import Member
 
 EPOCH = datetime(2000, 1, 1)
+
+
+class MemberDayRules(StrictModel):
+    rrule: str = Field(description="An iCalendar RRULE, e.g. FREQ=MONTHLY;BYDAY=1TU")
+
+    @field_validator("rrule")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        try:
+            rrulestr(value, dtstart=EPOCH)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"is not a valid iCalendar RRULE ({exc})") from None
+        return value
+
+
+class MemberDayCampaign(CampaignBase):
+    kind: Literal["member_day"]
+    member_day: MemberDayRules
 
 
 @lru_cache(maxsize=256)
@@ -35,20 +57,21 @@ def audience(campaign: MemberDayCampaign, ctx: PlanContext) -> Select | None:
     if not dues:
         return None
     key = literal(f"{campaign.id}:") + Member.external_id + ctx.by_zone({z: f":{d.local_date.isoformat()}" for z, d in dues.items()})
-    query = select(*delivery_columns(campaign, ctx, key=key, dues=dues)).where(
-        Member.timezone.in_(list(dues)), not_in_ledger(key)
-    )
-    tiers = tier_filter(campaign)
-    return query.where(tiers) if tiers is not None else query
+    return due_rows(campaign, ctx, key=key, dues=dues).where(Member.timezone.in_(list(dues)))
 
 
-def recheck(check: SendCheck) -> str | None:
-    return None
-
-
-def template_context(check: SendCheck) -> dict:
+def template_context(check: SendCheck[MemberDayCampaign], facts: None) -> dict[str, Any]:
     return {"member_day": {"date": date.fromisoformat(check.delivery.occurrence_date)}}
 
 
-def sample_context(campaign: MemberDayCampaign, program) -> dict:
+def sample_context(campaign: MemberDayCampaign, program: Program) -> dict[str, Any]:
     return {"member_day": {"date": date(2027, 2, 2)}}
+
+
+def one_off_occurrence(campaign: MemberDayCampaign, member: Member, today: date, session: Session) -> Occurrence:
+    """A support send of the offer stands for today's (in the member's zone), member day or not."""
+    return Occurrence(today)
+
+
+KIND = Kind(MemberDayCampaign, audience=audience, template_context=template_context,
+            sample_context=sample_context, one_off_occurrence=one_off_occurrence)

@@ -11,19 +11,40 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Annotated, Any, Literal
 
+from pydantic import Field, field_validator
 from sqlalchemy import Select, func, literal, select, union_all
+from sqlalchemy.orm import Session
 
+from campaigns.audience_sql import PlanContext, ZoneDue, due_rows, due_today
+from campaigns.kinds_api import Kind, Occurrence, SendCheck
+from campaigns.program import Program
+from campaigns.schema import CampaignBase, StrictModel
 from core import calendar
-from campaigns.audience_sql import PlanContext, ZoneDue, delivery_columns, due_today, not_in_ledger, tier_filter
-from campaigns.eligibility import Reason
-from campaigns.kinds_api import SendCheck
-from campaigns.schema import PointsExpiringCampaign
+from core.errors import InputError
 from models.base import UtcDateTime
+from models.delivery import Reason
 from models.member import Member
 from models.points import PointEntry
 
 MIDNIGHT = time(0, 0)
+
+
+class PointsExpiringRules(StrictModel):
+    days_before: Annotated[list[Annotated[int, Field(ge=1, le=365)]], Field(min_length=1)] = [30, 7]
+
+    @field_validator("days_before")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("an offset is listed twice")
+        return sorted(value, reverse=True)
+
+
+class PointsExpiringCampaign(CampaignBase):
+    kind: Literal["points_expiring"]
+    points_expiring: PointsExpiringRules = PointsExpiringRules()
 
 
 def day_bounds(day: date, zone_name: str) -> tuple[datetime, datetime]:
@@ -48,11 +69,9 @@ def _one_offset(campaign: PointsExpiringCampaign, ctx: PlanContext, offset: int,
     )
     key = (literal(f"{campaign.id}:") + Member.external_id
            + ctx.by_zone({z: f":{d.local_date.isoformat()}:{offset}" for z, d in dues.items()}))
-    query = select(*delivery_columns(campaign, ctx, key=key, dues=dues)).where(
-        Member.timezone.in_(list(dues)), Member.id.in_(lots_in_window), expiring_in_zone, not_in_ledger(key)
+    return due_rows(campaign, ctx, key=key, dues=dues).where(
+        Member.timezone.in_(list(dues)), Member.id.in_(lots_in_window), expiring_in_zone
     )
-    tiers = tier_filter(campaign)
-    return query.where(tiers) if tiers is not None else query
 
 
 def audience(campaign: PointsExpiringCampaign, ctx: PlanContext) -> Select | None:
@@ -63,8 +82,9 @@ def audience(campaign: PointsExpiringCampaign, ctx: PlanContext) -> Select | Non
     return select(union_all(*parts).subquery()) if len(parts) > 1 else parts[0]
 
 
-def expiring_points(check: SendCheck) -> int:
-    """Points still expiring on the occurrence's local date, right now."""
+def expiring_points(check: SendCheck[PointsExpiringCampaign]) -> int:
+    """The message's facts: the points still expiring on the occurrence's local date, right now (read
+    once per message, for the re-check and the template alike)."""
     start, end = day_bounds(date.fromisoformat(check.delivery.occurrence_date), check.member.timezone)
     total = check.session.scalar(
         select(func.coalesce(func.sum(PointEntry.remaining), 0)).where(
@@ -75,18 +95,32 @@ def expiring_points(check: SendCheck) -> int:
     return int(total)
 
 
-def recheck(check: SendCheck) -> str | None:
-    return Reason.POINTS_NO_LONGER_EXPIRING if expiring_points(check) == 0 else None
+def recheck(check: SendCheck[PointsExpiringCampaign], points: int) -> Reason | None:
+    return Reason.POINTS_NO_LONGER_EXPIRING if points == 0 else None
 
 
-def _context(points: int, on: date, program) -> dict:
+def _context(points: int, on: date, program: Program) -> dict[str, Any]:
     value = (Decimal(points) * program.points.value_per_point).quantize(Decimal("0.01"))
     return {"expiring": {"points": points, "date": on, "value": value, "currency": program.points.currency}}
 
 
-def template_context(check: SendCheck) -> dict:
-    return _context(expiring_points(check), date.fromisoformat(check.delivery.occurrence_date), check.program)
+def template_context(check: SendCheck[PointsExpiringCampaign], points: int) -> dict[str, Any]:
+    return _context(points, date.fromisoformat(check.delivery.occurrence_date), check.program)
 
 
-def sample_context(campaign: PointsExpiringCampaign, program) -> dict:
+def sample_context(campaign: PointsExpiringCampaign, program: Program) -> dict[str, Any]:
     return _context(420, date(2027, 3, 31), program)
+
+
+def one_off_occurrence(campaign: PointsExpiringCampaign, member: Member, today: date, session: Session) -> Occurrence:
+    """A support send of the reminder is about the member's next expiry (its local date)."""
+    expiry = session.scalar(
+        select(func.min(PointEntry.expires_at)).where(PointEntry.member_id == member.id, PointEntry.remaining > 0)
+    )
+    if expiry is None:
+        raise InputError(f"{member.external_id} has no points that expire; there is nothing to remind them of.")
+    return Occurrence(calendar.local_datetime(expiry, member.timezone).date())
+
+
+KIND = Kind(PointsExpiringCampaign, audience=audience, facts=expiring_points, recheck=recheck,
+            template_context=template_context, sample_context=sample_context, one_off_occurrence=one_off_occurrence)

@@ -1,12 +1,13 @@
 """The campaign YAML, as typed models: a closed set of kinds, unknown keys rejected.
 
 A definition is data; behaviour lives in the kind's Python module (``campaigns/birthday.py``).
-Shared fields sit on :class:`CampaignBase`; each kind adds one section named after itself.
+Shared fields sit on :class:`CampaignBase` (here); each kind's model, which adds one section named
+after the kind, sits in the kind's module, and ``campaigns.kinds.CAMPAIGN_KINDS`` lists them.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import time
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -64,6 +65,65 @@ class Messages(StrictModel):
     mailchimp: MailchimpMessages | None = None
 
 
+VariantName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+
+class VariantReward(StrictModel):
+    """A variant's points gift by tier, instead of the campaign's (its expiry stays the campaign's)."""
+
+    points_by_tier: dict[str, Annotated[int, Field(ge=0)]]
+
+    def points_for(self, tier: str) -> int | None:
+        return self.points_by_tier.get(tier)
+
+
+class Variant(StrictModel):
+    """One arm of an A/B test: its share of the audience and what it changes (nothing: the control).
+    Whether the campaign has the messages a variant replaces is checked by ``campaigns.variants``."""
+
+    name: VariantName
+    share: Annotated[float, Field(gt=0, le=1)]
+    subject: dict[LocaleCode, str] | None = None
+    email_text: str | None = None
+    email_html: str | None = None
+    sms_text: str | None = None
+    reward: VariantReward | None = None
+
+
+class Experiment(StrictModel):
+    """A/B variants of a campaign. ``name`` is part of the hash that assigns members (see
+    ``campaigns/variants.py``): a new name draws them afresh; the same name keeps everyone's variant."""
+
+    name: VariantName
+    variants: Annotated[list[Variant], Field(min_length=2, max_length=10)]
+
+    @field_validator("variants")
+    @classmethod
+    def _shares_make_a_whole(cls, value: list[Variant]) -> list[Variant]:
+        names = [v.name for v in value]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:
+            raise ValueError(f"the variant name {twice!r} is used twice; give each variant its own name")
+        total = sum(v.share for v in value)
+        if abs(total - 1) > 1e-9:
+            raise ValueError(f"the variants' shares add up to {total:g}, not 1; make them add up to 1 "
+                             "(the holdout is taken before, separately)")
+        return value
+
+    def get(self, name: str | None) -> Variant | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+
+class PointsReward(StrictModel):
+    """Points granted with a sent message, by the member's tier (a tier not listed gets none)."""
+
+    points_by_tier: dict[str, Annotated[int, Field(ge=0)]]
+    expires_after_days: Annotated[int, Field(ge=1)] | None = 365
+
+    def points_for(self, tier: str) -> int | None:
+        return self.points_by_tier.get(tier)
+
+
 class Audience(StrictModel):
     """Who may hear of this campaign at all; ``None`` means every tier."""
 
@@ -83,6 +143,8 @@ class CampaignBase(StrictModel):
     holdout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     audience: Audience = Audience()
     messages: Messages
+    reward: PointsReward | None = None
+    experiment: Experiment | None = None
 
     @field_validator("send_time", mode="before")
     @classmethod
@@ -115,128 +177,9 @@ class CampaignBase(StrictModel):
         return self.locales[0]
 
 
-class BirthdayRules(StrictModel):
-    leap_day_in_common_years: Literal["feb28", "mar1"] = Field(
-        "feb28", description="When members born on Feb 29 celebrate in years without one."
-    )
-    min_days_since_birthday_change: Annotated[int, Field(ge=0)] = Field(
-        30, description="A birthday added or changed more recently than this is not rewarded."
-    )
-
-
-class PointsReward(StrictModel):
-    points_by_tier: dict[str, Annotated[int, Field(ge=0)]]
-    expires_after_days: Annotated[int, Field(ge=1)] | None = 365
-
-    def points_for(self, tier: str) -> int | None:
-        return self.points_by_tier.get(tier)
-
-
-class BirthdayCampaign(CampaignBase):
-    kind: Literal["birthday"]
-    birthday: BirthdayRules = BirthdayRules()
-    reward: PointsReward | None = None
-
-
-class PointsExpiringRules(StrictModel):
-    days_before: Annotated[list[Annotated[int, Field(ge=1, le=365)]], Field(min_length=1)] = [30, 7]
-
-    @field_validator("days_before")
-    @classmethod
-    def _distinct(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value):
-            raise ValueError("an offset is listed twice")
-        return sorted(value, reverse=True)
-
-
-class PointsExpiringCampaign(CampaignBase):
-    kind: Literal["points_expiring"]
-    points_expiring: PointsExpiringRules = PointsExpiringRules()
-
-
 class Coupon(StrictModel):
+    """A unique discount code a message carries (a win-back step's, say)."""
+
     prefix: Annotated[str, Field(pattern=r"^[A-Z0-9]{2,12}$")]
     percent_off: Annotated[int, Field(ge=1, le=100)]
     valid_days: Annotated[int, Field(ge=1)] = 30
-
-
-class WinbackStep(StrictModel):
-    step: Annotated[int, Field(ge=1)]
-    from_day: Annotated[int, Field(ge=1)]
-    to_day: Annotated[int, Field(ge=1)]
-    channels: Annotated[list[Channel], Field(min_length=1)] | None = None
-    coupon: Coupon | None = None
-
-    @model_validator(mode="after")
-    def _window(self) -> WinbackStep:
-        if self.to_day < self.from_day:
-            raise ValueError(f"step {self.step}: to_day must not be before from_day")
-        return self
-
-
-class WinbackRules(StrictModel):
-    steps: Annotated[list[WinbackStep], Field(min_length=1)]
-
-    @model_validator(mode="after")
-    def _no_overlap(self) -> WinbackRules:
-        ordered = sorted(self.steps, key=lambda s: s.from_day)
-        for before, after in zip(ordered, ordered[1:]):
-            if after.from_day <= before.to_day:
-                raise ValueError(f"steps {before.step} and {after.step} overlap; a member is in one step at a time")
-        if len({s.step for s in self.steps}) != len(self.steps):
-            raise ValueError("two steps have the same number")
-        return self
-
-
-class WinbackCampaign(CampaignBase):
-    kind: Literal["winback"]
-    winback: WinbackRules
-
-    @model_validator(mode="after")
-    def _step_channels_have_messages(self) -> WinbackCampaign:
-        for step in self.winback.steps:
-            for channel in step.channels or []:
-                if getattr(self.messages, channel) is None:
-                    raise ValueError(f"step {step.step} uses {channel!r} but messages has no {channel!r} section")
-        return self
-
-
-class TierUpgradeRules(StrictModel):
-    announce_within_days: Annotated[int, Field(ge=1)] = Field(
-        7, description="An upgrade older than this (say, after an outage) is no longer announced."
-    )
-
-
-class TierUpgradeCampaign(CampaignBase):
-    kind: Literal["tier_upgrade"]
-    tier_upgrade: TierUpgradeRules = TierUpgradeRules()
-
-
-class MemberDayRules(StrictModel):
-    rrule: str = Field(description="An iCalendar RRULE, e.g. FREQ=MONTHLY;BYDAY=1TU")
-
-    @field_validator("rrule")
-    @classmethod
-    def _parses(cls, value: str) -> str:
-        from dateutil.rrule import rrulestr
-
-        try:
-            rrulestr(value, dtstart=datetime(2000, 1, 1))
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"is not a valid iCalendar RRULE ({exc})") from None
-        return value
-
-
-class MemberDayCampaign(CampaignBase):
-    kind: Literal["member_day"]
-    member_day: MemberDayRules
-
-
-#: Every kind a definition may name, by its ``kind`` value.
-CAMPAIGN_KINDS: dict[str, type[CampaignBase]] = {
-    "birthday": BirthdayCampaign,
-    "points_expiring": PointsExpiringCampaign,
-    "winback": WinbackCampaign,
-    "tier_upgrade": TierUpgradeCampaign,
-    "member_day": MemberDayCampaign,
-}

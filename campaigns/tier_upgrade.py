@@ -9,24 +9,39 @@ highest tier: only the upgrade to the member's *current* tier is ever announced.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
+from typing import Annotated, Any, Literal
 
-from sqlalchemy import Select, and_, literal, select
+from pydantic import Field
+from sqlalchemy import Select, and_, literal
+from sqlalchemy.orm import Session
 
+from campaigns.audience_sql import PlanContext, ZoneDue, due_rows
+from campaigns.kinds_api import Kind, Occurrence, SendCheck
+from campaigns.program import Program
+from campaigns.schema import CampaignBase, StrictModel
 from core import calendar
-from campaigns.audience_sql import PlanContext, ZoneDue, delivery_columns, not_in_ledger, tier_filter
-from campaigns.eligibility import Reason
-from campaigns.kinds_api import SendCheck
-from campaigns.schema import TierUpgradeCampaign
+from models.delivery import Delivery, Reason
 from models.member import Member
 from models.tier import TierChange
+
+
+class TierUpgradeRules(StrictModel):
+    announce_within_days: Annotated[int, Field(ge=1)] = Field(
+        7, description="An upgrade older than this (say, after an outage) is no longer announced."
+    )
+
+
+class TierUpgradeCampaign(CampaignBase):
+    kind: Literal["tier_upgrade"]
+    tier_upgrade: TierUpgradeRules = TierUpgradeRules()
 
 
 def tier_of_key(occurrence_key: str) -> str:
     return occurrence_key.rsplit(":", 2)[1]
 
 
-def announced_tier(delivery) -> str:
+def announced_tier(delivery: Delivery) -> str:
     """The tier a notice announces: in the payload for a one-off send, else in the occurrence key."""
     return (delivery.payload or {}).get("tier") or tier_of_key(delivery.occurrence_key)
 
@@ -42,25 +57,22 @@ def audience(campaign: TierUpgradeCampaign, ctx: PlanContext) -> Select | None:
     if not dues:
         return None
     key = literal(f"{campaign.id}:") + Member.external_id + literal(":") + Member.tier + literal(":") + TierChange.local_date
-    columns = delivery_columns(campaign, ctx, key=key, dues=dues, occurrence_date=TierChange.local_date)
     since = ctx.at - timedelta(days=campaign.tier_upgrade.announce_within_days)
-    query = (
-        select(*columns)
+    return (
+        due_rows(campaign, ctx, key=key, dues=dues, occurrence_date=TierChange.local_date)
         .select_from(TierChange)
         .join(Member, and_(Member.id == TierChange.member_id, Member.tier == TierChange.to_tier,
                            Member.tier_reached_at == TierChange.at))
         .where(TierChange.direction == "up", TierChange.at >= since, TierChange.at <= ctx.at,
-               TierChange.local_date <= ctx.by_zone(last_due_date), not_in_ledger(key))
+               TierChange.local_date <= ctx.by_zone(last_due_date))
     )
-    tiers = tier_filter(campaign)
-    return query.where(tiers) if tiers is not None else query
 
 
-def recheck(check: SendCheck) -> str | None:
+def recheck(check: SendCheck[TierUpgradeCampaign], facts: None) -> Reason | None:
     return None if check.member.tier == announced_tier(check.delivery) else Reason.SUPERSEDED
 
 
-def _context(program, tier: str, locale: str) -> dict:
+def _context(program: Program, tier: str, locale: str) -> dict[str, Any]:
     level = program.tiers.level(tier)
     benefits = level.benefits if level else {}
     language = locale.split("_")[0]
@@ -68,9 +80,18 @@ def _context(program, tier: str, locale: str) -> dict:
     return {"tier": {"name": tier, "benefits": text, "min_spend": level.min_spend if level else None}}
 
 
-def template_context(check: SendCheck) -> dict:
+def template_context(check: SendCheck[TierUpgradeCampaign], facts: None) -> dict[str, Any]:
     return _context(check.program, announced_tier(check.delivery), check.member.locale or "en")
 
 
-def sample_context(campaign: TierUpgradeCampaign, program) -> dict:
+def sample_context(campaign: TierUpgradeCampaign, program: Program) -> dict[str, Any]:
     return _context(program, program.tiers.names[-1], campaign.default_locale)
+
+
+def one_off_occurrence(campaign: TierUpgradeCampaign, member: Member, today: date, session: Session) -> Occurrence:
+    """A support send of the notice announces the member's current tier, as of today."""
+    return Occurrence(today, {"tier": member.tier})
+
+
+KIND = Kind(TierUpgradeCampaign, audience=audience, recheck=recheck, template_context=template_context,
+            sample_context=sample_context, one_off_occurrence=one_off_occurrence)

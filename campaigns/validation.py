@@ -52,8 +52,7 @@ def check_tiers(campaign: CampaignBase, definition_path: Path, program) -> list[
     """Every tier a campaign names (its audience, a reward by tier) must be one of the program's:
     a misspelled one would silently match no member."""
     named = [(["audience", "tiers", index], tier) for index, tier in enumerate(campaign.audience.tiers or [])]
-    reward = getattr(campaign, "reward", None)
-    for tier in getattr(reward, "points_by_tier", None) or {}:
+    for tier in campaign.reward.points_by_tier if campaign.reward is not None else {}:
         named.append((["reward", "points_by_tier", tier], tier))
     known = program.tiers.names
     return [

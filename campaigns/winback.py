@@ -13,15 +13,61 @@ import base64
 import hashlib
 import hmac
 from datetime import date, timedelta
+from typing import Annotated, Any, Literal
 
+from pydantic import Field, model_validator
 from sqlalchemy import Select, literal, select, union_all
+from sqlalchemy.orm import Session
 
+from campaigns.audience_sql import PlanContext, ZoneDue, due_rows, due_today, zone_condition
+from campaigns.kinds_api import Kind, Occurrence, SendCheck
+from campaigns.program import Program
+from campaigns.schema import CampaignBase, Channel, Coupon, StrictModel
 from core import calendar
-from campaigns.audience_sql import PlanContext, ZoneDue, delivery_columns, due_today, not_in_ledger, tier_filter, zone_condition
-from campaigns.eligibility import Reason
-from campaigns.kinds_api import SendCheck
-from campaigns.schema import WinbackCampaign, WinbackStep
+from core.errors import InputError
+from models.delivery import Reason
 from models.member import Member
+
+
+class WinbackStep(StrictModel):
+    step: Annotated[int, Field(ge=1)]
+    from_day: Annotated[int, Field(ge=1)]
+    to_day: Annotated[int, Field(ge=1)]
+    channels: Annotated[list[Channel], Field(min_length=1)] | None = None
+    coupon: Coupon | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> WinbackStep:
+        if self.to_day < self.from_day:
+            raise ValueError(f"step {self.step}: to_day must not be before from_day")
+        return self
+
+
+class WinbackRules(StrictModel):
+    steps: Annotated[list[WinbackStep], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> WinbackRules:
+        ordered = sorted(self.steps, key=lambda s: s.from_day)
+        for before, after in zip(ordered, ordered[1:]):
+            if after.from_day <= before.to_day:
+                raise ValueError(f"steps {before.step} and {after.step} overlap; a member is in one step at a time")
+        if len({s.step for s in self.steps}) != len(self.steps):
+            raise ValueError("two steps have the same number")
+        return self
+
+
+class WinbackCampaign(CampaignBase):
+    kind: Literal["winback"]
+    winback: WinbackRules
+
+    @model_validator(mode="after")
+    def _step_channels_have_messages(self) -> WinbackCampaign:
+        for step in self.winback.steps:
+            for channel in step.channels or []:
+                if getattr(self.messages, channel) is None:
+                    raise ValueError(f"step {step.step} uses {channel!r} but messages has no {channel!r} section")
+        return self
 
 
 def coupon_code(secret: str, occurrence_key: str, prefix: str) -> str:
@@ -35,13 +81,8 @@ def _step_query(campaign: WinbackCampaign, ctx: PlanContext, step: WinbackStep, 
                    (d.local_date - timedelta(days=step.from_day)).isoformat()) for z, d in today.items()}
     in_window = zone_condition(windows, lambda zone, w: Member.last_order_local_date.between(w[0], w[1]))
     key = literal(f"{campaign.id}:") + Member.external_id + literal(":") + Member.last_order_local_date + literal(f":{step.step}")
-    columns = delivery_columns(
-        campaign, ctx, key=key, dues=today, channels=step.channels, payload={"step": step.step},
-        occurrence_date=Member.last_order_local_date,
-    )
-    query = select(*columns).where(in_window, not_in_ledger(key))
-    tiers = tier_filter(campaign)
-    return query.where(tiers) if tiers is not None else query
+    return due_rows(campaign, ctx, key=key, dues=today, channels=step.channels, payload={"step": step.step},
+                    occurrence_date=Member.last_order_local_date).where(in_window)
 
 
 def audience(campaign: WinbackCampaign, ctx: PlanContext) -> Select | None:
@@ -52,25 +93,25 @@ def audience(campaign: WinbackCampaign, ctx: PlanContext) -> Select | None:
     return select(union_all(*parts).subquery()) if len(parts) > 1 else parts[0]
 
 
-def _step_of(check: SendCheck) -> WinbackStep:
+def _step_of(check: SendCheck[WinbackCampaign]) -> WinbackStep:
     number = (check.delivery.payload or {}).get("step") or int(check.delivery.occurrence_key.rsplit(":", 1)[1])
     return next(step for step in check.campaign.winback.steps if step.step == number)
 
 
-def recheck(check: SendCheck) -> str | None:
+def recheck(check: SendCheck[WinbackCampaign], facts: None) -> Reason | None:
     if check.member.last_order_local_date != check.delivery.occurrence_date:
         return Reason.ORDERED_AGAIN
     return None
 
 
-def _context(step: WinbackStep, days: int, code: str | None, valid_until: date | None) -> dict:
+def _context(step: WinbackStep, days: int, code: str | None, valid_until: date | None) -> dict[str, Any]:
     coupon = None
     if step.coupon is not None:
         coupon = {"code": code, "percent_off": step.coupon.percent_off, "valid_until": valid_until}
     return {"winback": {"step": step.step, "days_since_order": days}, "coupon": coupon}
 
 
-def template_context(check: SendCheck) -> dict:
+def template_context(check: SendCheck[WinbackCampaign], facts: None) -> dict[str, Any]:
     step = _step_of(check)
     local_today = calendar.local_datetime(check.at, check.member.timezone).date()
     days = (local_today - date.fromisoformat(check.delivery.occurrence_date)).days
@@ -81,6 +122,23 @@ def template_context(check: SendCheck) -> dict:
     return _context(step, days, code, valid_until)
 
 
-def sample_context(campaign: WinbackCampaign, program) -> dict:
+def sample_context(campaign: WinbackCampaign, program: Program) -> dict[str, Any]:
     step = max(campaign.winback.steps, key=lambda s: s.coupon is not None)
     return _context(step, step.from_day, f"{step.coupon.prefix}-SAMPLE1234" if step.coupon else None, date(2027, 4, 1))
+
+
+def one_off_occurrence(campaign: WinbackCampaign, member: Member, today: date, session: Session) -> Occurrence:
+    """A support send is about the member's last order, at the step its age has reached."""
+    if not member.last_order_local_date:
+        raise InputError(f"{member.external_id} has never ordered, so there is no last order to win them back from.")
+    last = date.fromisoformat(member.last_order_local_date)
+    days = (today - last).days
+    reached = [step for step in campaign.winback.steps if step.from_day <= days]
+    if not reached:
+        first = min(step.from_day for step in campaign.winback.steps)
+        raise InputError(f"{member.external_id} last ordered {days} days ago; the first win-back step is at day {first}.")
+    return Occurrence(last, {"step": max(reached, key=lambda step: step.from_day).step})
+
+
+KIND = Kind(WinbackCampaign, audience=audience, recheck=recheck, template_context=template_context,
+            sample_context=sample_context, one_off_occurrence=one_off_occurrence)

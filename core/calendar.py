@@ -40,13 +40,6 @@ def celebrated_birthdays(local_day: date, leap_rule: str) -> list[tuple[int, int
     return days
 
 
-def celebration_date(year: int, month: int, day: int, leap_rule: str) -> date:
-    """The date in ``year`` on which a (month, day) birthday is celebrated."""
-    if (month, day) == (2, 29) and not calendar.isleap(year):
-        return date(year, 3, 1) if leap_rule == "mar1" else date(year, 2, 28)
-    return date(year, month, day)
-
-
 def parse_instant(text: str) -> datetime:
     """An ISO 8601 instant; a value without an offset is taken as UTC."""
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -18,7 +18,7 @@ States::
 from __future__ import annotations
 
 from datetime import datetime
-
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
@@ -27,7 +27,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 from models.base import Base, BigIntKey, UtcDateTime, utcnow
 
 
-class DeliveryState:
+class DeliveryState(StrEnum):
+    """A send-ledger row's state (the diagram above); stored as its value."""
+
+    __sa_type_engine__ = String()  # in a SQL literal (``literal(DeliveryState.PLANNED)``), a VARCHAR like a str
+
     PLANNED = "planned"
     SENDING = "sending"
     SENT = "sent"
@@ -36,18 +40,40 @@ class DeliveryState:
     UNKNOWN = "unknown"
     HELD_OUT = "held_out"
 
-    FINAL = frozenset({SENT, FAILED, SKIPPED, UNKNOWN, HELD_OUT})
-    ALL = (PLANNED, SENDING, SENT, FAILED, SKIPPED, UNKNOWN, HELD_OUT)
 
-    TRANSITIONS = {
-        PLANNED: frozenset({SENDING, SKIPPED}),
-        SENDING: frozenset({SENT, FAILED, UNKNOWN, PLANNED, SKIPPED}),
-        SENT: frozenset({FAILED}),
-    }
+#: The states a row never leaves (``finished_at`` is set when a row reaches one).
+FINAL_STATES = frozenset({DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SKIPPED, DeliveryState.UNKNOWN,
+                          DeliveryState.HELD_OUT})
 
-    @classmethod
-    def can_move(cls, current: str, new: str) -> bool:
-        return new in cls.TRANSITIONS.get(current, frozenset())
+
+class Reason(StrEnum):
+    """Why a delivery was not sent (or ended as it did), when we decided it: every such reason, in one
+    place. Stored in ``deliveries.reason``, reported and documented. A provider's own refusal
+    (``smtp_550``, ``twilio_21610``...) is stored as the channel names it and is not listed here."""
+
+    __sa_type_engine__ = String()  # in a SQL literal, a VARCHAR like a str
+
+    NO_CONSENT = "no_consent"  # no listed channel has the member's consent
+    NO_USABLE_ADDRESS = "no_usable_address"  # consent, but the address is missing or invalid
+    EMAIL_UNDELIVERABLE = "email_undeliverable"  # email consent, but the address bounced for good (or too often)
+    CONSENT_WITHDRAWN = "consent_withdrawn"  # consent gone between planning and sending
+    NOT_IN_AUDIENCE = "not_in_audience"  # e.g. the tier changed since planning
+    CAMPAIGN_DISABLED = "campaign_disabled"
+    FREQUENCY_CAP = "frequency_cap"  # the member had the most marketing messages allowed this week
+    HOLDOUT = "holdout"  # in the campaign's holdout group, to measure uplift
+    # The kinds' re-checks (``recheck`` of each entry of ``campaigns.kinds.KINDS``):
+    BIRTHDAY_RECENTLY_CHANGED = "birthday_recently_changed"
+    BIRTHDAY_CHANGED = "birthday_changed"  # no longer the member's birthday at send time
+    POINTS_NO_LONGER_EXPIRING = "points_no_longer_expiring"  # redeemed or expired since planning
+    ORDERED_AGAIN = "ordered_again"  # a win-back member ordered: the episode is over
+    SUPERSEDED = "superseded"  # a tier notice overtaken by a higher tier reached the same day
+    # Composing and sending:
+    SMS_TOO_LONG = "sms_too_long"  # the rendered SMS has more segments than the campaign's max_segments
+    TEMPLATE_ERROR = "template_error"  # a template failed to render (the detail names file and line)
+    COUPON_NOT_CREATED = "coupon_not_created"  # the shop refused the message's coupon or did not answer
+    SEND_CRASHED = "send_crashed"  # a fault of ours inside the channel: whether it went out is not known
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    INTERRUPTED = "interrupted_while_sending"  # a worker died mid-send: outcome unknown
 
 
 class Delivery(Base):
@@ -69,6 +95,7 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
     requested_by: Mapped[str | None] = mapped_column(String(120))  # a one-off send: who asked
+    variant: Mapped[str | None] = mapped_column(String(32))  # the campaign's A/B variant (campaigns/variants.py)
     planned_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     sending_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

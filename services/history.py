@@ -285,7 +285,7 @@ def member_summary(session: Session, member: Member) -> dict[str, Any]:
         "points_balance": int(balance or 0),
         "next_expiry": {"points": int(expiring or 0), "at": _iso(next_expiry)} if next_expiry else None,
         "last_order_at": _iso(last_order),
-        "deliveries": {state: by_state[state] for state in DeliveryState.ALL if state in by_state},
+        "deliveries": {state: by_state[state] for state in DeliveryState if state in by_state},
         "coupons": [coupon_line(c, member.timezone) for c in session.scalars(
             select(Coupon).where(Coupon.member_id == member.id).order_by(Coupon.created_at.desc(), Coupon.id.desc())
             .limit(10))],

@@ -48,8 +48,8 @@ from sqlalchemy.orm import Session
 
 from core import calendar
 from campaigns.context import message_context
-from campaigns.eligibility import Reason, channel_ready
-from campaigns.kinds import rules_for
+from campaigns.eligibility import channel_ready, not_ready_reason
+from campaigns.kinds import kind_of
 from campaigns.kinds_api import SendCheck
 from campaigns.rendering import RenderError
 from campaigns.sms_segments import measure
@@ -58,7 +58,7 @@ from core.tokens import unsubscribe_url
 from models import ledger
 from models.audit import AuditEntry
 from models.base import utcnow
-from models.delivery import Delivery, DeliveryState
+from models.delivery import FINAL_STATES, Delivery, DeliveryState, Reason
 from models.member import Member
 from models.points import EntryKind
 from workers.channels.base import (
@@ -73,7 +73,7 @@ from workers.channels.base import (
 )
 from workers.coupons import Offer, create_in_shop
 from workers.delivery_link import LOCK_MEMBER, RECENT_CAPPED, Link
-from workers.mailchimp_sync import merge_fields
+from workers.channels.mailchimp_fields import merge_fields
 from workers.runtime import Runtime
 from workers.shop_api.discounts import NotShopCustomer, shop_for
 
@@ -321,11 +321,13 @@ def _prepare(runtime: Runtime, session: Session, delivery: Delivery, member: Mem
     if campaign.audience.tiers is not None and member.tier not in campaign.audience.tiers:
         raise _Outcome(DeliveryState.SKIPPED, Reason.NOT_IN_AUDIENCE)
     if delivery.channel is None or not channel_ready(member, delivery.channel):
-        raise _Outcome(DeliveryState.SKIPPED, Reason.CONSENT_WITHDRAWN)
+        raise _Outcome(DeliveryState.SKIPPED, not_ready_reason(member, delivery.channel))
     settings = runtime.settings
     check = SendCheck(campaign, member, delivery, as_of, session, runtime.program, settings.secret)
+    kind = kind_of(campaign)
+    facts = kind.facts(check)  # read once, for the re-check and the template alike
     if not delivery.occurrence_key.startswith("oneoff:"):
-        reason = rules_for(campaign).recheck(check)
+        reason = kind.recheck(check, facts)
         if reason is not None:
             raise _Outcome(DeliveryState.SKIPPED, reason)
 
@@ -334,8 +336,10 @@ def _prepare(runtime: Runtime, session: Session, delivery: Delivery, member: Mem
     expires_on = _reward_expiry(campaign, as_of)
     context = message_context(
         check,
+        facts,
         points_balance=balance,
         unsubscribe_url=link,
+        reward_points=delivery.reward_points,
         reward_expires_on=calendar.local_datetime(expires_on, member.timezone).date() if expires_on else None,
     )
     locale = runtime.renderer.choose_locale(campaign, member.locale)
@@ -386,10 +390,9 @@ def _where(exc: BaseException) -> str:
 
 
 def _reward_expiry(campaign, as_of: datetime) -> datetime | None:
-    reward = getattr(campaign, "reward", None)
-    if reward is None or reward.expires_after_days is None:
+    if campaign.reward is None or campaign.reward.expires_after_days is None:
         return None
-    return as_of + timedelta(days=reward.expires_after_days)
+    return as_of + timedelta(days=campaign.reward.expires_after_days)
 
 
 def _finish(
@@ -412,7 +415,7 @@ def _finish(
     detail = redact(detail)  # providers quote the address or number they refused
     now = utcnow()
     values = {"state": state, "reason": reason, "detail": detail, "updated_at": now}
-    if state in DeliveryState.FINAL:
+    if state in FINAL_STATES:
         values["finished_at"] = now
     if provider_id is not None:
         values["provider_message_id"] = provider_id

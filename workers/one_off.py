@@ -21,26 +21,26 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core import calendar
-from campaigns.eligibility import Reason, choose_channel
+from campaigns.eligibility import choose_channel
+from campaigns.kinds import kind_of
 from core.errors import InputError
 from models import ledger
 from models.audit import AuditEntry
 from models.base import utcnow
 from models.db import transaction
-from models.delivery import Delivery, DeliveryState
+from models.delivery import Delivery, DeliveryState, Reason
 from services.history import get_member
 from models.member import Member
-from models.points import PointEntry
 from workers.channels.base import OutgoingMailchimp, OutgoingSms
 from workers.delivery import _Outcome as DeliveryOutcome  # the sender's own decision, not a copy of it
 from workers.delivery import _prepare as prepare_delivery
 from workers.delivery import deliver
-from workers.mailchimp_sync import merge_fields
+from workers.channels.mailchimp_fields import merge_fields
 from workers.runtime import Runtime
 
 AUDIT_ACTION = "send.oneoff"
@@ -146,9 +146,10 @@ def send_one_off(
             payload = {**(original.payload or {}), "resend_of": original.stands_for}
             points = original.reward_points
         else:
-            occurrence_date, payload = occurrence_facts(session, campaign, member, now)
-            reward = getattr(campaign, "reward", None)
-            points = reward.points_for(member.tier) if reward is not None and hasattr(reward, "points_for") else None
+            occurrence = kind_of(campaign).one_off_occurrence(
+                campaign, member, calendar.local_datetime(now, member.timezone).date(), session)
+            occurrence_date, payload = occurrence.date, occurrence.payload
+            points = campaign.reward.points_for(member.tier) if campaign.reward is not None else None
         delivery = Delivery(
             occurrence_key=f"{oneoff_prefix(campaign.id, member.external_id)}{number}",
             campaign=campaign.id, member_id=member.id, channel=chosen, state=DeliveryState.PLANNED,
@@ -179,38 +180,6 @@ def send_one_off(
         final = session.get(Delivery, result.delivery_id)
         result.state, result.reason, result.due_at = final.state, final.reason, final.send_at
     return result
-
-
-def occurrence_facts(session: Session, campaign, member: Member, now: datetime) -> tuple[date, dict | None]:
-    """The occurrence a one-off send stands for, as the kind's messages read it.
-
-    A birthday gift or a member-day offer is today's (in the member's zone); an expiring-points
-    reminder is about the member's next expiry; a win-back message about their last order, at the
-    step that its age has reached.
-    """
-    today = calendar.local_datetime(now, member.timezone).date()
-    if campaign.kind in ("birthday", "member_day"):
-        return today, None
-    if campaign.kind == "points_expiring":
-        expiry = session.scalar(
-            select(func.min(PointEntry.expires_at)).where(PointEntry.member_id == member.id, PointEntry.remaining > 0)
-        )
-        if expiry is None:
-            raise InputError(f"{member.external_id} has no points that expire; there is nothing to remind them of.")
-        return calendar.local_datetime(expiry, member.timezone).date(), None
-    if campaign.kind == "winback":
-        if not member.last_order_local_date:
-            raise InputError(f"{member.external_id} has never ordered, so there is no last order to win them back from.")
-        last = date.fromisoformat(member.last_order_local_date)
-        days = (today - last).days
-        reached = [step for step in campaign.winback.steps if step.from_day <= days]
-        if not reached:
-            first = min(step.from_day for step in campaign.winback.steps)
-            raise InputError(f"{member.external_id} last ordered {days} days ago; the first win-back step is at day {first}.")
-        return last, {"step": max(reached, key=lambda step: step.from_day).step}
-    if campaign.kind == "tier_upgrade":
-        return today, {"tier": member.tier}
-    raise InputError(f"A one-off {campaign.kind} send is not possible.")
 
 
 def _already_received(session: Session, campaign_id: str, member: Member, force: bool) -> Delivery | None:

@@ -16,14 +16,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from campaigns.audience_sql import PlanContext, with_frequency_cap
-from campaigns.eligibility import Reason
 from campaigns.holdout import is_held_out
-from campaigns.kinds import rules_for
+from campaigns.kinds import kind_of
 from campaigns.loader import CampaignSet
 from campaigns.program import Program
 from campaigns.schema import CampaignBase
 from models.base import UtcDateTime
-from models.delivery import Delivery, DeliveryState
+from models.delivery import Delivery, DeliveryState, Reason
 from models.member import Member
 
 #: Distinct member time zones by walking the (timezone, ...) index: one probe per zone instead of
@@ -60,7 +59,7 @@ def plan_context(session: Session, campaigns: CampaignSet, program: Program, at:
 
 def audience_query(campaign: CampaignBase, ctx: PlanContext) -> Select | None:
     """The rows planning writes for ``campaign`` at ``ctx.at``: the kind's audience, capped."""
-    query = rules_for(campaign).audience(campaign, ctx)
+    query = kind_of(campaign).audience(campaign, ctx)
     return with_frequency_cap(campaign, ctx, query) if query is not None else None
 
 

@@ -14,9 +14,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
-from campaigns.eligibility import Reason
 from models.db import transaction
-from models.delivery import Delivery, DeliveryState
+from models.delivery import Delivery, DeliveryState, Reason
 from workers.runtime import Runtime
 
 SWEEP_LIMIT = 50_000

@@ -11,12 +11,6 @@ def test_feb_29_is_celebrated_on_feb_28_or_mar_1_in_common_years_only():
     assert calendar.celebrated_birthdays(date(2027, 2, 28), "mar1") == [(2, 28)]
 
 
-def test_celebration_date():
-    assert calendar.celebration_date(2027, 2, 29, "feb28") == date(2027, 2, 28)
-    assert calendar.celebration_date(2027, 2, 29, "mar1") == date(2027, 3, 1)
-    assert calendar.celebration_date(2028, 2, 29, "feb28") == date(2028, 2, 29)
-
-
 def test_local_instants_follow_daylight_saving():
     assert calendar.local_instant(date(2027, 3, 27), time(9), "Europe/Paris") == datetime(2027, 3, 27, 8, tzinfo=timezone.utc)
     assert calendar.local_instant(date(2027, 3, 28), time(9), "Europe/Paris") == datetime(2027, 3, 28, 7, tzinfo=timezone.utc)
