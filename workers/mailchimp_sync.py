@@ -1,8 +1,7 @@
 """The Mailchimp audience kept in step with the members: bulk, changed members only.
 
-What is sent, per member (merge fields): ``TIER``, ``POINTS`` (balance), ``EXPPOINTS`` and
-``EXPDATE`` (the points of the next expiry and its local date, ``YYYY-MM-DD``), ``BDAY``
-(``MM/DD``) and ``LOCALE``.
+What is sent, per member: the merge fields of ``workers/channels/mailchimp_fields.py`` (``TIER``,
+``POINTS``, ``EXPPOINTS``, ``EXPDATE``, ``BDAY``, ``LOCALE``).
 
 Who is sent:
 
@@ -42,16 +41,14 @@ from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import and_, bindparam, exists, func, or_, select, update
-from sqlalchemy.orm import Session
 
-from core import calendar
-from models import ledger
 from models.base import utcnow
 from models.db import only_one, transaction
 from models.member import ContactStatus, MailchimpStatus, Member
 from models.personal_data import installed
 from models.points import PointEntry
 from workers.channels.mailchimp import MailchimpCallError, call, lists_api, masked
+from workers.channels.mailchimp_fields import merge_fields
 
 log = structlog.get_logger("loyalty.mailchimp")
 
@@ -60,34 +57,6 @@ OVERLAP = timedelta(minutes=15)
 RETRY_WAITS = (1.0, 2.0, 4.0, 8.0)  # seconds before each retry of a chunk
 BATCH_TIMEOUT = 60.0  # seconds: Mailchimp may take a while over 500 members (MAILCHIMP_TIMEOUT_SECONDS if longer)
 _LOCK_KEY = 0x4D43_5359  # "MCSY": the advisory lock of the sync
-
-
-def merge_fields(session: Session, members: Sequence[Member], now: datetime) -> dict[int, dict[str, object]]:
-    """The merge fields of each member, by member id (two queries for the whole list)."""
-    ids = [m.id for m in members]
-    balances = ledger.balances(session, ids)
-    lots: dict[int, list[tuple[datetime, int]]] = {}
-    if ids:
-        for member_id, expires_at, remaining in session.execute(
-            select(PointEntry.member_id, PointEntry.expires_at, PointEntry.remaining)
-            .where(PointEntry.member_id.in_(ids), PointEntry.remaining > 0, PointEntry.expires_at > now)
-            .order_by(PointEntry.expires_at)
-        ):
-            lots.setdefault(member_id, []).append((expires_at, remaining))
-    fields = {}
-    for member in members:
-        exp_points, exp_date = 0, ""
-        member_lots = lots.get(member.id, [])
-        if member_lots:
-            first = calendar.local_datetime(member_lots[0][0], member.timezone).date()
-            exp_date = first.isoformat()
-            exp_points = sum(r for at, r in member_lots if calendar.local_datetime(at, member.timezone).date() == first)
-        birthday = f"{member.birth_month:02d}/{member.birth_day:02d}" if member.birth_month and member.birth_day else ""
-        fields[member.id] = {
-            "TIER": member.tier, "POINTS": int(balances.get(member.id, 0)), "EXPPOINTS": exp_points,
-            "EXPDATE": exp_date, "BDAY": birthday, "LOCALE": member.locale or "",
-        }
-    return fields
 
 
 def payload_for(member: Member, fields: dict[str, object]) -> dict[str, object]:

@@ -56,7 +56,7 @@ from models.personal_data import installed
 from models.points import PointEntry
 from models.shop_customers import ShopCustomer, ShopCustomerState
 from workers.actors import CAMPAIGN_QUEUE, _placeholder
-from workers.mailchimp_sync import merge_fields
+from workers.channels.mailchimp_fields import merge_fields
 from workers.runtime import get_runtime
 from workers.shop_api.http import ShopApiError
 

@@ -27,7 +27,8 @@ from tests.support.providers import AT, MERGE_FIELDS, bulk_members, deliver_unti
 from workers.channels.base import OutgoingMailchimp, PermanentFailure, RetryableFailure
 from workers.channels.mailchimp import MailchimpCallError, MailchimpChannel, call
 from models.base import utcnow
-from workers.mailchimp_sync import merge_fields, payload_for, sync_members
+from workers.channels.mailchimp_fields import merge_fields
+from workers.mailchimp_sync import payload_for, sync_members
 from workers.runtime import build_runtime, set_runtime
 
 UTC = timezone.utc
