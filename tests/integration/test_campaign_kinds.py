@@ -12,6 +12,7 @@ from core.settings import load_settings
 from models.delivery import Delivery
 from models.member import Member
 from models.points import PointEntry
+from tests import cli
 from tests.conftest import REPO_ROOT
 from tests.support.members import add_members, make_member
 from tests.support.program import give_lot, place_order, redeem
@@ -181,8 +182,6 @@ def test_an_order_between_planning_and_sending_stops_the_winback_and_a_new_lapse
 
 def test_the_holdout_is_the_documented_stable_hash_and_the_same_on_every_run(runtime, pg_sessions, env):
     import hashlib
-    import subprocess
-    import sys
 
     members = [make_member(f"H{i:03d}") for i in range(200)]
     add_members(pg_sessions, *members)
@@ -192,8 +191,7 @@ def test_the_holdout_is_the_documented_stable_hash_and_the_same_on_every_run(run
                 if int.from_bytes(hashlib.sha256(f"winback:{m.external_id}".encode()).digest()[:8], "big") / 2**64 < 0.1}
     assert 8 <= len(expected) <= 35
 
-    preview = subprocess.run([sys.executable, "-m", "loyalty", "preview", "winback", "--at", "2027-03-02T09:00:00Z", "--json"],
-                             env={**__import__("os").environ, **env}, capture_output=True, text=True, cwd=REPO_ROOT)
+    preview = cli.loyalty(env, "preview", "winback", "--at", "2027-03-02T09:00:00Z", "--json", drop=())
     lines = [json.loads(line) for line in preview.stdout.splitlines()]
     assert {line["member"] for line in lines if line["status"] == "held_out"} == expected
     run_tick(runtime, datetime(2027, 3, 2, 9, tzinfo=UTC))

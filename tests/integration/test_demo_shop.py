@@ -3,10 +3,8 @@ what the database holds, and the second run applies and sends nothing twice."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,15 +14,13 @@ from models.delivery import Delivery
 from models.inbox import InboxEntry
 from models.member import Member
 from models.points import PointEntry
+from tests import cli
 
 NAMES = ("Ana Martin", "Ben Okafor", "Chloé Dubois", "Dev Patel", "Eve Laurent")
 
 
 def demo(shop: str, home: Path, cwd: Path) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
-    return subprocess.run([sys.executable, "-m", "loyalty.cli", "demo", "--shop", shop],
-                          env={**clean, "LOYALTY_HOME": str(home), "COLUMNS": "220"}, cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return cli.loyalty({"LOYALTY_HOME": str(home), "COLUMNS": "220"}, "demo", "--shop", shop, cwd=cwd)
 
 
 def member_rows(stdout: str) -> dict[str, dict[str, str]]:
@@ -129,9 +125,6 @@ def test_the_shop_demo_shows_what_the_webhooks_became_and_a_second_run_changes_n
      "--at cannot be used with --shop: the shop's demo runs now, with its own store; leave it out."),
 ])
 def test_a_shop_the_demo_cannot_play_is_one_sentence(tmp_path, args, sentence):
-    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
-    result = subprocess.run([sys.executable, "-m", "loyalty.cli", "demo", *args],
-                            env={**clean, "LOYALTY_HOME": str(tmp_path / "home")}, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    result = cli.loyalty({"LOYALTY_HOME": str(tmp_path / "home")}, "demo", *args, cwd=tmp_path)
     assert result.returncode != 0 and result.stderr.strip() == f"error: {sentence}"
     assert not (tmp_path / "home" / "loyalty.db").exists()  # refused before anything was written

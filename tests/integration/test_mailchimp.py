@@ -365,20 +365,14 @@ def test_only_one_sync_runs_at_a_time(runtime, pg_engine):
 
 
 def test_the_sync_actor_and_the_cli(env, tmp_path, runtime, pg_sessions, mailchimp):
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO_ROOT
+    from tests import cli
     from workers.sync_actors import sync_mailchimp_members
 
     add_members(pg_sessions, fan("A1"))
     sync_mailchimp_members.fn()
     assert mailchimp.member("a1@members.example") is not None
     add_members(pg_sessions, fan("A2"))
-    done = subprocess.run([sys.executable, "-m", "loyalty.cli", "mailchimp", "sync"], cwd=REPO_ROOT, text=True,
-                          env={**os.environ, **provider_env(env, tmp_path, mailchimp=mailchimp)},
-                          capture_output=True, timeout=60)
+    done = cli.loyalty(provider_env(env, tmp_path, mailchimp=mailchimp), "mailchimp", "sync", drop=())
     assert done.returncode == 0, done.stderr
     assert "1 added" in done.stdout and "in 1 call(s)" in done.stdout
     assert mailchimp.member("a2@members.example") is not None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import psycopg
 import pytest
@@ -15,7 +14,8 @@ from alembic.script import ScriptDirectory
 
 from models.base import Base
 from models.db import alembic_config, head_revision, make_engine, migrate
-from tests.conftest import PG_ROOT, REPO_ROOT
+from tests import cli
+from tests.conftest import PG_ROOT
 
 
 def _differences(engine) -> list:
@@ -56,9 +56,9 @@ def unmigrated_database():
 
 
 def _loyalty(env: dict, *args: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LOYALTY_", "DATABASE_URL", "REDIS_URL"))}
-    return subprocess.run([sys.executable, "-m", "loyalty", *args], env={**clean, **env}, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    """The command in this process (``tests/cli.py``), none of this process's settings but ``env``."""
+    settings = [name for name in os.environ if name.startswith(("LOYALTY_", "DATABASE_URL", "REDIS_URL"))]
+    return cli.loyalty(env, *args, drop=settings)
 
 
 def test_a_database_never_migrated_says_run_loyalty_migrate_in_one_sentence_then_migrate_fixes_it(env, unmigrated_database):

@@ -6,9 +6,6 @@ and that a failing shop is retried, then left for the next run without marking a
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from contextlib import contextmanager
 
 from sqlalchemy import select
@@ -18,7 +15,7 @@ from models.db import transaction
 from models.member import Member
 from models.shop_customers import ShopCustomer, ShopCustomerState
 from schedules.clock import build_scheduler
-from tests.conftest import REPO_ROOT
+from tests import cli
 from loyalty.standins.shopify_server import ShopifyServer
 from loyalty.standins.woocommerce_server import WooCommerceServer
 from workers.runtime import build_runtime, set_runtime
@@ -173,9 +170,7 @@ def test_woocommerce_customers_get_their_meta_data_100_per_batch_and_the_command
         environment = shop_env(env, "woocommerce", shop.url)
         with runtime_of(environment) as runtime:
             backfill(runtime, "woocommerce")
-        clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
-        result = subprocess.run([sys.executable, "-m", "loyalty.cli", "shop", "sync"], env={**clean, **environment},
-                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+        result = cli.loyalty(environment, "shop", "sync")
         assert result.returncode == 0, result.stderr
         assert "woocommerce: 101 member(s) changed since their last sync: 101 written" in result.stdout
         assert "in 2 request(s)" in result.stdout
@@ -188,8 +183,7 @@ def test_woocommerce_customers_get_their_meta_data_100_per_batch_and_the_command
         assert len(meta["loyalty_next_expiry_date"]) == 10
         assert shop.meta(customers[5]["id"])["loyalty_next_expiry_date"] == ""
 
-        again = subprocess.run([sys.executable, "-m", "loyalty.cli", "shop", "sync"], env={**clean, **environment},
-                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+        again = cli.loyalty(environment, "shop", "sync")
         assert again.returncode == 0, again.stderr
         assert len(shop.batches) == 2  # nothing changed: no call
         assert "0 written, 101 already up to date" in again.stdout
@@ -205,11 +199,9 @@ def test_the_clock_syncs_only_when_a_shopify_or_woocommerce_admin_api_is_configu
 
 
 def test_loyalty_shop_sync_without_a_shop_to_write_to_says_so_in_one_sentence(env, pg_engine):
-    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
     for args, expected in ((("shop", "sync"), "No shop's admin API is configured for writing"),
                            (("shop", "sync", "--platform", "woocommerce"), "woocommerce is not configured")):
-        result = subprocess.run([sys.executable, "-m", "loyalty.cli", *args], env={**clean, **env}, cwd=REPO_ROOT,
-                                capture_output=True, text=True, timeout=180)
+        result = cli.loyalty(env, *args)
         assert result.returncode != 0
         assert expected in result.stderr and "Traceback" not in result.stderr
         assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1, result.stderr
