@@ -116,16 +116,19 @@ LAYOUT_CSS = "_layout/email.css"
 _JINJA_CONSTRUCT = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _TOKEN = "jinjatoken{:05d}z"
 _TOKEN_FOUND = re.compile(r"jinjatoken(\d{5})z")
+_TOKEN_PUT_BACK = re.compile(r"(?:<!--)?jinjatoken(\d{5})z(?:-->)?")
+_RAW_TEXT_OPEN = re.compile(r"<(title|style|script|textarea)[\s>]", re.IGNORECASE)  # text there is not parsed
 
 
 class InliningLoader(FileSystemLoader):
     """A :class:`FileSystemLoader` that inlines ``_layout/email.css`` into each ``.html.j2``
     template's source as it is loaded (Jinja keeps the compiled template: once per process).
 
-    Each Jinja construct (``{{ }}``, ``{% %}``, ``{# #}``) is swapped for a plain word while
-    ``css-inline`` parses the HTML, then put back. A construct where HTML cannot keep it in place (in
-    a tag's attribute list, or as text between table rows, which HTML moves out of the table) is
-    refused with its line: a template that would silently lose its styles or its logic is worse.
+    Each Jinja construct (``{{ }}``, ``{% %}``, ``{# #}``) is swapped for a plain word (in an
+    attribute's value, a title) or an HTML comment (elsewhere: HTML keeps a comment in place even
+    between table rows) while ``css-inline`` parses the HTML, then put back. A construct in a tag's
+    attribute list, where HTML cannot keep it, is refused with its line: a template that would
+    silently lose its logic is worse.
     Lines of errors are reported in the template as written (the loader keeps the mapping)."""
 
     def __init__(self, searchpath: str):
@@ -172,11 +175,14 @@ class InliningLoader(FileSystemLoader):
         written_lines: list[int] = []
 
         def swap(match: re.Match) -> str:
-            if match.group(0).startswith("{#"):
-                return ""  # a comment prints nothing (and text before <!doctype> would move <head> into <body>)
             constructs.append(match.group(0))
             written_lines.append(source.count("\n", 0, match.start()) + 1)
-            return _TOKEN.format(len(constructs) - 1)
+            token = _TOKEN.format(len(constructs) - 1)
+            before = source[:match.start()]
+            in_tag = before.rfind("<") > before.rfind(">")  # an attribute's value (or, refused below, its name)
+            in_raw_text = bool(_RAW_TEXT_OPEN.search(before[max(before.rfind("</"), 0):]))
+            # elsewhere an HTML comment: HTML keeps one in place even between table rows, where text moves
+            return token if in_tag or in_raw_text else f"<!--{token}-->"
 
         tokenised = _JINJA_CONSTRUCT.sub(swap, source)
         try:
@@ -195,7 +201,7 @@ class InliningLoader(FileSystemLoader):
         line_map = []
         for match in _TOKEN_FOUND.finditer(inlined):
             line_map.append((inlined.count("\n", 0, match.start()) + 1, written_lines[int(match.group(1))]))
-        return _TOKEN_FOUND.sub(lambda m: constructs[int(m.group(1))], inlined), line_map
+        return _TOKEN_PUT_BACK.sub(lambda m: constructs[int(m.group(1))], inlined), line_map
 
 
 _TAG = re.compile(r"<[a-zA-Z][^\s/>]*(?:\s+[^\s=>]+(?:=\"[^\"]*\")?)*\s*/?>")
@@ -204,14 +210,14 @@ _QUOTED = re.compile(r'="[^"]*"')
 
 def _misplaced_construct(inlined: str, count: int) -> int | None:
     """The first Jinja construct HTML did not keep in place, or None: one lost or doubled, one that
-    became an attribute's name, or text that HTML moved (out of a table: the order changes)."""
+    became an attribute's name, or one that HTML moved (the order changes)."""
     found = [int(n) for n in _TOKEN_FOUND.findall(inlined)]
     if sorted(found) != list(range(count)):
         return next((i for i in range(count) if found.count(i) != 1), 0)
     in_names = [int(n) for tag in _TAG.findall(inlined) for n in _TOKEN_FOUND.findall(_QUOTED.sub("", tag))]
     if in_names:
         return min(in_names)
-    in_text = [int(n) for n in _TOKEN_FOUND.findall(_TAG.sub("", inlined))]
+    in_text = [int(n) for n in _TOKEN_FOUND.findall(_TAG.sub("", inlined.replace("<!--", "").replace("-->", "")))]
     return next((a for a, b in zip(in_text, in_text[1:]) if a > b), None)
 
 
