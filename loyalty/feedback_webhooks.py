@@ -46,6 +46,7 @@ class SnsTrust:
 
     host_pattern: re.Pattern[str] = feedback.SNS_HOST
     ssl_context: ssl.SSLContext | None = None  # None: the system's certificate authorities
+    ports: tuple[int | None, ...] = (None, 443)
     timeout: float = 10.0
     _certificates: dict[str, bytes] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -109,7 +110,7 @@ def feedback_routes(settings: Settings, sessions: sessionmaker[Session], sns: Sn
         if envelope["TopicArn"] not in config.ses_topic_arns:
             log.warning("ses.topic_refused")
             return _error(403, "This SNS topic is not one of SES_SNS_TOPIC_ARNS; add it there to accept it.")
-        if not feedback.sns_url_allowed(envelope["SigningCertURL"], sns.host_pattern, pem=True):
+        if not feedback.sns_url_allowed(envelope["SigningCertURL"], sns.host_pattern, pem=True, ports=sns.ports):
             log.warning("ses.forged", reason="certificate_url")
             return _error(401, "The SigningCertURL is not an https .pem URL on an sns.<region>.amazonaws.com host.")
         verified = await run_in_threadpool(sns_verified, envelope)
@@ -121,7 +122,7 @@ def feedback_routes(settings: Settings, sessions: sessionmaker[Session], sns: Sn
         kind = envelope["Type"]
         if kind == "SubscriptionConfirmation":
             url = envelope["SubscribeURL"]
-            if not feedback.sns_url_allowed(url, sns.host_pattern):
+            if not feedback.sns_url_allowed(url, sns.host_pattern, ports=sns.ports):
                 return _error(400, "The SubscribeURL is not an https URL on an sns.<region>.amazonaws.com host.")
             try:
                 status = await run_in_threadpool(sns.confirm, url)

@@ -34,7 +34,7 @@ from core.settings import Settings
 from core.tokens import read_bounce_token
 from models.audit import AuditEntry
 from models.base import utcnow
-from models.consent import apply_statement
+from models.consent import record_consent
 from models.db import transaction
 from models.delivery import Delivery
 from models.email_feedback import Effect, EmailFeedback, FeedbackKind
@@ -121,8 +121,9 @@ def _effect(session: Session, settings: Settings, notice: Notice, member: Member
     actor = f"provider:{notice.provider}"
     details = {"feedback": notice.kind, "status": notice.status, "delivery_id": delivery.id if delivery else None}
     if notice.kind == COMPLAINT:
-        changed = apply_statement(session, member, "email", False, now, source=f"complaint:{notice.provider}",
-                                  actor=actor, now=now)
+        changed = record_consent(session, member.id, "email", granted=False, source=f"complaint:{notice.provider}",
+                                 at=now, actor=actor, reason=f"marked an email as spam ({notice.provider})",
+                                 details=details)
         return Effect.CONSENT_WITHDRAWN if changed else Effect.NONE
     if address_hash is not None and member.email_lookup != address_hash:
         return Effect.NONE  # about an address the member no longer has

@@ -1,4 +1,5 @@
-"""The Mailchimp bulk sync as a queue actor, enqueued by the clock every 15 minutes.
+"""The Mailchimp bulk sync as a queue actor, enqueued by the clock every 15 minutes; and the bounce
+mailbox's reading, every 5 minutes when ``LOYALTY_BOUNCE_IMAP_URL`` is set.
 
 It takes no arguments: each run sends the members changed since their last sync (see
 ``workers/mailchimp_sync.py``). A run that fails is not retried by dramatiq: the next one, a
@@ -12,6 +13,8 @@ import dramatiq
 import structlog
 
 from workers.actors import CAMPAIGN_QUEUE, _placeholder
+from workers.channels.email_feedback import FeedbackProblem
+from workers.email_bounces import read_mailbox
 from workers.mailchimp_sync import sync_members
 from workers.runtime import get_runtime
 
@@ -30,4 +33,21 @@ def sync_mailchimp_members() -> None:
         log.info("mailchimp.sync_skipped", reason="another sync is running")
 
 
-ACTORS = [sync_mailchimp_members]
+@dramatiq.actor(broker=_placeholder, queue_name=CAMPAIGN_QUEUE, max_retries=0, time_limit=600_000)
+def read_bounce_mailbox() -> None:
+    """Apply the bounces and complaints waiting in the bounce mailbox (a run that fails is not
+    retried: the next one, five minutes later, reads what is still unseen)."""
+    runtime = get_runtime()
+    if runtime.settings.feedback.imap is None:
+        log.info("bounces.not_configured", detail="LOYALTY_BOUNCE_IMAP_URL is not set: nothing to read")
+        return
+    try:
+        report = read_mailbox(runtime.settings, runtime.sessions)
+    except FeedbackProblem as problem:
+        log.warning("bounces.mailbox_failed", problem=str(problem))
+        return
+    log.info("bounces.mailbox_read", read=report.read, reports=report.reports, effects=report.effects,
+             unreadable=report.unreadable)
+
+
+ACTORS = [sync_mailchimp_members, read_bounce_mailbox]

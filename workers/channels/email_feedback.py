@@ -127,14 +127,15 @@ def sns_string_to_sign(envelope: dict[str, str]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def sns_url_allowed(url: str, host_pattern: re.Pattern[str] = SNS_HOST, *, pem: bool = False) -> bool:
-    """An https URL on an SNS host (and for a certificate, a ``.pem`` path)."""
+def sns_url_allowed(url: str, host_pattern: re.Pattern[str] = SNS_HOST, *, pem: bool = False,
+                    ports: tuple[int | None, ...] = (None, 443)) -> bool:
+    """An https URL on an SNS host, on https's port (and for a certificate, a ``.pem`` path)."""
     try:
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port
     except ValueError:
         return False
-    return (parts.scheme == "https" and host_pattern.fullmatch(host) is not None and port in (None, 443)
+    return (parts.scheme == "https" and host_pattern.fullmatch(host) is not None and port in ports
             and not parts.username and (not pem or parts.path.endswith(".pem")))
 
 
