@@ -61,10 +61,6 @@ class Bench:
     def url(self) -> str:
         return database_url(self.database)
 
-    @property
-    def sqlalchemy_url(self) -> str:
-        return database_url(self.database, driver="sqlalchemy")
-
     def campaigns_of_kind(self, kind: str) -> list:
         return [c for c in self.runtime.campaigns.campaigns.values() if c.kind == kind and c.enabled]
 

@@ -99,6 +99,7 @@ class Settings:
     shop: ShopSettings = field(default_factory=ShopSettings)  # the shop's webhooks, API keys, data mapping
     feedback: FeedbackSettings = field(default_factory=FeedbackSettings)  # bounces and complaints
     tick_minutes: int = 5  # LOYALTY_TICK_MINUTES: the clock's period
+    inbox_stale_after_seconds: int = 60  # LOYALTY_INBOX_STALE_AFTER_SECONDS: the inbox sweep's threshold and period
     log_level: str = "info"  # LOYALTY_LOG_LEVEL: debug, info, warning or error
     queue_namespace: str = "loyalty"  # LOYALTY_QUEUE_NAMESPACE: the Redis key prefix of the queues
     actor: str = "cli"  # LOYALTY_ACTOR, else $USER: who runs a CLI command, for the audit log
@@ -108,10 +109,6 @@ class Settings:
     def embedded(self) -> bool:
         """True when no server is configured: SQLite, in-process queue, outbox channel."""
         return self.database_url.startswith("sqlite")
-
-    @property
-    def uses_redis(self) -> bool:
-        return self.redis_url is not None
 
 
 def _check_port(name: str, raw: str, example: str) -> None:
@@ -481,6 +478,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         twilio=parse_twilio(env),
         mailchimp=parse_mailchimp(env),
         tick_minutes=_positive_int(env, "LOYALTY_TICK_MINUTES", 5, maximum=1440),
+        inbox_stale_after_seconds=_positive_int(env, "LOYALTY_INBOX_STALE_AFTER_SECONDS", 60, maximum=86400),
         log_level=_log_level(env),
         queue_namespace=_queue_namespace(env),
         actor=_actor(env),

@@ -23,7 +23,6 @@ import phonenumbers
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-import models
 from core.calendar import iso_utc, local_datetime
 from core.errors import InputError
 from models.audit import AuditEntry
@@ -34,6 +33,7 @@ from models.member import Member
 from models.order import Order, OrderStatus
 from models.personal_data import lookup
 from models.points import PointEntry
+from models.tier import TierChange
 
 CONSENT_ACTIONS = ("optout.", "optin.", "consent.")
 SAME_CHANGE = timedelta(seconds=5)
@@ -194,10 +194,8 @@ def _points(session: Session, member: Member) -> list[Event]:
 
 
 def _tier_changes(session: Session, member: Member) -> list[Event]:
-    model = getattr(models, "TierChange", None)
-    if model is None:  # no tier history table in this version of the schema
-        return []
-    rows = session.scalars(select(model).where(model.member_id == member.id).order_by(model.at, model.id))
+    rows = session.scalars(select(TierChange).where(TierChange.member_id == member.id)
+                           .order_by(TierChange.at, TierChange.id))
     return [
         Event(row.at, "tier", f"tier {row.from_tier} → {row.to_tier} ({row.cause})", {
             "from": row.from_tier, "to": row.to_tier, "direction": row.direction, "cause": row.cause,

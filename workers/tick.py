@@ -26,7 +26,6 @@ class TickReport:
     at: datetime
     plans: list[PlanResult] = field(default_factory=list)
     delivery: DeliveryReport = field(default_factory=DeliveryReport)
-    lots_expired: int = 0
 
 
 def due_delivery_ids(runtime: Runtime, at: datetime, campaign_ids: list[str] | None = None) -> list[int]:
@@ -46,7 +45,6 @@ def run_tick(runtime: Runtime, at: datetime, *, campaign_ids: list[str] | None =
     while True:
         with transaction(runtime.sessions) as session:
             expired = expire_due_lots(session, now=at)
-        report.lots_expired += expired
         if not expired:
             break
     with runtime.sessions() as session:

@@ -65,7 +65,6 @@ def inbox_retry(entry_id: int) -> None:
     """
     from models.db import transaction
     from models.inbox import InboxEntry, retry
-    from workers.inbox import apply_entry
     from workers.runtime import set_runtime
 
     runtime = runtime_for_cli()

@@ -4,7 +4,7 @@ transport errors (bounded, with backoff, honouring ``Retry-After``), and errors 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,13 +97,3 @@ class Api:
                 pass
         log.info("shop_api.retry", shop=self.name, attempt=attempt + 1, wait=wait, why=why)
         self.sleep(wait)
-
-
-def pages_from(first: Callable[[str | None], Page], position: str | None) -> Iterator[Page]:
-    """Every page from ``position`` on, each fetched by ``first(position)``."""
-    while True:
-        page = first(position)
-        yield page
-        if page.position is None:
-            return
-        position = page.position
