@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from campaigns import yaml_source
 from campaigns.schema import CampaignBase
+from campaigns.variants import problems as variant_problems
 from core.errors import DefinitionError, InputError
 
 
@@ -83,6 +84,8 @@ def load_campaign_file(path: Path) -> CampaignBase:
         campaign = model.model_validate(data)
     except ValidationError as exc:
         raise explain_validation_error(shown, nodes, exc) from None
+    for keys, problem in variant_problems(campaign)[:1]:
+        raise DefinitionError(shown, yaml_source.line_of(nodes, keys), f"{problem}.")
     if campaign.id != path.stem:
         raise DefinitionError(
             shown, yaml_source.line_of(nodes, ["id"]),

@@ -17,6 +17,7 @@ from campaigns.program import load_program
 from campaigns.rendering import Renderer, RenderError
 from campaigns.schema import CampaignBase
 from campaigns.sms_segments import measure, not_gsm7
+from campaigns.variants import as_variant
 from core.errors import DefinitionError
 
 
@@ -42,6 +43,7 @@ def validate_all(campaigns_dir: Path, templates_dir: Path, program_file: Path) -
         problems = check_tiers(campaign, path, program)
         problems += check_postal_address(campaign, path, program, program_file)
         problems += check_templates(campaign, renderer, path, program, warnings=result.warnings)
+        problems += check_variant_templates(campaign, renderer, path, program)
         result.problems.extend(problems)
         if not problems:
             result.checked[campaign.id] = list(campaign.locales)
@@ -54,6 +56,9 @@ def check_tiers(campaign: CampaignBase, definition_path: Path, program) -> list[
     named = [(["audience", "tiers", index], tier) for index, tier in enumerate(campaign.audience.tiers or [])]
     for tier in campaign.reward.points_by_tier if campaign.reward is not None else {}:
         named.append((["reward", "points_by_tier", tier], tier))
+    for index, variant in enumerate(campaign.experiment.variants if campaign.experiment is not None else []):
+        for tier in (variant.reward.points_by_tier if variant.reward is not None else {}):
+            named.append((["experiment", "variants", index, "reward", "points_by_tier", tier], tier))
     known = program.tiers.names
     return [
         f"{_shown(definition_path)}, line {_line(definition_path, keys)}: {'.'.join(map(str, keys[:-1]))} names the tier "
@@ -96,6 +101,46 @@ def check_templates(campaign: CampaignBase, renderer: Renderer, definition_path:
             problem = _render_problem(check, campaign, renderer, locale, definition_path)
             if problem is not None and problem not in problems:
                 problems.append(problem)
+    return problems
+
+
+def check_variant_templates(campaign: CampaignBase, renderer: Renderer, definition_path: Path, program) -> list[str]:
+    """Render what each A/B variant replaces (its subject, its templates) in every locale; a template
+    file that does not exist is named with the variant's line."""
+    if campaign.experiment is None:
+        return []
+    problems: list[str] = []
+    context = sample_context(campaign, program)
+    for index, variant in enumerate(campaign.experiment.variants):
+        shown = as_variant(campaign, variant.name)
+        where = ["experiment", "variants", index]
+        for locale in campaign.locales:
+            checks = []
+            if variant.subject is not None and shown.messages.email is not None:
+                checks.append(([*where, "subject", locale], None,
+                               partial(renderer.render_subject, shown, locale, context)))
+            for key in ("email_text", "email_html", "sms_text"):
+                relative = getattr(variant, key)
+                if relative is not None:
+                    checks.append(([*where, key], relative, partial(renderer.render_template, locale, relative, context)))
+            for keys, relative, check in checks:
+                try:
+                    check()
+                except RenderError as error:
+                    line = _line(definition_path, keys)
+                    if relative is not None and not (renderer.templates_dir / locale / relative).exists():
+                        problem = (f"{_shown(definition_path)}, line {line}: {'.'.join(map(str, keys))} of variant "
+                                   f"{variant.name!r} names a template that does not exist for {locale!r} "
+                                   f"({_shown(renderer.templates_dir / locale / relative)}); create it or fix the path.")
+                    elif relative is None:
+                        problem = (f"{_shown(definition_path)}, line {line}: the email subject of variant "
+                                   f"{variant.name!r} for {locale!r}: {error.problem}.")
+                    else:
+                        where_file = f"{_shown(Path(error.path))}, line {error.line}" if error.line else _shown(Path(error.path))
+                        problem = (f"{where_file}: {error.problem} (campaign {campaign.id!r}, variant {variant.name!r}, "
+                                   f"locale {locale!r}).")
+                    if problem not in problems:
+                        problems.append(problem)
     return problems
 
 

@@ -2,8 +2,8 @@
 
 One ``INSERT ... SELECT ... ON CONFLICT (occurrence_key) DO NOTHING RETURNING`` per campaign and
 tick: set-based, and idempotent whatever retries, restarts or second clocks happen. Members in the
-campaign's holdout are then marked ``held_out`` in the same transaction. The caller enqueues the
-returned ids only after the commit.
+campaign's holdout are then marked ``held_out`` in the same transaction, and the others' A/B variant
+(``campaigns/variants.py``) recorded. The caller enqueues the returned ids only after the commit.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from campaigns.kinds import kind_of
 from campaigns.loader import CampaignSet
 from campaigns.program import Program
 from campaigns.schema import CampaignBase
+from campaigns.variants import variant_name, variant_reward
 from models.base import UtcDateTime
 from models.delivery import Delivery, DeliveryState, Reason
 from models.member import Member
@@ -91,8 +92,29 @@ def plan_campaign(session: Session, campaign: CampaignBase, ctx: PlanContext) ->
         held = _hold_out(session, campaign, result.planned_ids)
         result.planned_ids = [i for i in result.planned_ids if i not in held]
         result.held_out = len(held)
+    if campaign.experiment is not None and result.planned_ids:
+        _assign_variants(session, campaign, result.planned_ids)
     result.planned_ids.sort()
     return result
+
+
+def _assign_variants(session: Session, campaign: CampaignBase, ids: list[int]) -> None:
+    """Record each planned delivery's A/B variant (and a variant's own points gift), in the same
+    transaction: one UPDATE per variant and gift a chunk, whatever the number of members."""
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        groups: dict[tuple[str, bool, int | None], list[int]] = {}
+        rows = session.execute(
+            select(Delivery.id, Member.external_id, Member.tier).join(Member, Member.id == Delivery.member_id)
+            .where(Delivery.id.in_(chunk))
+        )
+        for delivery_id, external_id, tier in rows:
+            name = variant_name(campaign, external_id)
+            sets_reward, points = variant_reward(campaign, name, tier)
+            groups.setdefault((name, sets_reward, points), []).append(delivery_id)
+        for (name, sets_reward, points), members in groups.items():
+            values = {"variant": name, **({"reward_points": points} if sets_reward else {})}
+            session.execute(update(Delivery).where(Delivery.id.in_(members)).values(**values))
 
 
 def _hold_out(session: Session, campaign: CampaignBase, ids: list[int]) -> set[int]:
@@ -121,4 +143,22 @@ def preview_campaign(session: Session, campaign: CampaignBase, ctx: PlanContext)
     for row in rows:
         if row["state"] == DeliveryState.PLANNED and is_held_out(campaign.id, row["member"], campaign.holdout):
             row["state"], row["reason"] = DeliveryState.HELD_OUT, Reason.HOLDOUT
+    if campaign.experiment is not None:
+        _preview_variants(session, campaign, rows)
     return rows
+
+
+def _preview_variants(session: Session, campaign: CampaignBase, rows: list[dict]) -> None:
+    """Each planned row's variant (and a variant's own points gift), as :func:`plan_campaign` records it."""
+    planned = [row for row in rows if row["state"] == DeliveryState.PLANNED]
+    rewarding = any(v.reward is not None for v in campaign.experiment.variants)
+    tiers: dict[int, str] = {}
+    if rewarding:
+        ids = sorted({row["member_id"] for row in planned})
+        for start in range(0, len(ids), 5000):
+            tiers.update(session.execute(select(Member.id, Member.tier).where(Member.id.in_(ids[start:start + 5000]))).all())
+    for row in planned:
+        row["variant"] = variant_name(campaign, row["member"])
+        sets_reward, points = variant_reward(campaign, row["variant"], tiers.get(row["member_id"], ""))
+        if sets_reward:
+            row["reward_points"] = points
