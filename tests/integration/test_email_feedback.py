@@ -375,3 +375,31 @@ def test_a_wrong_mailbox_password_is_one_sentence(env, pg_engine, dovecot):
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: The bounce mailbox refused the login; check LOYALTY_BOUNCE_IMAP_URL's "
                                      "user and password.")
+
+
+# -- the report -------------------------------------------------------------------------------------
+
+def test_the_report_shows_bounce_and_complaint_rates_and_warns_past_a_tenth_of_a_percent(
+        env, runtime, web, sns, pg_sessions, smtp_sink, tmp_path):
+    from tests.integration.test_support_commands import loyalty
+
+    add_members(pg_sessions, make_member("ANN"), make_member("BOB"), make_member("CY"))
+    senders = sent_birthdays(runtime, smtp_sink)
+    bounce = sns.notification(ses_bounce(senders["bob@members.example"], "bob@members.example"))
+    assert web.post("/feedback/ses", content=json.dumps(bounce)).json()["applied"] == 1
+    complaint = postmark_complaint(token_in_address(senders["ann@members.example"]))
+    assert web.post("/feedback/postmark", content=json.dumps(complaint).encode(), auth=POSTMARK).json()["applied"] == 1
+    june = ("--from", "2027-06-01", "--to", "2027-06-30")
+
+    data = json.loads(loyalty(env, "report", *june, "--json").stdout)["email_feedback"]
+    assert data["campaigns"] == [{"campaign": "birthday", "emails_sent": 3, "bounced": 1, "hard_bounced": 1,
+                                  "complaints": 1, "bounce_rate": 0.333333, "complaint_rate": 0.333333}]
+    assert len(data["warnings"]) == 1 and data["warnings"][0].startswith("birthday: 1 spam complaint(s) for 3 email(s)")
+
+    text = loyalty(env, "report", *june).stdout
+    assert "Email bounces and complaints" in text and "33.33%" in text
+    assert "warning: birthday: 1 spam complaint(s) for 3 email(s) sent (33.33%), above the 0.1%" in " ".join(text.split())
+    page = tmp_path / "report.html"
+    loyalty(env, "report", *june, "--html", str(page))
+    html = page.read_text()
+    assert "<h2>Email bounces and complaints</h2>" in html and "<b>Warning:</b> birthday: 1 spam complaint" in html
