@@ -7,7 +7,7 @@ after the kind, sits in the kind's module, and ``campaigns.kinds.CAMPAIGN_KINDS`
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import datetime, time, timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -122,6 +122,10 @@ class PointsReward(StrictModel):
 
     def points_for(self, tier: str) -> int | None:
         return self.points_by_tier.get(tier)
+
+    def expiry(self, granted_at: datetime) -> datetime | None:
+        """When points granted at ``granted_at`` expire (``None``: never)."""
+        return None if self.expires_after_days is None else granted_at + timedelta(days=self.expires_after_days)
 
 
 class Audience(StrictModel):

@@ -2,9 +2,11 @@
 
 It is one more row of the send ledger, with the occurrence key ``oneoff:{campaign}:{member}:{n}``
 (``n`` is 1 for the first; only ``--force`` or ``--grant`` writes the next), so it is sent once whatever happens,
-and it is delivered by :func:`workers.delivery.deliver`, which re-checks consent, renders, records
-the outcome and grants the reward exactly as for a scheduled send. The request itself (who, why)
-is an audit row written in the same transaction as the ledger row.
+and it is delivered by :func:`workers.delivery.deliver`, which composes it (:mod:`workers.compose`:
+consent re-checked, rendered), records the outcome and grants the reward exactly as for a scheduled
+send; ``--dry-run`` shows what the same compose makes of it and writes nothing. The request itself
+(who, why) is an audit row written in the same transaction as the ledger row. The occurrence it
+stands for is the kind's (``one_off_occurrence`` of its entry in ``campaigns.kinds.KINDS``).
 
 A member who already received the campaign (a scheduled send or a one-off one) is refused unless
 support says which of two things it means: ``--force`` re-sends that same message (the original
@@ -29,39 +31,23 @@ from core import calendar
 from campaigns.eligibility import choose_channel
 from campaigns.kinds import kind_of
 from core.errors import InputError
-from models import ledger
-from models.audit import AuditEntry
+from models.audit import AuditAction, AuditEntry
 from models.base import utcnow
 from models.db import transaction
 from models.delivery import Delivery, DeliveryState, Reason
 from services.history import get_member
 from models.member import Member
-from workers.channels.base import OutgoingMailchimp, OutgoingSms
-from workers.delivery import _Outcome as DeliveryOutcome  # the sender's own decision, not a copy of it
-from workers.delivery import _prepare as prepare_delivery
+from workers.compose import Rendered, expected_outcomes, render_for  # noqa: F401 (loyalty preview imports them here)
 from workers.delivery import deliver
-from workers.channels.mailchimp_fields import merge_fields
 from workers.runtime import Runtime
 
-AUDIT_ACTION = "send.oneoff"
-GRANT_ACTION = "send.oneoff.grant"
+AUDIT_ACTION = AuditAction.SEND_ONEOFF
+GRANT_ACTION = AuditAction.SEND_ONEOFF_GRANT
 
 _WHY_NOT = {
     Reason.NO_CONSENT: "the member has not consented to it",
     Reason.NO_USABLE_ADDRESS: "the member has no usable address for it",
 }
-
-
-@dataclass
-class Rendered:
-    channel: str
-    locale: str
-    subject: str | None  # None for SMS and Mailchimp
-    text: str  # the body, or the Mailchimp step
-    state: str = DeliveryState.PLANNED  # how it would end: planned (it would go), or failed/skipped
-    reason: str | None = None
-    detail: str | None = None
-    coupon_code: str | None = None
 
 
 @dataclass
@@ -231,49 +217,3 @@ def _insert(session: Session, delivery: Delivery) -> int:
     if inserted is None:
         raise InputError(f"{delivery.occurrence_key} was written by another send a moment ago; nothing was sent twice.")
     return inserted
-
-
-def render_for(runtime: Runtime, session: Session, campaign, member: Member, delivery: Delivery, at: datetime, *,
-               balance: int | None = None) -> Rendered:
-    """The message a delivery would carry and how it would end, decided by the sender's own code
-    (:func:`workers.delivery._prepare`: re-check, render, the SMS length limit); writes nothing.
-
-    ``state`` is ``planned`` when it would go, else the state it would end in (``failed`` with
-    ``sms_too_long`` or ``template_error``, ``skipped`` with the reason)."""
-    channel = delivery.channel or campaign.channels[0]
-    delivery.channel = channel
-    locale = runtime.renderer.choose_locale(campaign, member.locale)
-    fields = merge_fields(session, [member], at) if channel == "mailchimp" else {}
-    try:
-        prepared = prepare_delivery(runtime, session, delivery, member, at, fields=fields,
-                                    balance=ledger.balance(session, member.id) if balance is None else balance)
-    except DeliveryOutcome as outcome:
-        return Rendered(channel, locale, None, "", state=outcome.state, reason=outcome.reason, detail=outcome.detail)
-    message = prepared.message
-    if isinstance(message, OutgoingSms):
-        return Rendered(channel, locale, None, message.body, coupon_code=prepared.coupon_code)
-    if isinstance(message, OutgoingMailchimp):
-        step = [f"tags: {', '.join(message.tags)}" if message.tags else "no tags",
-                f"event: {message.event}" if message.event else "no event"]
-        properties = ", ".join(f"{k}={v}" for k, v in sorted(message.properties.items()))
-        text = f"Mailchimp step: {'; '.join(step)}" + (f"; properties: {properties}" if properties else "")
-        return Rendered(channel, locale, None, text, coupon_code=prepared.coupon_code)
-    return Rendered(channel, locale, message.subject, message.text, coupon_code=prepared.coupon_code)
-
-
-def expected_outcomes(runtime: Runtime, session: Session, campaign, rows: list[dict], at: datetime) -> None:
-    """Mark, in place, the planned SMS of a preview that the sender would refuse (``failed:
-    sms_too_long``, or a template error), as :func:`render_for` decides it; writes nothing."""
-    texts = [row for row in rows if row["state"] == DeliveryState.PLANNED and row.get("channel") == "sms"]
-    if not texts:
-        return
-    ids = {r["member_id"] for r in texts}
-    members = {m.id: m for m in session.scalars(select(Member).where(Member.id.in_(ids)))}
-    balances = ledger.balances(session, ids)
-    fields = ("occurrence_key", "campaign", "member_id", "channel", "reward_points", "occurrence_date", "payload")
-    for row in texts:
-        delivery = Delivery(**{name: row[name] for name in fields if name in row})
-        rendered = render_for(runtime, session, campaign, members[row["member_id"]], delivery, at,
-                              balance=balances.get(row["member_id"], 0))
-        if rendered.state == DeliveryState.FAILED:
-            row["state"], row["reason"] = rendered.state, rendered.reason
