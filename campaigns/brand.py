@@ -26,9 +26,11 @@ _URL = re.compile(r"^https?://[^\s/?#<>\"']+[^\s<>\"']*$")
 _EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 
 
-def _colour(value: str) -> str:
+def _colour(value: object) -> str:
     if not isinstance(value, str) or not _COLOUR.match(value):
-        raise ValueError(f"{value!r} is not a colour; write it as #rrggbb (e.g. \"#1f4f8b\", quoted)")
+        shown = "nothing" if value is None else repr(value)
+        raise ValueError(f"{shown} is not a colour; write it as \"#rrggbb\" in quotes (unquoted, YAML reads # as "
+                         "the start of a comment)")
     return value
 
 
@@ -45,7 +47,8 @@ class BrandColors(StrictModel):
     text: str = "#1f2937"  # body text
     background: str = "#f3f4f6"  # around the message's white card
 
-    _colours = field_validator("primary", "button_text", "text", "background")(lambda cls, v: _colour(v))
+    _colours = field_validator("primary", "button_text", "text", "background", mode="before")(
+        lambda cls, v: _colour(v))
 
 
 class Brand(StrictModel):

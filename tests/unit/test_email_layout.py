@@ -36,6 +36,8 @@ def _line_of(path: Path, fragment: str) -> int:
 
 @pytest.mark.parametrize(("old", "new", "words"), [
     ('primary: "#7a3e9d"', 'primary: "purple"', "'brand.colors.primary' is wrong: 'purple' is not a colour"),
+    ('button_text: "#ffffff"', 'button_text: #ffffff', "'brand.colors.button_text' is wrong: nothing is not a colour; "
+     'write it as "#rrggbb" in quotes'),
     ("url: https://shop.example.com ", "url: shop.example.com ", "'brand.url' is wrong: 'shop.example.com' is not a full web address"),
     ("support_email: help@shop.example.com", "support_email: help", "'brand.support_email' is wrong: 'help' is not an email address"),
     ("shop_name: Maison Lumière", "shop_nam: Maison Lumière", "unknown key 'brand.shop_nam'"),
@@ -119,7 +121,8 @@ def test_the_tier_upgrade_notice_names_the_tier_in_the_locale(shipped):
     program, campaigns, renderer = shipped
     campaign = campaigns["tier_upgrade"]
     context = sample_context(campaign, program)
-    assert "membre <strong>Or</strong>" in renderer.render_email(campaign, "fr", context).html
+    french = renderer.render_email(campaign, "fr", context)
+    assert "membre <strong>Or</strong>" in french.html and french.subject == "Bienvenue au niveau Or, Alex !"
     assert "You are now a Gold member" in renderer.render_email(campaign, "en", context).text
 
 
