@@ -12,6 +12,7 @@ retryable error is handled by the delivery itself, which puts the row back with 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import dramatiq
 import structlog
@@ -135,4 +136,5 @@ def enqueue_deliveries(ids: list[int], *, as_of: datetime | None, batch_size: in
     return count
 
 
-ACTORS = [evaluate_campaign, deliver_batch, sweep_unfinished, maintain_points, recalculate_tiers, prune_webhooks]
+ACTORS: list[dramatiq.Actor[Any, Any]] = [evaluate_campaign, deliver_batch, sweep_unfinished, maintain_points,
+                                          recalculate_tiers, prune_webhooks]

@@ -6,6 +6,8 @@ TLS options, and Heroku's ``rediss://`` endpoints present a self-signed certific
 
 from __future__ import annotations
 
+from typing import Any
+
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
@@ -15,7 +17,7 @@ from core.settings import Settings
 
 
 def redis_client(url: str) -> redis.Redis:
-    options = {"socket_timeout": 30, "socket_connect_timeout": 10, "health_check_interval": 30, "retry_on_timeout": True}
+    options: dict[str, Any] = {"socket_timeout": 30, "socket_connect_timeout": 10, "health_check_interval": 30, "retry_on_timeout": True}
     if url.startswith("rediss://"):
         options["ssl_cert_reqs"] = None  # Heroku Redis: self-signed certificate, TLS still encrypts
     return redis.Redis.from_url(url, **options)
@@ -35,8 +37,9 @@ def install_broker(broker: dramatiq.Broker) -> dramatiq.Broker:
     from workers import actors, event_actors, inbox, shop_loyalty, shop_sync, sync_actors
 
     dramatiq.set_broker(broker)
-    for actor in (actors.ACTORS + event_actors.ACTORS + inbox.ACTORS + shop_sync.ACTORS + sync_actors.ACTORS
-                  + shop_loyalty.ACTORS):
+    ours: list[dramatiq.Actor[Any, Any]] = [*actors.ACTORS, *event_actors.ACTORS, *inbox.ACTORS, *shop_sync.ACTORS,
+                                            *sync_actors.ACTORS, *shop_loyalty.ACTORS]
+    for actor in ours:
         actor.broker = broker
         broker.declare_actor(actor)
     return broker

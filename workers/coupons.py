@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import utcnow
 from models.coupons import Coupon, CouponState
-from models.db import transaction
+from models.db import rows_changed, transaction
 from models.member import Member
 from workers.shop_api.discounts import Discount, DiscountShop
 from workers.shop_api.http import ShopApiError
@@ -78,6 +78,8 @@ def create_in_shop(sessions: sessionmaker[Session], shop: DiscountShop | None, o
         if coupon.state == CouponState.CANCELLED:
             return ShopApiError("The coupon was cancelled.")
         member = session.get(Member, offer.member_id)
+        if member is None:  # the foreign key keeps every coupon's member
+            raise LookupError(f"a coupon names member row {offer.member_id}, which does not exist")
         discount = Discount(code=offer.code, customer_id=member.external_id, email=member.email,
                             percent_off=offer.percent_off, amount_off=offer.amount_off, currency=offer.currency,
                             starts_at=now or utcnow(), ends_at=offer.expires_at, title=offer.title)
@@ -101,7 +103,7 @@ def mark_used(session: Session, codes: Iterable[str], order_ref: str, at: dateti
     result = session.execute(update(Coupon).where(func.lower(Coupon.code).in_(wanted),
                                                   Coupon.state != CouponState.USED)
                              .values(state=CouponState.USED, used_at=at, order_ref=order_ref[:120], updated_at=utcnow()))
-    return result.rowcount or 0
+    return rows_changed(result)
 
 
 #: The export's columns: WooCommerce's coupon fields (REST v3 ``coupons``, ``wp wc shop_coupon create``),

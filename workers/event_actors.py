@@ -8,13 +8,15 @@ and dropped rather than retried, since retrying cannot fix it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import dramatiq
 import structlog
 from sqlalchemy import update
 
 from core.calendar import parse_instant
 from models.base import utcnow
-from models.db import transaction
+from models.db import rows_changed, transaction
 from services.imports import apply_record
 from services.imports.rows import RowProblem
 from models.order import Order, OrderStatus
@@ -25,10 +27,10 @@ from workers.runtime import get_runtime
 log = structlog.get_logger("loyalty.events")
 
 EVENT_QUEUE = "events"
-_options = {"broker": _placeholder, "queue_name": EVENT_QUEUE, "max_retries": 10, "min_backoff": 1_000, "max_backoff": 60_000}
+_options: dict[str, Any] = {"broker": _placeholder, "queue_name": EVENT_QUEUE, "max_retries": 10, "min_backoff": 1_000, "max_backoff": 60_000}
 
 
-def _apply(kind: str, event: str, fields: dict) -> None:
+def _apply(kind: str, event: str, fields: dict[str, Any]) -> None:
     runtime = get_runtime()
     settings = runtime.settings
     try:
@@ -44,13 +46,13 @@ def _apply(kind: str, event: str, fields: dict) -> None:
 
 
 @dramatiq.actor(**_options)
-def member_updated(member: dict) -> None:
+def member_updated(member: dict[str, Any]) -> None:
     """A member was created or changed in the shop (fields as in ``loyalty import members``)."""
     _apply("members", "member_updated", member)
 
 
 @dramatiq.actor(**_options)
-def order_placed(order: dict) -> None:
+def order_placed(order: dict[str, Any]) -> None:
     """An order was placed (fields as in ``loyalty import orders``): points, last order, tier."""
     _apply("orders", "order_placed", {**order, "status": order.get("status") or OrderStatus.PLACED})
 
@@ -61,9 +63,9 @@ def order_refunded(order_id: str, refunded_at: str | None = None) -> None:
     runtime = get_runtime()
     now = parse_instant(refunded_at) if refunded_at else utcnow()
     with transaction(runtime.sessions) as session:
-        found = session.execute(
+        found = rows_changed(session.execute(
             update(Order).where(Order.order_id == order_id).values(status=OrderStatus.REFUNDED, updated_at=now)
-        ).rowcount
+        ))
         if found:
             apply_pending_orders(session, runtime.program, now=now)
     if not found:
@@ -71,7 +73,7 @@ def order_refunded(order_id: str, refunded_at: str | None = None) -> None:
 
 
 @dramatiq.actor(**_options)
-def points_redeemed(entry: dict) -> None:
+def points_redeemed(entry: dict[str, Any]) -> None:
     """Points were spent (fields as in ``loyalty import points``, kind redeem): oldest lots first."""
     _apply("points", "points_redeemed", {**entry, "kind": "redeem"})
 

@@ -27,6 +27,7 @@ from models.db import transaction
 from services.imports import apply_record
 from services.imports.rows import RowProblem
 from models.inbox import ERASED_BODY, InboxEntry, InboxState, claim_once, claim_version, hold, settle, wake
+from core.settings import Settings
 from models.member import Member
 from models.order import Order, OrderStatus
 from models.personal_data import lookup
@@ -36,7 +37,7 @@ from shops import api, prestashop, shopify, woocommerce
 from shops.common import ShopMapping, instant
 from shops.events import EventKind, OrderState, PayloadProblem, ShopEvent, import_status
 from workers.actors import _placeholder
-from workers.runtime import get_runtime
+from workers.runtime import Runtime, get_runtime
 
 log = structlog.get_logger("loyalty.inbox")
 
@@ -92,7 +93,7 @@ def apply_inbox_entry(entry_id: int) -> None:
         apply_inbox_entry.send(woken)
 
 
-def apply_entry(entry_id: int, runtime=None) -> list[int]:
+def apply_entry(entry_id: int, runtime: Runtime | None = None) -> list[int]:
     """Apply one entry (see the module); the ids of the entries it woke. ``runtime``: the process's."""
     runtime = runtime or get_runtime()
     with transaction(runtime.sessions) as session:
@@ -107,7 +108,8 @@ def apply_entry(entry_id: int, runtime=None) -> list[int]:
             return []
         outcome = _apply_all(session, runtime, events)
         held: set[str] = set()
-        while outcome.state is InboxState.WAITING and outcome.waiting_for not in held:
+        while (outcome.state is InboxState.WAITING and outcome.waiting_for is not None
+               and outcome.waiting_for not in held):
             # Wait only under the lock of what it waits for, held until the commit, and after looking
             # again: the wake of a member stored meanwhile in another transaction sees this wait.
             hold(session, outcome.waiting_for)
@@ -121,7 +123,7 @@ def apply_entry(entry_id: int, runtime=None) -> list[int]:
     return outcome.woken
 
 
-def _apply_all(session: Session, runtime, events: list[ShopEvent]) -> Outcome:
+def _apply_all(session: Session, runtime: Runtime, events: list[ShopEvent]) -> Outcome:
     savepoint = session.begin_nested()
     combined = Outcome()
     reasons: list[str] = []
@@ -145,7 +147,7 @@ def _apply_all(session: Session, runtime, events: list[ShopEvent]) -> Outcome:
     return combined
 
 
-def apply_event(session: Session, runtime, event: ShopEvent) -> Outcome:
+def apply_event(session: Session, runtime: Runtime, event: ShopEvent) -> Outcome:
     handler = _HANDLERS[event.kind]
     return handler(session, runtime, event)
 
@@ -160,7 +162,7 @@ def _versioned(session: Session, event: ShopEvent) -> bool:
     return claim_version(session, f"{event.platform}:{event.resource}", event.version_at)
 
 
-def _apply_member(session: Session, runtime, event: ShopEvent) -> Outcome:
+def _apply_member(session: Session, runtime: Runtime, event: ShopEvent) -> Outcome:
     external_id = event.member_id
     member = _member(session, external_id)
     if member is not None and member.erased_at is not None:
@@ -173,6 +175,8 @@ def _apply_member(session: Session, runtime, event: ShopEvent) -> Outcome:
     apply_record(session, "members", fields, source=f"shop:{event.platform}", program=runtime.program,
                  default_timezone=settings.default_timezone, default_locale=settings.default_locale)
     member = _member(session, external_id)
+    if member is None:  # apply_record stored it, or raised RowProblem
+        raise LookupError(f"member {external_id!r} is not there after it was applied")
     now = utcnow()
     for channel in CHANNELS:
         given = event.fields.get(f"{channel}_opt_in")
@@ -185,14 +189,14 @@ def _apply_member(session: Session, runtime, event: ShopEvent) -> Outcome:
     return Outcome(member_ref=external_id, woken=wake(session, f"member:{external_id}"))
 
 
-def _owner(session: Session, event: ShopEvent) -> tuple[Member | None, Outcome | None]:
+def _owner(session: Session, event: ShopEvent) -> Member | Outcome:
     """The member an order or refund belongs to, or the outcome when there is none yet."""
     if event.member_id:
         member = _member(session, event.member_id)
         if member is None:
-            return None, Outcome(InboxState.WAITING, f"waits for customer {event.member_id}",
-                                 waiting_for=f"member:{event.member_id}", member_ref=event.member_id)
-        return member, None
+            return Outcome(InboxState.WAITING, f"waits for customer {event.member_id}",
+                           waiting_for=f"member:{event.member_id}", member_ref=event.member_id)
+        return member
     if event.member_email:
         try:
             email = validate_email(event.member_email, check_deliverability=False).normalized
@@ -201,14 +205,21 @@ def _owner(session: Session, event: ShopEvent) -> tuple[Member | None, Outcome |
         key = lookup("email", email) if email else None
         member = session.scalars(select(Member).where(Member.email_lookup == key).order_by(Member.id)).first() if key else None
         if member is not None:
-            return member, None
-    return None, Outcome(reason="a guest order whose email is no member's: not applicable")
+            return member
+    return Outcome(reason="a guest order whose email is no member's: not applicable")
 
 
-def _apply_order(session: Session, runtime, event: ShopEvent) -> Outcome:
-    member, waiting = _owner(session, event)
-    if member is None:
-        return waiting
+def _order_member(session: Session, order: Order) -> Member:
+    member = session.get(Member, order.member_id)
+    if member is None:  # the foreign key keeps every order's member
+        raise LookupError(f"order row {order.id} names member row {order.member_id}, which does not exist")
+    return member
+
+
+def _apply_order(session: Session, runtime: Runtime, event: ShopEvent) -> Outcome:
+    member = _owner(session, event)
+    if isinstance(member, Outcome):
+        return member
     ref = member.external_id
     if event.fields.get("test") == "true":
         return Outcome(reason="a test order: no points", member_ref=ref)
@@ -232,13 +243,13 @@ def _apply_order(session: Session, runtime, event: ShopEvent) -> Outcome:
     return Outcome(member_ref=ref, woken=wake(session, f"order:{order_id}"))
 
 
-def _apply_refund(session: Session, runtime, event: ShopEvent) -> Outcome:
+def _apply_refund(session: Session, runtime: Runtime, event: ShopEvent) -> Outcome:
     order_id = event.fields["order_id"]
     order = session.scalars(select(Order).where(Order.order_id == order_id).with_for_update()).first()
     if order is None:
         return Outcome(InboxState.WAITING, f"waits for order {order_id}", waiting_for=f"order:{order_id}",
                        member_ref=event.member_id)
-    member = session.get(Member, order.member_id)
+    member = _order_member(session, order)
     ref = member.external_id
     if not claim_once(session, f"{event.platform}:refund:{event.fields['refund_id']}"):
         return Outcome(reason="this refund was already applied", member_ref=ref)
@@ -258,7 +269,7 @@ def _apply_refund(session: Session, runtime, event: ShopEvent) -> Outcome:
         f", {outcome.not_recoverable} already spent" if outcome.not_recoverable else ""), member_ref=ref)
 
 
-def _apply_redemption(session: Session, runtime, event: ShopEvent) -> Outcome:
+def _apply_redemption(session: Session, runtime: Runtime, event: ShopEvent) -> Outcome:
     if _member(session, event.member_id) is None:
         return Outcome(InboxState.WAITING, f"waits for customer {event.member_id}",
                        waiting_for=f"member:{event.member_id}", member_ref=event.member_id)
@@ -266,21 +277,21 @@ def _apply_redemption(session: Session, runtime, event: ShopEvent) -> Outcome:
     return Outcome(member_ref=event.member_id)
 
 
-def _apply_member_deleted(session: Session, runtime, event: ShopEvent) -> Outcome:
+def _apply_member_deleted(session: Session, runtime: Runtime, event: ShopEvent) -> Outcome:
     return Outcome(reason="the shop deleted the customer: their record stays until a privacy request or "
                           "`loyalty member erase`", member_ref=event.member_id)
 
 
-def _apply_order_deleted(session: Session, runtime, event: ShopEvent) -> Outcome:
+def _apply_order_deleted(session: Session, runtime: Runtime, event: ShopEvent) -> Outcome:
     order = session.scalars(select(Order).where(Order.order_id == event.fields["order_id"])).first()
     if order is None:
         return Outcome(reason="an order we never had")
     order.status = OrderStatus.CANCELLED
     apply_pending_orders(session, runtime.program, now=utcnow())
-    return Outcome(reason="deleted in the shop: cancelled", member_ref=session.get(Member, order.member_id).external_id)
+    return Outcome(reason="deleted in the shop: cancelled", member_ref=_order_member(session, order).external_id)
 
 
-def _apply_erase_member(session: Session, runtime, event: ShopEvent) -> Outcome:
+def _apply_erase_member(session: Session, runtime: Runtime, event: ShopEvent) -> Outcome:
     member = _member(session, event.member_id)
     if member is None:
         return Outcome(reason="no such member: nothing held", erase_body=True)
@@ -289,7 +300,7 @@ def _apply_erase_member(session: Session, runtime, event: ShopEvent) -> Outcome:
     return Outcome(reason="erased", member_ref=event.member_id, erase_body=True)
 
 
-def _apply_erase_shop(session: Session, runtime, event: ShopEvent) -> Outcome:
+def _apply_erase_shop(session: Session, runtime: Runtime, event: ShopEvent) -> Outcome:
     now = utcnow()
     members = session.scalars(select(Member).where(Member.erased_at.is_(None))).all()
     for member in members:
@@ -299,7 +310,7 @@ def _apply_erase_shop(session: Session, runtime, event: ShopEvent) -> Outcome:
     return Outcome(reason=f"the shop's erasure request: {len(members)} members erased", erase_body=True)
 
 
-def _apply_export_member(session: Session, runtime, event: ShopEvent) -> Outcome:
+def _apply_export_member(session: Session, runtime: Runtime, event: ShopEvent) -> Outcome:
     member = _member(session, event.member_id)
     if member is None:
         return Outcome(reason="no such member: nothing held")
@@ -308,7 +319,7 @@ def _apply_export_member(session: Session, runtime, event: ShopEvent) -> Outcome
     return Outcome(reason="export requested: `loyalty member export` writes it", member_ref=event.member_id)
 
 
-_HANDLERS = {
+_HANDLERS: dict[EventKind, Callable[[Session, Runtime, ShopEvent], Outcome]] = {
     EventKind.MEMBER: _apply_member,
     EventKind.MEMBER_DELETED: _apply_member_deleted,
     EventKind.ORDER: _apply_order,
@@ -321,7 +332,7 @@ _HANDLERS = {
 }
 
 
-def notifier(settings) -> Callable[[list[int]], None]:
+def notifier(settings: Settings) -> Callable[[list[int]], None]:
     """How the ``web`` process hands new entries on once they are committed: to the queue when there is
     Redis (a lost message is caught up by the sweep); on the embedded default, which has no worker
     process, they are applied right there, in the request's thread."""
@@ -341,7 +352,7 @@ def notifier(settings) -> Callable[[list[int]], None]:
 
     import threading
 
-    built: list = []
+    built: list[Runtime] = []
     lock = threading.Lock()
 
     def apply_here(ids: list[int]) -> None:
@@ -359,19 +370,20 @@ def notifier(settings) -> Callable[[list[int]], None]:
 
 @dramatiq.actor(broker=_placeholder, queue_name=INBOX_QUEUE, max_retries=3)
 def sweep_inbox() -> None:
-    """Enqueue again the entries left ``received`` for over a minute (a flushed Redis, a killed web
-    process between its commit and its enqueue); applying is idempotent, so a double is harmless."""
+    """Enqueue again the entries left ``received`` for over ``LOYALTY_INBOX_STALE_AFTER_SECONDS`` (a
+    minute by default: a flushed Redis, a killed web process between its commit and its enqueue);
+    applying is idempotent, so a double is harmless."""
     from datetime import timedelta
 
     from models.inbox import stale_received
 
     runtime = get_runtime()
     with runtime.sessions() as session:
-        ids = stale_received(session, utcnow() - timedelta(minutes=1))
+        ids = stale_received(session, utcnow() - timedelta(seconds=runtime.settings.inbox_stale_after_seconds))
     for entry_id in ids:
         apply_inbox_entry.send(entry_id)
     if ids:
         log.info("inbox.swept", entries=len(ids))
 
 
-ACTORS = [apply_inbox_entry, sweep_inbox]
+ACTORS: list[dramatiq.Actor[Any, Any]] = [apply_inbox_entry, sweep_inbox]

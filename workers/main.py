@@ -9,12 +9,15 @@ import multiprocessing
 import os
 import signal
 import sys
+from typing import NoReturn
+
+import dramatiq
 
 from core import logs
 from core.errors import LoyaltyError
 
 
-def refuse_to_start(sentence: str, code: int = 2):
+def refuse_to_start(sentence: str, code: int = 2) -> NoReturn:
     """Print ``sentence`` once and stop the whole worker.
 
     Under ``dramatiq --processes N`` every worker process imports this module and would fail the
@@ -32,7 +35,7 @@ def refuse_to_start(sentence: str, code: int = 2):
     os._exit(code)  # nothing of dramatiq's start-up may print more
 
 
-def _start():
+def _start() -> dramatiq.Broker:
     from core.settings import get_settings
     from workers.broker import build_broker, install_broker
     from workers.runtime import get_runtime

@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from models import ledger
 from models.base import utcnow
@@ -31,6 +32,7 @@ from models.db import transaction
 from models.member import Member
 from models.points import EntryKind, PointEntry
 from workers.coupons import Offer, create_in_shop
+from workers.runtime import Runtime
 from workers.shop_api.discounts import DiscountShop, NotShopCustomer, shop_for
 
 log = structlog.get_logger("loyalty.redemptions")
@@ -79,7 +81,7 @@ def _debit_key(row: Redemption) -> str:
     return f"redemption:{row.id}:{row.attempt}"
 
 
-def _take(session, runtime, member: Member, points: int, key: str, now: datetime) -> tuple[Redemption, bool]:
+def _take(session: Session, runtime: Runtime, member: Member, points: int, key: str, now: datetime) -> tuple[Redemption, bool]:
     """The key's redemption, its points taken (in the caller's transaction); True when it is settled."""
     program = runtime.program
     row = session.scalar(select(Redemption).where(Redemption.member_id == member.id,
@@ -117,7 +119,7 @@ def _take(session, runtime, member: Member, points: int, key: str, now: datetime
     return row, False
 
 
-def redeem(runtime, shop: DiscountShop | None, external_id: str, points: Any, key: Any,
+def redeem(runtime: Runtime, shop: DiscountShop | None, external_id: str, points: Any, key: Any,
            now: datetime | None = None) -> Answer:
     """Turn ``points`` of the member ``external_id`` into a code; :class:`RedemptionRefused` when not."""
     now = now or utcnow()
@@ -140,10 +142,12 @@ def redeem(runtime, shop: DiscountShop | None, external_id: str, points: Any, ke
     return _settle(runtime, shop, row_id, offer, now)
 
 
-def _settle(runtime, shop: DiscountShop | None, row_id: int, offer: Offer, now: datetime) -> Answer:
+def _settle(runtime: Runtime, shop: DiscountShop | None, row_id: int, offer: Offer, now: datetime) -> Answer:
     problem = create_in_shop(runtime.sessions, shop, offer, now)
     with transaction(runtime.sessions) as session:
         row = session.scalar(select(Redemption).where(Redemption.id == row_id).with_for_update())
+        if row is None:  # a redemption is never deleted
+            raise LookupError(f"redemption {row_id} is not in the database")
         if row.state == RedemptionState.PENDING and row.code == offer.code:
             if problem is None:
                 row.state, row.updated_at = RedemptionState.CREATED, utcnow()
@@ -159,7 +163,7 @@ def _settle(runtime, shop: DiscountShop | None, row_id: int, offer: Offer, now: 
     return answer
 
 
-def _give_back(session, row: Redemption, problem: str) -> None:
+def _give_back(session: Session, row: Redemption, problem: str) -> None:
     """The points back (a recorded ``adjust`` lot, once per attempt), the code cancelled."""
     now = utcnow()
     ledger.credit(session, member_id=row.member_id, entry_key=f"{_debit_key(row)}:given-back", kind=EntryKind.ADJUST,
@@ -172,7 +176,7 @@ def _give_back(session, row: Redemption, problem: str) -> None:
     log.info("redemption.given_back", redemption_id=row.id, points=row.points, reason=problem[:200])
 
 
-def finish_pending(runtime, shop: DiscountShop | None = None, *, older_than: timedelta = PENDING_AFTER,
+def finish_pending(runtime: Runtime, shop: DiscountShop | None = None, *, older_than: timedelta = PENDING_AFTER,
                    now: datetime | None = None) -> dict[str, int]:
     """Settle the redemptions a crash left ``pending``: their code made in the shop, or their points back."""
     now = now or utcnow()
@@ -189,7 +193,10 @@ def finish_pending(runtime, shop: DiscountShop | None = None, *, older_than: tim
         for row_id, _ in stale:
             with runtime.sessions() as session:
                 row = session.get(Redemption, row_id)
-                offer = _offer(row, session.get(Member, row.member_id))
+                member = session.get(Member, row.member_id) if row is not None else None
+                if row is None or member is None:  # neither a redemption nor a member row is ever deleted
+                    raise LookupError(f"redemption {row_id} or its member is not in the database")
+                offer = _offer(row, member)
             try:
                 _settle(runtime, shop, row_id, offer, now)
                 counts["created"] += 1

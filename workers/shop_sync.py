@@ -30,6 +30,7 @@ import structlog
 from sqlalchemy import select
 
 from core.errors import LoyaltyError
+from core.settings import Settings
 from models.base import utcnow
 from models.db import only_one, transaction
 from models.inbox import InboxEntry, InboxState, receive
@@ -40,8 +41,11 @@ from shops.common import instant, iso
 from shops.events import PayloadProblem
 from workers.actors import _placeholder
 from workers.inbox import INBOX_QUEUE, apply_entry, apply_inbox_entry, envelope
-from workers.runtime import get_runtime
+from workers.runtime import Runtime, get_runtime
 from workers.shop_api.http import Page, ShopApiError
+from workers.shop_api.prestashop import PrestaShopClient
+from workers.shop_api.shopify import ShopifyClient
+from workers.shop_api.woocommerce import WooCommerceClient
 
 log = structlog.get_logger("loyalty.shop_sync")
 
@@ -50,6 +54,7 @@ POLLED = ("woocommerce", "prestashop")
 OVERLAP = timedelta(minutes=10)
 _LOCK_KEY = 0x5348_504C  # "SHPL": the advisory lock of the poll
 Progress = Callable[[str, int, int | None], None]  # (resource, records read, total when known)
+ShopClient = ShopifyClient | WooCommerceClient | PrestaShopClient  # a shop's admin API, read by pages
 
 
 class ShopSyncError(LoyaltyError):
@@ -65,20 +70,14 @@ class Report:
     resumed: bool = False
 
 
-def open_client(settings, platform: str, page_size: int = 100, **api: Any):
+def open_client(settings: Settings, platform: str, page_size: int = 100, **api: Any) -> ShopClient:
     """The platform's admin-API client from the settings; :class:`ShopSyncError` when not configured."""
     shop = settings.shop
     if platform == "shopify" and shop.shopify is not None:
-        from workers.shop_api.shopify import ShopifyClient
-
         return ShopifyClient(shop.shopify, page_size, **api)
     if platform == "woocommerce" and shop.woocommerce is not None:
-        from workers.shop_api.woocommerce import WooCommerceClient
-
         return WooCommerceClient(shop.woocommerce, page_size, **api)
     if platform == "prestashop" and shop.prestashop is not None:
-        from workers.shop_api.prestashop import PrestaShopClient
-
         return PrestaShopClient(shop.prestashop, shop.mapping.default_timezone, page_size, **api)
     names = {"shopify": "SHOPIFY_SHOP_DOMAIN and SHOPIFY_ADMIN_TOKEN",
              "woocommerce": "WOOCOMMERCE_URL, WOOCOMMERCE_CONSUMER_KEY and WOOCOMMERCE_CONSUMER_SECRET",
@@ -113,7 +112,8 @@ def inbox_entry(platform: str, resource: str, record: dict[str, Any],
     raise PayloadProblem(f"the platform {platform!r} is unknown")
 
 
-def _store(runtime, platform: str, resource: str, records: list[dict[str, Any]], facts, report: Report,
+def _store(runtime: Runtime, platform: str, resource: str, records: list[dict[str, Any]],
+           facts: prestashop.ShopFacts | None, report: Report,
            cursor: tuple[str, str | None, datetime | None, bool] | None = None) -> list[int]:
     """Store one page's records (and the cursor after it) in one transaction; the new entries' ids."""
     ids: list[int] = []
@@ -135,7 +135,7 @@ def _store(runtime, platform: str, resource: str, records: list[dict[str, Any]],
     return ids
 
 
-def apply_now(runtime, ids: list[int]) -> int:
+def apply_now(runtime: Runtime, ids: list[int]) -> int:
     """Apply entries in this process, and those they wake; how many were handled."""
     pending, done = list(ids), 0
     while pending:
@@ -144,19 +144,19 @@ def apply_now(runtime, ids: list[int]) -> int:
     return done
 
 
-def _received(runtime, platform: str) -> list[int]:
+def _received(runtime: Runtime, platform: str) -> list[int]:
     with runtime.sessions() as session:
         return list(session.scalars(select(InboxEntry.id).where(
             InboxEntry.platform == platform, InboxEntry.state == InboxState.RECEIVED).order_by(InboxEntry.id)))
 
 
-def _facts(client) -> prestashop.ShopFacts | None:
-    return client.facts() if hasattr(client, "facts") else None
+def _facts(client: ShopClient) -> prestashop.ShopFacts | None:
+    return client.facts() if isinstance(client, PrestaShopClient) else None
 
 
 # -- the backfill -----------------------------------------------------------------------------------
-def backfill(runtime, platform: str, since: datetime | None = None, *, page_size: int = 100,
-             progress: Progress | None = None, client=None) -> Report:
+def backfill(runtime: Runtime, platform: str, since: datetime | None = None, *, page_size: int = 100,
+             progress: Progress | None = None, client: ShopClient | None = None) -> Report:
     """Read the shop's customers and orders into the inbox and apply them (see the module)."""
     client = client or open_client(runtime.settings, platform, page_size)
     report = Report()
@@ -196,7 +196,7 @@ def backfill(runtime, platform: str, since: datetime | None = None, *, page_size
     return report
 
 
-def _pages(client, resource: str, position: str | None, since: datetime | None) -> Iterator[Page]:
+def _pages(client: ShopClient, resource: str, position: str | None, since: datetime | None) -> Iterator[Page]:
     while True:
         page = client.page(resource, position, since)
         yield page
@@ -206,8 +206,8 @@ def _pages(client, resource: str, position: str | None, since: datetime | None) 
 
 
 # -- the poll ---------------------------------------------------------------------------------------
-def poll(runtime, platform: str, hand_on: Callable[[list[int]], None], *, now: datetime | None = None,
-         page_size: int = 100, client=None) -> Report | None:
+def poll(runtime: Runtime, platform: str, hand_on: Callable[[list[int]], None], *, now: datetime | None = None,
+         page_size: int = 100, client: ShopClient | None = None) -> Report | None:
     """What changed since the last poll (minus the overlap) into the inbox, the new entries handed on
     after each commit; None when another poll holds the lock. The cursor moves only when it went through."""
     started = now or utcnow()
@@ -227,7 +227,7 @@ def poll(runtime, platform: str, hand_on: Callable[[list[int]], None], *, now: d
                 if platform == woocommerce.PLATFORM and resource == "customers":
                     continue  # no date filter: the customers of the orders read are fetched below
                 for page in _pages(client, resource, None, since):
-                    if platform == woocommerce.PLATFORM and resource == "orders":
+                    if isinstance(client, WooCommerceClient) and resource == "orders":
                         customers = _missing_customers(runtime, client, page.records)
                         hand_on(_store(runtime, platform, "customers", customers, facts, report))
                     hand_on(_store(runtime, platform, resource, page.records, facts, report))
@@ -239,7 +239,7 @@ def poll(runtime, platform: str, hand_on: Callable[[list[int]], None], *, now: d
     return report
 
 
-def _missing_customers(runtime, client, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _missing_customers(runtime: Runtime, client: WooCommerceClient, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
     wanted = {str(o.get("customer_id")) for o in orders if str(o.get("customer_id") or "0") not in ("0", "")}
     if not wanted:
         return []
@@ -249,7 +249,7 @@ def _missing_customers(runtime, client, orders: list[dict[str, Any]]) -> list[di
     return [customer for customer in found if customer is not None]
 
 
-def configured_polls(settings) -> list[str]:
+def configured_polls(settings: Settings) -> list[str]:
     return [p for p in POLLED if getattr(settings.shop, p) is not None]
 
 
@@ -270,4 +270,4 @@ def poll_shops() -> None:
             log.warning("shop_sync.poll_failed", platform=platform, error=str(error))
 
 
-ACTORS = [poll_shops]
+ACTORS: list[dramatiq.Actor[Any, Any]] = [poll_shops]

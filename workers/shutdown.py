@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from types import FrameType
 
 import structlog
 
@@ -34,7 +35,7 @@ def pass_on_first_sigterm_only() -> None:
         return
     received = False
 
-    def on_sigterm(signum, frame):
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
         nonlocal received
         if received:
             log.info("worker.sigterm_again", detail="already stopping: finishing the messages in hand")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
@@ -97,7 +98,8 @@ class _ApiClient(ApiClient):
         self.session = session
         self.slots = slots
 
-    def request(self, method, url, query_params=None, headers=None, body=None):
+    def request(self, method: str, url: str, query_params: Any = None, headers: dict[str, str] | None = None,
+                body: Any = None) -> requests.Response:
         data = json.dumps(body) if method in ("POST", "PUT", "PATCH") else None
         # The time-out bounds each wait on the socket, not the whole request: the lease allows two.
         with self.slots.held(lease=2 * self.timeout + 5) if self.slots else nullcontext():
@@ -116,7 +118,7 @@ def lists_api(target: MailchimpTarget, *, pool_size: int = 1,
     return ListsApi(_ApiClient(target, session, slots)), session
 
 
-def call(method, *args: Any, **kwargs: Any) -> Any:
+def call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call an SDK method; return its data (``None`` for an empty 2xx) or raise MailchimpCallError."""
     try:
         result = method(*args, **kwargs)
@@ -185,7 +187,7 @@ class MailchimpChannel:
         return str(unique_id)[:200] if unique_id else None
 
     @staticmethod
-    def _call(method, *args: Any, idempotent: bool) -> Any:
+    def _call(method: Callable[..., Any], *args: Any, idempotent: bool) -> Any:
         try:
             return call(method, *args)
         except MailchimpCallError as error:

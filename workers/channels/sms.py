@@ -61,7 +61,8 @@ def masked(text: str) -> str:
     return _NUMBER.sub("<number>", text or "")
 
 
-def failure_for_code(code: int | None, status: int | None, text: str, *, now: datetime | None = None):
+def failure_for_code(code: int | None, status: int | None, text: str, *,
+                     now: datetime | None = None) -> PermanentFailure | RetryableFailure:
     """The failure a Twilio error code means, with what it teaches about the member.
 
     Shared by the synchronous answer and the status callback (a Messaging Service may accept a

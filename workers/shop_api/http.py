@@ -55,8 +55,10 @@ class Api:
         when it refuses the key, answers something else than success, or stays unreachable."""
         for attempt in range(len(self.waits) + 1):
             last = attempt == len(self.waits)
+            client = self.client
+            assert client is not None  # __post_init__ makes one when none is given
             try:
-                response = self.client.request(method, path, **options)
+                response = client.request(method, path, **options)
             except httpx.TransportError as error:
                 if last:
                     raise ShopApiError(f"{self.name} at {self.base_url} could not be reached "

@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from core.shop_settings import WooCommerceAdmin
 from workers.shop_api.http import Api, Page, ShopApiError
 
@@ -55,7 +57,7 @@ class WooCommerceClient:
         return record if isinstance(record, dict) else None
 
 
-def _list(response, resource: str) -> list[dict[str, Any]]:  # noqa: ANN001
+def _list(response: httpx.Response, resource: str) -> list[dict[str, Any]]:
     try:
         records = response.json()
     except ValueError:
