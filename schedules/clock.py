@@ -101,7 +101,8 @@ def build_scheduler(settings: Settings, *, tick_minutes: int, sweep_minutes: int
                       args=(settings,), id="campaigns.tick", replace_existing=True, next_run_time=datetime.now(timezone.utc))
     scheduler.add_job(enqueue_sweep, IntervalTrigger(minutes=sweep_minutes, timezone=timezone.utc),
                       id="deliveries.sweep", replace_existing=True)
-    scheduler.add_job(enqueue_inbox_sweep, IntervalTrigger(minutes=1, timezone=timezone.utc),
+    scheduler.add_job(enqueue_inbox_sweep, IntervalTrigger(seconds=settings.inbox_stale_after_seconds,
+                                                           timezone=timezone.utc),
                       id="inbox.sweep", replace_existing=True)
     scheduler.add_job(enqueue_points_maintenance, IntervalTrigger(minutes=15, timezone=timezone.utc),
                       id="points.maintain", replace_existing=True)

@@ -33,7 +33,7 @@ from loyalty.standins.shopify_server import ShopifyServer
 CUSTOMERS = 200
 SECRET = "shpss_chaos_secret"
 FIRST_ORDER_BONUS = 50  # campaigns/program.yaml: points.first_order_bonus
-SWEEP_AFTER = 60  # workers/inbox.py sweep_inbox: entries left received for over a minute
+SWEEP_AFTER = 5  # LOYALTY_INBOX_STALE_AFTER_SECONDS (60 by default): the inbox sweep's threshold and period
 
 
 # --- the processes ------------------------------------------------------------------------------------
@@ -57,7 +57,8 @@ def start_web(run: ChaosRun, name: str, port: int) -> Process:
 
 
 def start_clock(run: ChaosRun, name: str) -> Process:
-    """``loyalty clock`` as the Procfile runs it (its inbox sweep: a minute after start, then every minute)."""
+    """``loyalty clock`` as the Procfile runs it (its inbox sweep: SWEEP_AFTER seconds after start, then every
+    SWEEP_AFTER seconds)."""
     clock = spawn(name, [str(VENV_BIN / "loyalty"), "clock"], run.env, run.tmp_path / f"{name}.log")
     run.processes.append(clock)
     return clock
@@ -65,7 +66,8 @@ def start_clock(run: ChaosRun, name: str) -> Process:
 
 def configure(run: ChaosRun, pg_database: str, redis_url: str, namespace: str) -> None:
     run.configure(database_url=pg_database, smtp_url=f"smtp://127.0.0.1:{free_port()}", redis_url=redis_url,
-                  namespace=namespace, SHOPIFY_WEBHOOK_SECRET=SECRET)
+                  namespace=namespace, SHOPIFY_WEBHOOK_SECRET=SECRET,
+                  LOYALTY_INBOX_STALE_AFTER_SECONDS=str(SWEEP_AFTER))
 
 
 # --- the store ------------------------------------------------------------------------------------------
@@ -169,7 +171,7 @@ def credits(run: ChaosRun) -> tuple[list[tuple[str, int]], dict[str, int]]:
 def drain_inbox(run: ChaosRun, *, timeout: float, sweep: bool = True, idle_seconds: float = 3.0,
                 sweep_every: float = 5.0) -> tuple[Counter, int]:
     """Wait until no entry is ``received``; while nothing moves, send ``sweep_inbox`` as the clock does
-    every minute (it enqueues only the entries left received for over a minute). Returns the final
+    every SWEEP_AFTER seconds (it enqueues only the entries left received for that long). Returns the final
     count per state, and how many entries were stranded (still received when the workers went idle)."""
     from workers.inbox import sweep_inbox
 

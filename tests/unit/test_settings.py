@@ -140,3 +140,15 @@ def test_the_settings_carry_every_variable_the_processes_read():
 
 def test_a_loopback_public_url_may_be_http_for_a_web_process_called_on_the_same_machine():
     assert load_settings({**PRODUCTION, "LOYALTY_PUBLIC_URL": "http://127.0.0.1:8123/"}).public_base_url == "http://127.0.0.1:8123"
+
+
+def test_the_inbox_sweep_threshold_is_a_minute_unless_set_and_is_the_clock_s_period_for_it():
+    from schedules.clock import build_scheduler
+
+    assert load_settings(PRODUCTION).inbox_stale_after_seconds == 60
+    settings = load_settings({**PRODUCTION, "LOYALTY_INBOX_STALE_AFTER_SECONDS": "5"})
+    assert settings.inbox_stale_after_seconds == 5
+    job = build_scheduler(settings, tick_minutes=5).get_job("inbox.sweep")
+    assert job.trigger.interval.total_seconds() == 5
+    with pytest.raises(ConfigurationError, match="LOYALTY_INBOX_STALE_AFTER_SECONDS must be greater than zero"):
+        load_settings({**PRODUCTION, "LOYALTY_INBOX_STALE_AFTER_SECONDS": "0"})
