@@ -1,4 +1,5 @@
-"""The program's rules (``campaigns/program.yaml``): earning, tiers, frequency cap, quiet hours.
+"""The program's rules (``campaigns/program.yaml``): earning, tiers, frequency cap, quiet hours,
+redemptions, and the brand every email wears (:mod:`campaigns.brand`).
 
 Pure decisions live here too: points for an order, the tier a spend qualifies for, the next
 moment outside quiet hours.
@@ -15,11 +16,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from campaigns import yaml_source
 from campaigns.brand import Brand
-
-from core import calendar
 from campaigns.loader import explain_validation_error
 from campaigns.schema import StrictModel
+from core import calendar
 from core.errors import DefinitionError
+
 
 def _sexagesimal(value: object) -> object:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
@@ -58,14 +59,14 @@ class TierRules(StrictModel):
     window_days: Annotated[int, Field(ge=1)] = 365
     levels: Annotated[list[TierLevel], Field(min_length=1)]
     downgrade_grace_days: Annotated[int, Field(ge=0)] = 30
+    # Removed (it was accepted and did nothing): named only to refuse it, with this sentence, at its line.
+    notify_downgrades: None = Field(None, exclude=True, repr=False)
 
-    @model_validator(mode="before")
+    @field_validator("notify_downgrades", mode="before")
     @classmethod
-    def _no_downgrade_notices(cls, data: object) -> object:
-        if isinstance(data, dict) and "notify_downgrades" in data:
-            raise ValueError("notify_downgrades was never acted on (no downgrade notice exists) and is no longer "
-                             "accepted; delete that line")
-        return data
+    def _no_downgrade_notices(cls, value: object) -> None:
+        raise ValueError("notify_downgrades was never acted on (there is no downgrade notice) and is no longer "
+                         "accepted; delete that line")
 
     @field_validator("qualification")
     @classmethod
