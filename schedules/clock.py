@@ -80,6 +80,12 @@ def enqueue_mailchimp_sync() -> None:
     sync_mailchimp_members.send()
 
 
+def enqueue_bounce_mailbox_read() -> None:
+    from workers.sync_actors import read_bounce_mailbox
+
+    read_bounce_mailbox.send()
+
+
 def enqueue_shop_poll() -> None:
     from workers.shop_sync import poll_shops
 
@@ -113,6 +119,9 @@ def build_scheduler(settings: Settings, *, tick_minutes: int, sweep_minutes: int
     if settings.mailchimp is not None:
         scheduler.add_job(enqueue_mailchimp_sync, IntervalTrigger(minutes=15, timezone=timezone.utc),
                           id="mailchimp.sync", replace_existing=True)
+    if settings.feedback.imap is not None:
+        scheduler.add_job(enqueue_bounce_mailbox_read, IntervalTrigger(minutes=5, timezone=timezone.utc),
+                          id="bounces.read_mailbox", replace_existing=True)
     if settings.shop.woocommerce is not None or settings.shop.prestashop is not None:
         scheduler.add_job(enqueue_shop_poll, IntervalTrigger(minutes=settings.shop.poll_minutes, timezone=timezone.utc),
                           id="shop.poll", replace_existing=True)

@@ -17,7 +17,7 @@ from campaigns.program import Program, load_program
 from campaigns.rendering import Renderer
 from core.settings import Settings, get_settings
 from models.db import engine_for, make_sessionmaker, migrate
-from workers.channels.email import SmtpEmailChannel
+from workers.channels.email import SmtpEmailChannel, return_path_for
 from workers.channels.outbox import OutboxEmailChannel, OutboxMailchimpChannel, OutboxSmsChannel
 from workers.rate_limit import (
     ConnectionSlots,
@@ -48,7 +48,8 @@ class Runtime:
 
     def email_channel(self):
         if self.settings.smtp is not None:
-            return SmtpEmailChannel(self.settings.smtp, self.settings.email_from)
+            return SmtpEmailChannel(self.settings.smtp, self.settings.email_from,
+                                    return_path=return_path_for(self.settings))
         return OutboxEmailChannel(self.settings.outbox_dir / "email")
 
     def sms_channel(self):
