@@ -14,7 +14,7 @@ h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 
 table { border-collapse: collapse; margin: .5em 0 1em; } td, th { padding: .25em .8em; border-bottom: 1px solid #eee; }
 th { text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .figures { display: flex; flex-wrap: wrap; gap: 1em; } .figure { background: #f5f7fa; padding: .8em 1.2em; border-radius: 6px; }
-.figure b { display: block; font-size: 1.5em; } svg text { font-size: 12px; fill: #222; }
+.figure b { display: block; font-size: 1.5em; } .warning { color: #8a1f11; } svg text { font-size: 12px; fill: #222; }
 """
 
 
@@ -66,6 +66,62 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
+def _interval(ci: list[float] | None) -> str:
+    return "-" if ci is None else f"{ci[0]:+.1f} to {ci[1]:+.1f} pp"
+
+
+def _variants_section(data: dict) -> str:
+    """Per A/B variant: sent, conversions, rate, uplift against the holdout and the difference with the
+    first variant, each with its interval; empty when no campaign tested variants in the period."""
+    tested = [c for c in data["campaigns"] if c.get("variants")]
+    if not tested:
+        return ""
+    test = data.get("variant_test", {})
+    level = f"{test.get('confidence', 0.95):.0%}"
+    rows = [[c["campaign"], v["variant"], v["sent"], v["converted"], _pct(v["conversion_rate"]),
+             "-" if v["uplift_pp"] is None else f"{v['uplift_pp']:+.1f}", _interval(v["uplift_ci_pp"]),
+             "-" if v.get("difference_pp") is None else f"{v['difference_pp']:+.1f} vs {v['compared_with']}",
+             _interval(v.get("difference_ci_pp"))]
+            for c in tested for v in c["variants"]]
+    return ("<h2>A/B variants</h2>" + bar_chart(
+        [(f"{c['campaign']}, {v['variant']}", round(v["conversion_rate"] * 100, 1))
+         for c in tested for v in c["variants"] if v["conversion_rate"] is not None], unit="%", decimals=1)
+        + _table(["campaign", "variant", "sent", "converted", "conversion rate", "uplift vs holdout (pp)",
+                  f"{level} interval", "vs first variant (pp)", f"{level} interval"], rows)
+        + f"<p>Intervals: {escape(test.get('interval', ''))}, {level}. An interval that contains 0 cannot tell the "
+          "two rates apart yet.</p>")
+
+
+def _samples_section(samples: list[dict]) -> str:
+    """Links to each campaign's message rendered for the sample member (files next to the page)."""
+    if not samples:
+        return ""
+    rows = "".join(
+        f"<tr><td>{escape(s['campaign'])}</td><td>{escape(s['variant'] or '-')}</td><td>{escape(s['locale'])}</td>"
+        f"<td>{escape(s['channel'])}</td><td><a href=\"{escape(s['href'])}\">{escape(s['title'] or s['href'])}</a>"
+        + (f" (<a href=\"{escape(s['text_href'])}\">text</a>)" if s.get("text_href") else "") + "</td></tr>"
+        for s in samples)
+    return ("<h2>Sample messages</h2><p>Each campaign's message as the sample member would get it, rendered to a "
+            "file next to this page.</p><table><thead><tr><th>campaign</th><th>variant</th><th>locale</th>"
+            f"<th>channel</th><th>message</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _feedback_section(data: dict) -> str:
+    """Bounce and complaint rates of each campaign's emails, with the warnings past 0.1% complaints."""
+    feedback = data.get("email_feedback") or {}
+    lines = feedback.get("campaigns") or []
+    if not lines and not feedback.get("untraced"):
+        return ""
+    warnings = "".join(f'<p class="warning"><b>Warning:</b> {escape(w)}</p>' for w in feedback.get("warnings", []))
+    untraced = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in (feedback.get("untraced") or {}).items())
+    return ("<h2>Email bounces and complaints</h2>" + warnings
+            + _table(["campaign", "emails sent", "bounced", "of which hard", "bounce rate", "complaints", "complaint rate"],
+                     [[c["campaign"], c["emails_sent"], c["bounced"], c["hard_bounced"], _pct(c["bounce_rate"]),
+                       c["complaints"], f"{c['complaint_rate'] * 100:.2f}%" if c["complaint_rate"] is not None else "-"]
+                      for c in lines])
+            + (f"<p>Not traced to an email: {escape(untraced)}.</p>" if untraced else ""))
+
+
 def render_report(data: dict) -> str:
     points, rates, campaigns = data["points"], data["rates"], data["campaigns"]
     worth = points.get("outstanding_value")
@@ -99,6 +155,9 @@ def render_report(data: dict) -> str:
                [[c["campaign"], c["planned"], c["sent"], c["skipped"], c["failed"], c["unknown"], c["held_out"],
                  c["pending"], c["converted"], _pct(c["conversion_rate"]), _pct(c["held_out_conversion_rate"]),
                  "-" if c["uplift_pp"] is None else f"{c['uplift_pp']:+.1f}"] for c in campaigns]),
+        _variants_section(data),
+        _feedback_section(data),
+        _samples_section(data.get("samples") or []),
         "<h2>Skipped, by reason</h2>" + _table(["campaign", "reason", "deliveries"],
                                                [[c["campaign"], reason, n] for c in campaigns
                                                 for reason, n in c["skipped_by_reason"].items()]),

@@ -13,6 +13,14 @@ Definitions, as the report prints them:
   members, after the moment they would have been sent it). *Uplift*: conversion rate of the sent
   minus that of the held out, in percentage points, only when both groups are non-empty.
   One-off sends by support are counted on a row of their own (``birthday (one-off)``).
+- per campaign, the bounce and complaint rates of its emails, with a warning past 0.1% complaints
+  (:mod:`services.deliverability`).
+- per A/B variant of a campaign (its scheduled deliveries that record a variant): sent,
+  conversions and conversion rate; *uplift* against the campaign's holdout (percentage points);
+  and the *difference* with the campaign's first variant (the YAML's order), each with a 95%
+  confidence interval, Newcombe's hybrid score interval for a difference of two proportions
+  (:mod:`services.proportions`). An interval that contains 0 means the data cannot tell the two
+  apart yet.
 """
 
 from __future__ import annotations
@@ -26,10 +34,15 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from core.calendar import iso_utc
+from services.deliverability import email_feedback_figures
 from models.delivery import Delivery, DeliveryState
 from models.member import Member
 from models.order import Order, OrderStatus
 from models.points import EntryKind, PointEntry
+from services.proportions import METHOD, difference_interval
+
+#: The confidence level of the report's intervals.
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -178,15 +191,72 @@ def _campaign_line(row: dict[str, Any], skipped: dict[str, int]) -> dict[str, An
     return line
 
 
+def variant_figures(session: Session, period: Period, conversion_days: int) -> dict[str, dict[str, dict[str, int]]]:
+    """{campaign: {variant: {"sent", "converted"}}} over the scheduled deliveries planned in the period."""
+    d, s = Delivery, DeliveryState
+    rows = session.execute(
+        select(
+            d.campaign, d.variant,
+            _sum(d.state == s.SENT).label("sent"),
+            _sum(and_(d.state == s.SENT, d.finished_at.is_not(None),
+                      _converted(session, d.finished_at, conversion_days))).label("converted"),
+        ).where(d.variant.is_not(None), ~d.occurrence_key.like("oneoff:%"), *period.where(d.planned_at))
+        .group_by(d.campaign, d.variant)
+    ).all()
+    figures: dict[str, dict[str, dict[str, int]]] = {}
+    for campaign, variant, sent, converted in rows:
+        figures.setdefault(campaign, {})[variant] = {"sent": int(sent), "converted": int(converted)}
+    return figures
+
+
+def variant_lines(line: dict[str, Any], variants: dict[str, dict[str, int]], order: list[str] | None = None,
+                  confidence: float = CONFIDENCE) -> list[dict[str, Any]]:
+    """A campaign's variants, in ``order`` (the YAML's) then by name: each one's rate, its uplift
+    against the holdout and its difference with the first variant, with confidence intervals."""
+    known = [name for name in (order or []) if name in variants]
+    names = known + sorted(name for name in variants if name not in known)
+    lines = []
+    held, held_converted = line["held_out"], line["held_out_converted"]
+    first = variants[names[0]] if names else None
+    for name in names:
+        figures = variants[name]
+        rate = _rate(figures["converted"], figures["sent"])
+        uplift = difference_interval(figures["converted"], figures["sent"], held_converted, held, confidence)
+        entry = {"variant": name, "sent": figures["sent"], "converted": figures["converted"], "conversion_rate": rate,
+                 "uplift_pp": _pp(uplift.difference) if uplift else None, "uplift_ci_pp": _ci(uplift)}
+        if name != names[0]:
+            versus = difference_interval(figures["converted"], figures["sent"], first["converted"], first["sent"],
+                                         confidence)
+            entry.update(compared_with=names[0], difference_pp=_pp(versus.difference) if versus else None,
+                         difference_ci_pp=_ci(versus), tells_apart=versus.tells_apart if versus else None)
+        lines.append(entry)
+    return lines
+
+
+def _pp(fraction: float) -> float:
+    return round(fraction * 100, 2)
+
+
+def _ci(result) -> list[float] | None:
+    return [_pp(result.low), _pp(result.high)] if result is not None else None
+
+
 def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
 def program_report(session: Session, period: Period, *, conversion_days: int = 7, top: int = 10,
-                   tier_order: list[str] | None = None) -> dict[str, Any]:
-    """Every figure of ``loyalty report``, as one JSON-ready dict."""
+                   tier_order: list[str] | None = None,
+                   variant_order: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Every figure of ``loyalty report``, as one JSON-ready dict (``variant_order``: each campaign's
+    variants in the YAML's order, the first being the one the others are compared with)."""
     points = points_figures(session, period)
     members = adoption(session, period)
+    campaigns = campaign_figures(session, period, conversion_days)
+    by_variant = variant_figures(session, period, conversion_days)
+    for line in campaigns:
+        if line["campaign"] in by_variant:
+            line["variants"] = variant_lines(line, by_variant[line["campaign"]], (variant_order or {}).get(line["campaign"]))
     return {
         "period": period.as_json(),
         "conversion_days": conversion_days,
@@ -199,5 +269,7 @@ def program_report(session: Session, period: Period, *, conversion_days: int = 7
         "points_by_source": points_by_source(session, period),
         "top_earners": top_earners(session, period, top),
         "members_by_tier": members_by_tier(session, tier_order),
-        "campaigns": campaign_figures(session, period, conversion_days),
+        "campaigns": campaigns,
+        "variant_test": {"interval": METHOD, "confidence": CONFIDENCE},
+        "email_feedback": email_feedback_figures(session, period),
     }

@@ -62,8 +62,11 @@ def report(start: str | None, end: str | None, conversion_days: int, top: int, a
     runtime = runtime_for_cli()
     program = getattr(runtime, "program", None)
     tiers = list(getattr(getattr(program, "tiers", None), "names", []) or [])
+    campaigns = getattr(getattr(runtime, "campaigns", None), "campaigns", {})
+    variant_order = {c.id: [v.name for v in c.experiment.variants] for c in campaigns.values() if c.experiment}
     with runtime.sessions() as session:
-        data = program_report(session, period, conversion_days=conversion_days, top=top, tier_order=tiers)
+        data = program_report(session, period, conversion_days=conversion_days, top=top, tier_order=tiers,
+                              variant_order=variant_order)
     data["period"]["words"] = period_words(first, last)
     points_rules = getattr(program, "points", None)
     if points_rules is not None:
@@ -73,6 +76,7 @@ def report(start: str | None, end: str | None, conversion_days: int, top: int, a
     if html_path is not None:
         from loyalty.report_html import render_report
 
+        data["samples"] = _samples_beside(html_path, runtime, list(campaigns.values()))
         try:
             html_path.write_text(render_report(data), encoding="utf-8")
         except OSError as exc:
@@ -83,6 +87,21 @@ def report(start: str | None, end: str | None, conversion_days: int, top: int, a
     _print_tables(data)
     if html_path is not None:
         console.print(f"The HTML page is in {html_path}.")
+
+
+def _samples_beside(html_path: Path, runtime, campaigns: list) -> list[dict]:
+    """Each campaign's message for the sample member, written next to the HTML page (in
+    ``<page>-samples/``), as the page links them (relative links: the folder travels with the page)."""
+    from loyalty.samples import campaign_samples
+
+    renderer, program = getattr(runtime, "renderer", None), getattr(runtime, "program", None)
+    if renderer is None or program is None or not campaigns:
+        return []
+    folder = html_path.parent / f"{html_path.stem}-samples"
+    copies = campaign_samples(sorted(campaigns, key=lambda c: c.id), renderer, program, folder)
+    return [{"campaign": c.campaign, "variant": c.variant, "locale": c.locale, "channel": c.channel, "title": c.title,
+             "href": f"{folder.name}/{c.path.name}", "text_href": f"{folder.name}/{c.text_path.name}" if c.text_path else None}
+            for c in copies]
 
 
 def percent(value: float | None) -> str:
@@ -150,3 +169,47 @@ def _print_campaigns(data: dict) -> None:
         conversions.add_row(c["campaign"], str(c["sent"]), str(c["converted"]), percent(c["conversion_rate"]),
                             str(c["held_out"]), str(c["held_out_converted"]), percent(c["held_out_conversion_rate"]), uplift)
     console.print(conversions)
+    _print_variants(data)
+    _print_email_feedback(data)
+
+
+def interval(ci: list[float] | None) -> str:
+    return "-" if ci is None else f"{ci[0]:+.1f} to {ci[1]:+.1f} pp"
+
+
+def _print_variants(data: dict) -> None:
+    tested = [c for c in data["campaigns"] if c.get("variants")]
+    if not tested:
+        return
+    test = data["variant_test"]
+    table = _table(f"A/B variants (an order within {data['conversion_days']} days)", "campaign", "variant", "sent",
+                   "converted", "rate", "uplift vs holdout", f"{test['confidence']:.0%} interval", "vs first variant",
+                   f"{test['confidence']:.0%} interval ", text=2)
+    for c in tested:
+        for v in c["variants"]:
+            uplift = "-" if v["uplift_pp"] is None else f"{v['uplift_pp']:+.1f} pp"
+            versus = "-" if v.get("difference_pp") is None else f"{v['difference_pp']:+.1f} pp vs {v['compared_with']}"
+            table.add_row(c["campaign"], v["variant"], str(v["sent"]), str(v["converted"]), percent(v["conversion_rate"]),
+                          uplift, interval(v["uplift_ci_pp"]), versus, interval(v.get("difference_ci_pp")))
+    console.print(table)
+    console.print(f"Intervals: {test['interval']}, {test['confidence']:.0%}; one that contains 0 cannot tell the "
+                  "two rates apart yet.", soft_wrap=True)
+
+
+def _print_email_feedback(data: dict) -> None:
+    """Bounce and complaint rates of each campaign's emails; a warning past 0.1% complaints."""
+    feedback = data.get("email_feedback") or {}
+    if not feedback.get("campaigns"):
+        return
+    if not any(c["bounced"] or c["complaints"] for c in feedback["campaigns"]):
+        console.print("Email bounces and complaints: none traced to this period's emails.")
+        return
+    table = _table("Email bounces and complaints", "campaign", "emails sent", "bounced", "of which hard",
+                   "bounce rate", "complaints", "complaint rate")
+    for c in feedback["campaigns"]:
+        rate = "-" if c["complaint_rate"] is None else f"{c['complaint_rate'] * 100:.2f}%"
+        table.add_row(c["campaign"], str(c["emails_sent"]), str(c["bounced"]), str(c["hard_bounced"]),
+                      percent(c["bounce_rate"]), str(c["complaints"]), rate)
+    console.print(table)
+    for warning in feedback.get("warnings", []):
+        console.print(f"warning: {warning}", soft_wrap=True)
