@@ -1,3 +1,3 @@
 """The CLI's commands, one module per audience; importing this package registers them all."""
 
-from loyalty.commands import campaigns, coupons, data, keys, mailchimp, ops, report, shop, simulate, support  # noqa: F401
+from loyalty.commands import bounces, campaigns, coupons, data, keys, mailchimp, ops, report, shop, simulate, support  # noqa: F401
