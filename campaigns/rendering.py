@@ -24,25 +24,28 @@ import functools
 import re
 import traceback
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import css_inline
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_decimal
-import css_inline
 from jinja2 import (
     Environment,
     FileSystemLoader,
     StrictUndefined,
+    Template,
     TemplateNotFound,
     TemplateSyntaxError,
     UndefinedError,
     pass_context,
 )
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from campaigns import brand as brand_rules
@@ -81,12 +84,12 @@ FORMAT_LOCALE = "_format_locale"
 
 
 @pass_context
-def _number(ctx, value: int | float | Decimal) -> str:
+def _number(ctx: Context, value: int | float | Decimal) -> str:
     return format_decimal(value, locale=_babel_locale(ctx[FORMAT_LOCALE]))
 
 
 @pass_context
-def _date(ctx, value: date | datetime, format: str = "long") -> str:
+def _date(ctx: Context, value: date | datetime, format: str = "long") -> str:
     if isinstance(value, datetime):
         return format_datetime(value, format=format, locale=_babel_locale(ctx[FORMAT_LOCALE]))
     if not isinstance(value, date):
@@ -95,20 +98,23 @@ def _date(ctx, value: date | datetime, format: str = "long") -> str:
 
 
 @pass_context
-def _money(ctx, value: int | float | Decimal, currency: str) -> str:
+def _money(ctx: Context, value: int | float | Decimal, currency: str) -> str:
     return format_currency(value, currency, locale=_babel_locale(ctx[FORMAT_LOCALE]))
 
 
-@pass_context
-def _tier_name(ctx, tier: str) -> str:
-    """``{{ member.tier | tier_name }}``: "Gold", "Or" (the program's ``title`` for the locale)."""
-    return brand_rules.tier_name(ctx.environment.loyalty_program, tier, ctx["locale"])
+def _tier_filters(program: Any) -> dict[str, Any]:
+    """``{{ member.tier | tier_name }}``: "Gold", "Or" (the program's ``title`` in the template's
+    locale); ``{{ member.tier | tier_benefits }}``: that tier's benefits, likewise."""
 
+    @pass_context
+    def tier_name(ctx: Context, tier: str) -> str:
+        return brand_rules.tier_name(program, tier, ctx["locale"])
 
-@pass_context
-def _tier_benefits(ctx, tier: str) -> str:
-    """``{{ member.tier | tier_benefits }}``: the program's benefits of that tier, in the locale."""
-    return brand_rules.tier_benefits(ctx.environment.loyalty_program, tier, ctx["locale"])
+    @pass_context
+    def tier_benefits(ctx: Context, tier: str) -> str:
+        return brand_rules.tier_benefits(program, tier, ctx["locale"])
+
+    return {"tier_name": tier_name, "tier_benefits": tier_benefits}
 
 
 #: The layout's stylesheet, inlined into every HTML template (``campaigns/templates/_layout/email.css``).
@@ -136,7 +142,7 @@ class InliningLoader(FileSystemLoader):
         self._css: str | None = None
         self.line_maps: dict[str, list[tuple[int, int]]] = {}  # filename → (inlined line, written line)
 
-    def get_source(self, environment: Environment, template: str):
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
         source, filename, uptodate = super().get_source(environment, template)
         if not template.endswith(".html.j2"):
             return source, filename, uptodate
@@ -218,7 +224,7 @@ def _misplaced_construct(inlined: str, count: int) -> int | None:
     if in_names:
         return min(in_names)
     in_text = [int(n) for n in _TOKEN_FOUND.findall(_TAG.sub("", inlined.replace("<!--", "").replace("-->", "")))]
-    return next((a for a, b in zip(in_text, in_text[1:]) if a > b), None)
+    return next((a for a, b in zip(in_text, in_text[1:], strict=False) if a > b), None)
 
 
 _ASCII_WHITESPACE = re.compile(r"[ \t\r\n\f\v]+")
@@ -278,10 +284,8 @@ class Renderer:
             autoescape=lambda name: bool(name) and name.endswith((".html", ".html.j2")),
             keep_trailing_newline=True,
         )
-        self.env.filters.update(number=_number, date=_date, money=_money, tier_name=_tier_name,
-                                tier_benefits=_tier_benefits)
+        self.env.filters.update(number=_number, date=_date, money=_money, **_tier_filters(program))
         self.env.globals.update(brand_rules.template_globals(program))
-        self.env.loyalty_program = program  # for the tier filters; not a template variable
 
     def choose_locale(self, campaign: CampaignBase, member_locale: str | None) -> str:
         """The member's locale if the campaign has it, else its language, else the campaign's default."""
@@ -309,7 +313,9 @@ class Renderer:
         return self._subject(campaign, locale, _with_locales(context, locale, member_locale))
 
     def _subject(self, campaign: CampaignBase, locale: str, context: dict[str, Any]) -> str:
-        source = campaign.messages.email.subject[locale]
+        email = campaign.messages.email
+        assert email is not None, "the schema guarantees an email section for an email channel"
+        source = email.subject[locale]
         return one_line(self._render_string(source, context, f"{campaign.id} email subject ({locale})"))
 
     def render_template(self, locale: str, relative: str, context: dict[str, Any], *,
@@ -353,11 +359,11 @@ class Renderer:
                 raise _failed(shown, None, exc, compiling=True) from None
         return self._render(template, context, shown)
 
-    def _line(self, exc: BaseException, template) -> int | None:
+    def _line(self, exc: BaseException, template: Template) -> int | None:
         """The line of the template as written (an HTML template's CSS was inlined when loaded)."""
         return self.loader.written_line(template.filename or "", _template_line(exc, template))
 
-    def _render(self, template, context: dict[str, Any], shown: str) -> str:
+    def _render(self, template: Template, context: dict[str, Any], shown: str) -> str:
         try:
             return template.render(context)
         except SecurityError as exc:
@@ -365,7 +371,7 @@ class Renderer:
         except UndefinedError as exc:
             message = getattr(exc, "message", None) or str(exc)
             raise RenderError(shown, self._line(exc, template), f"{message}; define it or remove it from the template") from None
-        except Exception as exc:  # noqa: BLE001: any failure of a template is the template's, reported as such
+        except Exception as exc:  # noqa: BLE001 (any failure of a template is the template's, reported as such)
             raise _failed(shown, self._line(exc, template), exc) from None
 
 
@@ -387,7 +393,7 @@ def _failed(shown: str, line: int | None, exc: Exception, *, compiling: bool = F
     return RenderError(shown, line, problem, kind=f"the template failed ({kind})")
 
 
-def _template_line(exc: BaseException, template) -> int | None:
+def _template_line(exc: BaseException, template: Template) -> int | None:
     """The template line where rendering failed (Jinja rewrites tracebacks to point at templates)."""
     filename = template.filename or "<template>"
     line = None
