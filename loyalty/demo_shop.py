@@ -64,8 +64,8 @@ def _support(module: str):
     try:
         return importlib.import_module(f"loyalty.standins.{module}")
     except ImportError as error:
-        raise InputError(f"--shop needs the test extras, and {error.name} is not installed; install them with "
-                         "pip install -e '.[test]' (make demo does).") from None
+        raise InputError(f"--shop needs {error.name}, which is not installed; install the package's dependencies "
+                         "again with pip install -e . (make demo does).") from None
 
 
 class ShopifyPlay:
