@@ -36,6 +36,7 @@ from ``planned``, guarded by that state, so a row another worker has claimed mea
 from __future__ import annotations
 
 import traceback
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -44,7 +45,10 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.orm import defer
+from sqlalchemy.orm.attributes import set_committed_value
 
+from campaigns.template_fields import member_fields
 from models import ledger
 from models.base import utcnow
 from models.delivery import Delivery, DeliveryState, Reason
@@ -125,7 +129,12 @@ def _compose_chunk(runtime: Runtime, ids: list[int], as_of: datetime, report: De
         if not due:
             return []
         member_ids = {d.member_id for d in due}
-        members = {m.id: m for m in session.scalars(select(Member).where(Member.id.in_(member_ids)))}
+        unread = _unread_member_fields(runtime, due)
+        members = {m.id: m for m in session.scalars(
+            select(Member).where(Member.id.in_(member_ids)).options(*(defer(getattr(Member, f)) for f in unread)))}
+        for member in members.values():  # names no template of the chunk reads: never read, never decrypted
+            for name in unread & NAMES:
+                set_committed_value(member, name, None)
         balances = ledger.balances(session, member_ids)
         on_mailchimp = [members[d.member_id] for d in due if d.channel == "mailchimp"]
         fields = merge_fields(session, on_mailchimp, as_of) if on_mailchimp else {}
@@ -136,6 +145,51 @@ def _compose_chunk(runtime: Runtime, ids: list[int], as_of: datetime, report: De
                           as_of, balance=balances.get(delivery.member_id, 0), merge_fields=fields))
             for delivery in due
         ]
+
+
+NAMES = frozenset({"first_name", "last_name"})
+_names_used: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # renderer -> {(campaign, channel): bool}
+
+
+def _unread_member_fields(runtime: Runtime, due: list[Delivery]) -> frozenset[str]:
+    """The personal fields (encrypted at rest) the chunk's messages do not need: the phone without
+    an SMS, the email without an email or Mailchimp message, the names when no template of the
+    chunk's campaigns and channels can reach them (``campaigns.template_fields``)."""
+    channels = {d.channel for d in due}
+    unread = set()
+    if "sms" not in channels:
+        unread.add("phone")
+    if not channels & {"email", "mailchimp"}:
+        unread.add("email")
+    if not any(_uses_names(runtime, d.campaign, d.channel) for d in due):
+        unread |= NAMES
+    return frozenset(unread)
+
+
+def _uses_names(runtime: Runtime, campaign_id: str, channel: str | None) -> bool:
+    """Whether the campaign's templates on that channel (every locale) may read a member's name;
+    True when it cannot be told (Mailchimp's merge fields, an A/B experiment's templates)."""
+    cache = _names_used.setdefault(runtime.renderer, {})
+    known = cache.get((campaign_id, channel))
+    if known is None:
+        known = cache[(campaign_id, channel)] = _templates_use_names(runtime, campaign_id, channel)
+    return known
+
+
+def _templates_use_names(runtime: Runtime, campaign_id: str, channel: str | None) -> bool:
+    campaign = runtime.campaigns.campaigns.get(campaign_id)
+    if campaign is None or getattr(campaign, "experiment", None) is not None:
+        return True
+    messages = campaign.messages
+    if channel == "email" and messages.email is not None:
+        names = [f"{locale}/{path}" for locale in campaign.locales for path in (messages.email.text, messages.email.html)]
+        sources = list(messages.email.subject.values())
+    elif channel == "sms" and messages.sms is not None:
+        names, sources = [f"{locale}/{messages.sms.text}" for locale in campaign.locales], []
+    else:
+        return True
+    fields = member_fields(runtime.renderer.env, names, sources)
+    return fields is None or bool(fields & NAMES)
 
 
 def _send(runtime: Runtime, link: Link, delivery: Delivery, message: Message, as_of: datetime,
