@@ -15,7 +15,7 @@ import sys
 from datetime import datetime
 
 import click
-from rich.console import Console, ConsoleOptions, RenderableType, RenderHook, RenderResult
+from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderableType, RenderHook, RenderResult
 from rich.markup import escape
 from rich.segment import Segment
 from sqlalchemy.exc import OperationalError
@@ -53,7 +53,7 @@ class _Stripped:
 
 
 class _StripControl(RenderHook):
-    def process_renderables(self, renderables: list[RenderableType]) -> list[RenderableType]:
+    def process_renderables(self, renderables: list[ConsoleRenderable]) -> list[ConsoleRenderable]:
         return [_Stripped(renderable) for renderable in renderables]
 
 

@@ -40,7 +40,7 @@ def _error(status: int, sentence: str) -> JSONResponse:
 
 @dataclass
 class Bank:
-    """What a redemption needs (duck-typed like the workers' runtime)."""
+    """What a redemption needs (``workers.redemptions.RedemptionRuntime``, as the workers' runtime has)."""
 
     settings: Settings
     sessions: sessionmaker[Session]
@@ -68,7 +68,7 @@ def member_summary(session: Session, program: Program, external_id: str, now: da
 
 def member_routes(settings: Settings, sessions: sessionmaker[Session]) -> list[Route]:
     keys = settings.shop.api_keys
-    state: dict = {}
+    state: dict[str, Bank] = {}
 
     def bank() -> Bank:
         if "bank" not in state:
@@ -119,8 +119,8 @@ def member_routes(settings: Settings, sessions: sessionmaker[Session]) -> list[R
 
         try:
             answer = await run_in_threadpool(work)
-        except RedemptionRefused as refusal:
-            return _error(refusal.status, refusal.sentence)
+        except RedemptionRefused as error:
+            return _error(error.status, error.sentence)
         return JSONResponse(answer, status_code=201)
 
     return [

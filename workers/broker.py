@@ -17,7 +17,8 @@ from core.settings import Settings
 
 
 def redis_client(url: str) -> redis.Redis:
-    options: dict[str, Any] = {"socket_timeout": 30, "socket_connect_timeout": 10, "health_check_interval": 30, "retry_on_timeout": True}
+    options: dict[str, Any] = {"socket_timeout": 30, "socket_connect_timeout": 10, "health_check_interval": 30,
+                               "retry_on_timeout": True}
     if url.startswith("rediss://"):
         options["ssl_cert_reqs"] = None  # Heroku Redis: self-signed certificate, TLS still encrypts
     return redis.Redis.from_url(url, **options)

@@ -27,7 +27,8 @@ from workers.runtime import get_runtime
 log = structlog.get_logger("loyalty.events")
 
 EVENT_QUEUE = "events"
-_options: dict[str, Any] = {"broker": _placeholder, "queue_name": EVENT_QUEUE, "max_retries": 10, "min_backoff": 1_000, "max_backoff": 60_000}
+_options: dict[str, Any] = {"broker": _placeholder, "queue_name": EVENT_QUEUE, "max_retries": 10, "min_backoff": 1_000,
+                           "max_backoff": 60_000}
 
 
 def _apply(kind: str, event: str, fields: dict[str, Any]) -> None:

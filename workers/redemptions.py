@@ -19,12 +19,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from campaigns.program import Program
+from core.settings import Settings
 from models import ledger
 from models.base import utcnow
 from models.coupons import Coupon, CouponState, Redemption, RedemptionState
@@ -32,7 +34,6 @@ from models.db import transaction
 from models.member import Member
 from models.points import EntryKind, PointEntry
 from workers.coupons import Offer, create_in_shop
-from workers.runtime import Runtime
 from workers.shop_api.discounts import DiscountShop, NotShopCustomer, shop_for
 
 log = structlog.get_logger("loyalty.redemptions")
@@ -40,6 +41,19 @@ log = structlog.get_logger("loyalty.redemptions")
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud at a till
 PENDING_AFTER = timedelta(minutes=5)  # a pending redemption older than this was left by a crash
 CENT = Decimal("0.01")
+
+
+class RedemptionRuntime(Protocol):
+    """What a redemption needs: the workers' ``Runtime`` has it, and so has the member API's ``Bank``."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def sessions(self) -> sessionmaker[Session]: ...
+
+    @property
+    def program(self) -> Program: ...
 
 
 class RedemptionRefused(Exception):
@@ -81,7 +95,7 @@ def _debit_key(row: Redemption) -> str:
     return f"redemption:{row.id}:{row.attempt}"
 
 
-def _take(session: Session, runtime: Runtime, member: Member, points: int, key: str, now: datetime) -> tuple[Redemption, bool]:
+def _take(session: Session, runtime: RedemptionRuntime, member: Member, points: int, key: str, now: datetime) -> tuple[Redemption, bool]:
     """The key's redemption, its points taken (in the caller's transaction); True when it is settled."""
     program = runtime.program
     row = session.scalar(select(Redemption).where(Redemption.member_id == member.id,
@@ -119,7 +133,7 @@ def _take(session: Session, runtime: Runtime, member: Member, points: int, key: 
     return row, False
 
 
-def redeem(runtime: Runtime, shop: DiscountShop | None, external_id: str, points: Any, key: Any,
+def redeem(runtime: RedemptionRuntime, shop: DiscountShop | None, external_id: str, points: Any, key: Any,
            now: datetime | None = None) -> Answer:
     """Turn ``points`` of the member ``external_id`` into a code; :class:`RedemptionRefused` when not."""
     now = now or utcnow()
@@ -142,7 +156,7 @@ def redeem(runtime: Runtime, shop: DiscountShop | None, external_id: str, points
     return _settle(runtime, shop, row_id, offer, now)
 
 
-def _settle(runtime: Runtime, shop: DiscountShop | None, row_id: int, offer: Offer, now: datetime) -> Answer:
+def _settle(runtime: RedemptionRuntime, shop: DiscountShop | None, row_id: int, offer: Offer, now: datetime) -> Answer:
     problem = create_in_shop(runtime.sessions, shop, offer, now)
     with transaction(runtime.sessions) as session:
         row = session.scalar(select(Redemption).where(Redemption.id == row_id).with_for_update())
@@ -176,7 +190,7 @@ def _give_back(session: Session, row: Redemption, problem: str) -> None:
     log.info("redemption.given_back", redemption_id=row.id, points=row.points, reason=problem[:200])
 
 
-def finish_pending(runtime: Runtime, shop: DiscountShop | None = None, *, older_than: timedelta = PENDING_AFTER,
+def finish_pending(runtime: RedemptionRuntime, shop: DiscountShop | None = None, *, older_than: timedelta = PENDING_AFTER,
                    now: datetime | None = None) -> dict[str, int]:
     """Settle the redemptions a crash left ``pending``: their code made in the shop, or their points back."""
     now = now or utcnow()

@@ -40,14 +40,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVarTuple, Unpack, cast
 
 import dramatiq
 import structlog
-from sqlalchemy import String, and_, exists, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, String, Table, and_, exists, func, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from core.settings import Settings
 from models.base import utcnow
 from models.db import only_one, transaction
 from models.inbox import ShopVersion
@@ -57,8 +58,13 @@ from models.points import PointEntry
 from models.shop_customers import ShopCustomer, ShopCustomerState
 from workers.actors import CAMPAIGN_QUEUE, _placeholder
 from workers.channels.mailchimp_fields import merge_fields
-from workers.runtime import get_runtime
+from workers.runtime import Runtime, get_runtime
 from workers.shop_api.http import ShopApiError
+from workers.shop_api.shopify import ShopifyClient
+from workers.shop_api.woocommerce import WooCommerceClient
+
+if TYPE_CHECKING:
+    from workers.shop_sync import ShopClient
 
 log = structlog.get_logger("loyalty.shop_loyalty")
 
@@ -130,10 +136,11 @@ class ShopLoyaltyError(Exception):
 # -- the facts and their digest (pure once read) ----------------------------------------------------
 def facts_of(session: Session, members: Sequence[Member], now: datetime, value_per_point: Decimal) -> dict[int, Facts]:
     fields = merge_fields(session, members, now)  # tier, balance, next expiry: as Mailchimp gets them
+    # merge_fields' values are typed object: POINTS and EXPPOINTS are ints there
     return {member_id: Facts(
-        tier=str(f["TIER"]), points=int(f["POINTS"]),
-        points_value=str((Decimal(int(f["POINTS"])) * value_per_point).quantize(Decimal("0.01"))),
-        next_expiry_points=int(f["EXPPOINTS"]), next_expiry_date=str(f["EXPDATE"]))
+        tier=str(f["TIER"]), points=int(cast(int, f["POINTS"])),
+        points_value=str((Decimal(int(cast(int, f["POINTS"]))) * value_per_point).quantize(Decimal("0.01"))),
+        next_expiry_points=int(cast(int, f["EXPPOINTS"])), next_expiry_date=str(f["EXPDATE"]))
         for member_id, f in fields.items()}
 
 
@@ -176,11 +183,15 @@ def shopify_document(batch: Sequence[Target], tiers: Sequence[str]) -> Document:
     """The aliased mutations for up to 25 members: metafieldsSet per 25 metafields (a member's never
     split), one metafieldsDelete of the expiry dates that are gone, tagsAdd and tagsRemove where the
     tier differs from the tag the shop has."""
-    declarations, selections, variables, covers = [], [], {}, {}
+    declarations: list[str] = []
+    selections: list[str] = []
+    variables: dict[str, Any] = {}
+    covers: dict[str, list[int]] = {}
     errors = "userErrors { field message code }"  # MetafieldsSetUserError; the others' UserError has no code
     plain = "userErrors { field message }"
 
-    def add(alias: str, mutation: str, arguments: dict[str, tuple[str, Any]], selection: str, indices: list[int]):
+    def add(alias: str, mutation: str, arguments: dict[str, tuple[str, Any]], selection: str,
+            indices: list[int]) -> None:
         for name, (kind, value) in arguments.items():
             declarations.append(f"${alias}_{name}: {kind}")
             variables[f"{alias}_{name}"] = value
@@ -235,7 +246,7 @@ class ShopifyWriter:
     platform = "shopify"
     batch_size = SHOPIFY_MEMBERS_PER_REQUEST
 
-    def __init__(self, client, tiers: Sequence[str]):
+    def __init__(self, client: ShopifyClient, tiers: Sequence[str]):
         self.client, self.tiers = client, list(tiers)
 
     def write(self, batch: list[Target]) -> Outcome:
@@ -259,7 +270,7 @@ class ShopifyWriter:
         raise ShopApiError(f"Shopify throttled the loyalty fields {MAX_THROTTLED} times in a row; the next sync "
                            "sends them again.")
 
-    def _sort(self, batch: list[Target], document: Document, data: dict, outcome: Outcome) -> Outcome:
+    def _sort(self, batch: list[Target], document: Document, data: dict[str, Any], outcome: Outcome) -> Outcome:
         """Per member: written, refused (a userError names it), or not written (its metafieldsSet call
         was refused for a neighbour's value: atomic), from each alias's answer."""
         refused: dict[int, str] = {}
@@ -301,7 +312,7 @@ class WooCommerceWriter:
     platform = "woocommerce"
     batch_size = WOOCOMMERCE_BATCH
 
-    def __init__(self, client, tiers: Sequence[str]):
+    def __init__(self, client: WooCommerceClient, tiers: Sequence[str]):
         self.client = client
 
     def write(self, batch: list[Target]) -> Outcome:
@@ -328,22 +339,31 @@ class WooCommerceWriter:
         return outcome  # members missing from the answer stay for the next run
 
 
-WRITERS = {"shopify": ShopifyWriter, "woocommerce": WooCommerceWriter}
+
+def writer_for(platform: str, client: ShopClient, tiers: Sequence[str]) -> ShopifyWriter | WooCommerceWriter:
+    if isinstance(client, ShopifyClient):
+        return ShopifyWriter(client, tiers)
+    if isinstance(client, WooCommerceClient):
+        return WooCommerceWriter(client, tiers)
+    raise ShopLoyaltyError(f"{platform}'s customers cannot carry the tier; the loyalty fields are written to "
+                           f"{' and '.join(PLATFORMS)} only.")
+
+
 WRITE_ACCESS = {"shopify": "SHOPIFY_ADMIN_TOKEN (an Admin API access token with write_customers)",
                 "woocommerce": "WOOCOMMERCE_CONSUMER_KEY and WOOCOMMERCE_CONSUMER_SECRET (a REST API key with "
                                "Read/Write access)"}
 
 
 # -- the sync ---------------------------------------------------------------------------------------
-def configured(settings) -> list[str]:
+def configured(settings: Settings) -> list[str]:
     return [p for p in PLATFORMS if getattr(settings.shop, p) is not None]
 
 
-def _in_shop(platform: str):
+def _in_shop(platform: str) -> ColumnElement[bool]:
     return exists().where(ShopVersion.resource == literal(f"{platform}:customer:", String) + Member.external_id)
 
 
-def _candidates(platform: str):
+def _candidates(platform: str) -> ColumnElement[bool]:
     row = ShopCustomer
     changed = or_(
         row.member_id.is_(None),
@@ -353,12 +373,15 @@ def _candidates(platform: str):
     return and_(Member.erased_at.is_(None), _in_shop(platform), changed)
 
 
-def _joined(platform: str, *columns):
-    return (select(*columns).select_from(Member)
+_Columns = TypeVarTuple("_Columns")
+
+
+def _joined(platform: str, query: Select[Unpack[_Columns]]) -> Select[Unpack[_Columns]]:
+    return (query.select_from(Member)
             .outerjoin(ShopCustomer, and_(ShopCustomer.member_id == Member.id, ShopCustomer.platform == platform)))
 
 
-def sync_shops(runtime, platforms: Sequence[str] | None = None, *, progress: Progress | None = None,
+def sync_shops(runtime: Runtime, platforms: Sequence[str] | None = None, *, progress: Progress | None = None,
                **api: Any) -> SyncReport:
     """Write each configured shop's changed members (see the module doc); ``api``: the clients' options
     (``waits``, ``sleep``)."""
@@ -377,22 +400,22 @@ def sync_shops(runtime, platforms: Sequence[str] | None = None, *, progress: Pro
     return report
 
 
-def _sync_platform(runtime, platform: str, progress: Progress | None, api: dict[str, Any]) -> PlatformReport:
+def _sync_platform(runtime: Runtime, platform: str, progress: Progress | None, api: dict[str, Any]) -> PlatformReport:
     from workers.shop_sync import open_client
 
     report = PlatformReport(platform)
     started = utcnow()
     synced_at = started - OVERLAP
     with runtime.sessions() as session:
-        report.candidates = session.scalar(_joined(platform, func.count()).where(_candidates(platform)))
+        report.candidates = session.scalar(_joined(platform, select(func.count())).where(_candidates(platform))) or 0
         report.not_in_shop = session.scalar(select(func.count()).select_from(Member).where(
-            Member.erased_at.is_(None), ~_in_shop(platform)))
+            Member.erased_at.is_(None), ~_in_shop(platform))) or 0
     if report.candidates == 0:
         _log(report)
         return report
     client = open_client(runtime.settings, platform, **api)
     client.api.setting = WRITE_ACCESS[platform]  # what a refused key lacks here is the right to write
-    writer = WRITERS[platform](client, runtime.program.tiers.names)
+    writer = writer_for(platform, client, runtime.program.tiers.names)
     done = 0
     try:
         for chunk, unchanged in _chunks(_targets(runtime, platform, started, synced_at, report), writer.batch_size):
@@ -427,7 +450,7 @@ def _chunks(pages: Iterator[tuple[list[Target], int]], size: int) -> Iterator[tu
         yield pending, 0
 
 
-def _targets(runtime, platform: str, started: datetime, synced_at: datetime,
+def _targets(runtime: Runtime, platform: str, started: datetime, synced_at: datetime,
              report: PlatformReport) -> Iterator[tuple[list[Target], int]]:
     """Pages of changed members as targets, with how many were unchanged (those only get their sync
     time moved on)."""
@@ -436,7 +459,7 @@ def _targets(runtime, platform: str, started: datetime, synced_at: datetime,
     while True:
         with transaction(runtime.sessions) as session:
             rows = session.execute(
-                _joined(platform, Member, ShopCustomer.digest, ShopCustomer.tier)
+                _joined(platform, select(Member, ShopCustomer.digest, ShopCustomer.tier))
                 .where(_candidates(platform), Member.id > last_id).order_by(Member.id).limit(PAGE)).all()
             if not rows:
                 break
@@ -453,13 +476,14 @@ def _targets(runtime, platform: str, started: datetime, synced_at: datetime,
                 else:
                     batch.append(Target(member.id, member.external_id, facts[member.id], key, shop_tier))
             if unchanged:
-                session.execute(ShopCustomer.__table__.update().values(synced_at=synced_at).where(
+                table = cast(Table, ShopCustomer.__table__)  # a mapped class's __table__ is typed FromClause
+                session.execute(table.update().values(synced_at=synced_at).where(
                     ShopCustomer.platform == platform, ShopCustomer.member_id.in_(unchanged)))
         report.unchanged += len(unchanged)
         yield batch, len(unchanged)
 
 
-def _record(runtime, platform: str, outcome: Outcome, chunk: list[Target], synced_at: datetime,
+def _record(runtime: Runtime, platform: str, outcome: Outcome, chunk: list[Target], synced_at: datetime,
             report: PlatformReport) -> int:
     report.calls += outcome.calls
     rows = [{"platform": platform, "member_id": t.member_id, "digest": t.digest, "tier": t.facts.tier,
@@ -501,4 +525,4 @@ def sync_shop_customers() -> None:
         log.info("shop_loyalty.sync_skipped", reason="another sync is running")
 
 
-ACTORS = [sync_shop_customers]
+ACTORS: list[dramatiq.Actor[Any, Any]] = [sync_shop_customers]

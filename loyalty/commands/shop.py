@@ -8,6 +8,7 @@ never the payload; ``inbox retry ID`` puts a rejected or waiting entry back and 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 from rich.table import Table
@@ -37,9 +38,10 @@ def inbox(ctx: click.Context, state: str | None, limit: int, as_json: bool) -> N
 
     runtime = runtime_for_cli()
     with runtime.sessions() as session:
-        rows = [{"id": e.id, "received_at": e.received_at.isoformat(), "platform": e.platform, "topic": e.topic,
-                 "state": e.state, "reason": e.reason, "member": e.member_ref, "attempts": e.attempts}
-                for e in listing(session, state, limit)]
+        rows: list[dict[str, Any]] = [
+            {"id": e.id, "received_at": e.received_at.isoformat(), "platform": e.platform, "topic": e.topic,
+             "state": e.state, "reason": e.reason, "member": e.member_ref, "attempts": e.attempts}
+            for e in listing(session, state, limit)]
     if as_json:
         for row in rows:
             _echo_json(row)
@@ -182,7 +184,7 @@ def shop_backfill(platform: str, since: str | None, page_size: int) -> None:
 
     Example: loyalty shop backfill woocommerce --since 2026-01-01
     """
-    from rich.progress import BarColumn, Progress, TextColumn
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
     from loyalty.cli import errors
     from workers.runtime import set_runtime
@@ -193,7 +195,7 @@ def shop_backfill(platform: str, since: str | None, page_size: int) -> None:
     set_runtime(runtime)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} read"),
                   console=errors, transient=True) as progress:
-        tasks: dict[str, object] = {}
+        tasks: dict[str, TaskID] = {}
 
         def show(resource: str, done: int, total: int | None) -> None:
             if resource not in tasks:
@@ -218,7 +220,7 @@ def shop_sync(platform: str | None) -> None:
     """
     import sys
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
     from loyalty.cli import errors
     from workers.shop_loyalty import ShopLoyaltyError, configured, sync_shops
@@ -230,7 +232,7 @@ def shop_sync(platform: str | None) -> None:
                          "\"Catching up\") and sync again.")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=errors,
                   transient=True) as progress:
-        tasks: dict[str, object] = {}
+        tasks: dict[str, TaskID] = {}
 
         def show(name: str, done: int, total: int) -> None:
             if name not in tasks:
