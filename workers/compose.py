@@ -40,6 +40,7 @@ from campaigns.kinds_api import SendCheck
 from campaigns.rendering import RenderError
 from campaigns.schema import CampaignBase
 from campaigns.sms_segments import measure
+from campaigns.variants import as_variant
 from core import calendar
 from core.tokens import unsubscribe_url
 from models import ledger
@@ -76,8 +77,9 @@ class Message:
 
 def message_campaign(campaign: CampaignBase, delivery: Delivery) -> CampaignBase:
     """The campaign whose messages are rendered for ``delivery``: the one place an A/B variant
-    replaces the subject or templates (the campaign itself when it has no experiment)."""
-    return campaign
+    replaces the subject or templates (the campaign itself when it has no experiment, or when the
+    delivery's variant is no longer one of its variants)."""
+    return as_variant(campaign, delivery.variant)
 
 
 def is_deliberate(delivery: Delivery) -> bool:
@@ -120,29 +122,34 @@ def compose(runtime: Runtime, session: Session, campaign: CampaignBase | None, m
     locale = runtime.renderer.choose_locale(shown, member.locale)
     coupon = context.get("coupon") or {}
     code = coupon.get("code")
-    spec = {"channel": channel, "locale": locale, "reward_points": delivery.reward_points, "coupon_code": code,
-            "offer": _offer(runtime, campaign, member, coupon) if code else None}
+    offer = _offer(runtime, campaign, member, coupon) if code else None
+
+    def message(outgoing: Outgoing) -> Message:
+        return Message(channel, locale, outgoing, reward_points=delivery.reward_points, coupon_code=code, offer=offer)
+
+    messages = shown.messages  # a listed channel has its section (the model checks it)
     try:
         if channel == "sms":
             if not member.phone:
                 return Skip(Reason.NO_USABLE_ADDRESS)
             body = runtime.renderer.render_sms(shown, locale, context, member_locale=member.locale)
-            length, cap = measure(body), shown.messages.sms.max_segments
+            assert messages.sms is not None
+            length, cap = measure(body), messages.sms.max_segments
             if length.segments > cap:  # refused rather than paid for or cut (a coupon code could be lost)
                 return Skip(Reason.SMS_TOO_LONG, DeliveryState.FAILED, f"{length}, more than max_segments {cap}")
-            return Message(outgoing=OutgoingSms(delivery.occurrence_key, member.phone, body), **spec)
+            return message(OutgoingSms(delivery.occurrence_key, member.phone, body))
         if not member.email:
             return Skip(Reason.NO_USABLE_ADDRESS)
         if channel == "mailchimp":
-            step = shown.messages.mailchimp
+            step = messages.mailchimp
+            assert step is not None
             properties = runtime.renderer.render_properties(shown, locale, step.properties, context,
                                                             member_locale=member.locale)
             fields = (merge_fields or {}).get(member.id)
             if fields is None:
                 fields = mailchimp_merge_fields(session, [member], at)[member.id]
-            outgoing: Outgoing = OutgoingMailchimp(delivery.occurrence_key, member.email, tuple(step.tags), step.event,
-                                                   properties, fields)
-            return Message(outgoing=outgoing, **spec)
+            return message(OutgoingMailchimp(delivery.occurrence_key, member.email, tuple(step.tags), step.event,
+                                             properties, fields))
         rendered = runtime.renderer.render_email(shown, locale, context, member_locale=member.locale)
     except RenderError as exc:  # its summary names the template and line, never a value it was given
         return Skip(Reason.TEMPLATE_ERROR, DeliveryState.FAILED, exc.summary[:500])
@@ -150,7 +157,7 @@ def compose(runtime: Runtime, session: Session, campaign: CampaignBase | None, m
         occurrence_key=delivery.occurrence_key, to=member.email, sender=settings.email_from,
         subject=rendered.subject, text=rendered.text, html=rendered.html, unsubscribe_url=link,
     )
-    return Message(outgoing=email, **spec)
+    return message(email)
 
 
 def _offer(runtime: Runtime, campaign: CampaignBase, member: Member, coupon: dict[str, Any]) -> Offer | None:
@@ -178,6 +185,7 @@ class Rendered:
     reason: str | None = None
     detail: str | None = None
     coupon_code: str | None = None
+    html: str | None = None  # an email's HTML part (preview writes it to a file)
 
 
 def describe(composed: Message | Skip, channel: str, locale: str) -> Rendered:
@@ -194,7 +202,8 @@ def describe(composed: Message | Skip, channel: str, locale: str) -> Rendered:
         properties = ", ".join(f"{k}={v}" for k, v in sorted(message.properties.items()))
         text = f"Mailchimp step: {'; '.join(step)}" + (f"; properties: {properties}" if properties else "")
         return Rendered(channel, composed.locale, None, text, coupon_code=composed.coupon_code)
-    return Rendered(channel, composed.locale, message.subject, message.text, coupon_code=composed.coupon_code)
+    return Rendered(channel, composed.locale, message.subject, message.text, coupon_code=composed.coupon_code,
+                    html=message.html)
 
 
 def render_for(runtime: Runtime, session: Session, campaign: CampaignBase, member: Member, delivery: Delivery,
@@ -220,7 +229,8 @@ def expected_outcomes(runtime: Runtime, session: Session, campaign: CampaignBase
     ids = {r["member_id"] for r in texts}
     members = {m.id: m for m in session.scalars(select(Member).where(Member.id.in_(ids)))}
     balances = ledger.balances(session, ids)
-    fields = ("occurrence_key", "campaign", "member_id", "channel", "reward_points", "occurrence_date", "payload")
+    fields = ("occurrence_key", "campaign", "member_id", "channel", "reward_points", "occurrence_date", "payload",
+              "variant")
     for row in texts:
         delivery = Delivery(**{name: row[name] for name in fields if name in row})
         rendered = render_for(runtime, session, campaign, members[row["member_id"]], delivery, at,

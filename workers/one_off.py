@@ -27,16 +27,17 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from core import calendar
 from campaigns.eligibility import choose_channel
 from campaigns.kinds import kind_of
+from campaigns.variants import variant_name, variant_reward
+from core import calendar
 from core.errors import InputError
 from models.audit import AuditAction, AuditEntry
 from models.base import utcnow
 from models.db import transaction
 from models.delivery import Delivery, DeliveryState, Reason
-from services.history import get_member
 from models.member import Member
+from services.history import get_member
 from workers.compose import Rendered, expected_outcomes, render_for  # noqa: F401 (loyalty preview imports them here)
 from workers.delivery import deliver
 from workers.runtime import Runtime
@@ -131,16 +132,21 @@ def send_one_off(
             occurrence_date = date.fromisoformat(original.occurrence_date) if original.occurrence_date else None
             payload = {**(original.payload or {}), "resend_of": original.stands_for}
             points = original.reward_points
+            variant = original.variant
         else:
             occurrence = kind_of(campaign).one_off_occurrence(
                 campaign, member, calendar.local_datetime(now, member.timezone).date(), session)
             occurrence_date, payload = occurrence.date, occurrence.payload
             points = campaign.reward.points_for(member.tier) if campaign.reward is not None else None
+            variant = variant_name(campaign, member.external_id)  # the member's own A/B variant, and its gift
+            sets_reward, variant_points = variant_reward(campaign, variant, member.tier)
+            points = variant_points if sets_reward else points
         delivery = Delivery(
             occurrence_key=f"{oneoff_prefix(campaign.id, member.external_id)}{number}",
             campaign=campaign.id, member_id=member.id, channel=chosen, state=DeliveryState.PLANNED,
             reward_points=points or None, occurrence_date=occurrence_date.isoformat() if occurrence_date else None,
             payload=payload, send_at=now, attempts=0, requested_by=actor[:120], planned_at=now, updated_at=now,
+            variant=variant,
         )
         result = OneOffResult(campaign.id, member.external_id, chosen, delivery.occurrence_key, "dry_run", None,
                               delivery.reward_points, delivery.requested_by,

@@ -1,3 +1,5 @@
 """The CLI's commands, one module per audience; importing this package registers them all."""
 
-from loyalty.commands import bounces, campaigns, coupons, data, keys, mailchimp, ops, report, shop, simulate, support  # noqa: F401
+from loyalty.commands import (  # noqa: F401
+    bounces, campaigns, coupons, data, keys, mailchimp, ops, proof, report, shop, simulate, support,
+)

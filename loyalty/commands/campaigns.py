@@ -62,11 +62,14 @@ def preview(campaign: str, at: str | None, as_json: bool) -> None:
             click.echo(json.dumps(line, ensure_ascii=False))
         return
     table = Table(title=f"{campaign} at {iso_utc(instant)}")
-    for column in ("member", "status", "channel", "reason", "reward", "send at (UTC)", "occurrence key"):
+    tested = definition.experiment is not None
+    for column in ("member", "status", "channel", "reason", *(["variant"] if tested else []), "reward",
+                   "send at (UTC)", "occurrence key"):
         table.add_column(column)
     for line in lines:
         reward = ", ".join(f"{v} {k}" for k, v in line["reward"].items()) or "-"
-        table.add_row(line["member"], line["status"], line["channel"] or "-", line.get("reason") or "-", reward,
+        variant = [line.get("variant") or "-"] if tested else []
+        table.add_row(line["member"], line["status"], line["channel"] or "-", line.get("reason") or "-", *variant, reward,
                       line["send_at"], line["occurrence_key"])
     console.print(table)
     counts = Counter(line["status"] if line["status"] not in ("skipped", "failed") else f"{line['status']} ({line['reason']})"
@@ -90,6 +93,8 @@ def _preview_line(row: dict) -> dict:
     }
     if row["reason"]:
         line["reason"] = row["reason"]
+    if row.get("variant"):
+        line["variant"] = row["variant"]
     return line
 
 

@@ -38,11 +38,14 @@ class DayFigures:
     held_out: int = 0
     skipped: Counter = field(default_factory=Counter)
     reward_points: int = 0
+    variants: Counter = field(default_factory=Counter)  # the A/B split of what would be sent
 
     def add(self, row: dict) -> None:
         if row["state"] == "planned":
             self.send += 1
             self.channels[row.get("channel") or "-"] += 1
+            if row.get("variant"):
+                self.variants[row["variant"]] += 1
             self.reward_points += row.get("reward_points") or 0
         elif row["state"] == "held_out":
             self.held_out += 1
@@ -147,6 +150,7 @@ def simulate(start: str, end: str, campaign_ids: tuple[str, ...], as_json: bool)
             click.echo(json.dumps({
                 "date": day.isoformat(), "campaign": campaign_id, "send": f.send, "channels": dict(f.channels),
                 "held_out": f.held_out, "skipped": dict(f.skipped), "reward_points": f.reward_points,
+                **({"variants": dict(f.variants)} if f.variants else {}),
             }))
         return
     _print_simulation(campaigns, figures, first, last)
@@ -176,6 +180,16 @@ def _print_simulation(campaigns, figures: dict, first: date, last: date) -> None
         console.print(f"{campaign.id}{state}: {sum(f.send for f in rows)} would be sent, "
                       f"{sum(f.held_out for f in rows)} held out, {sum(skipped.values())} skipped"
                       + (f" ({_counts(skipped)})" if skipped else "") + ".")
+        if campaign.experiment is not None:
+            print_split(campaign, sum((f.variants for f in rows), Counter()))
+
+
+def print_split(campaign, split: Counter, out: Console = console) -> None:
+    """The A/B split of what would be sent, next to the shares the YAML asks for."""
+    total = sum(split.values())
+    parts = [f"{v.name} {split[v.name]} ({split[v.name] / total:.1%}, share {v.share:.0%})" if total
+             else f"{v.name} 0 (share {v.share:.0%})" for v in campaign.experiment.variants]
+    out.print(f"{campaign.id}: experiment {campaign.experiment.name}: " + ", ".join(parts) + ".", soft_wrap=True)
 
 
 def print_preview_summary(out: Console, runtime, campaign, rows: list[dict], at: datetime, *, samples: int = 3) -> None:
@@ -203,14 +217,21 @@ def print_preview_summary(out: Console, runtime, campaign, rows: list[dict], at:
     for shown in (by_channel, reasons):
         if shown.row_count:
             out.print(shown)
+    if campaign.experiment is not None:
+        print_split(campaign, Counter(r["variant"] for r in rows if r["state"] == "planned" and r.get("variant")), out)
 
     picked = [r for r in rows if r["state"] == "planned"][:samples]
     if not picked:
         return
+    from loyalty.samples import member_sample
+
+    folder = runtime.settings.home / "samples" / f"preview-{campaign.id}-{at.strftime('%Y%m%dT%H%M%SZ')}"
+    copies = []
     sample_table = Table(title=f"{campaign.id}: sample messages", title_justify="left")
     for column in ("member", "channel", "locale", "message"):
         sample_table.add_column(column, overflow="fold")
-    fields = ("occurrence_key", "campaign", "member_id", "channel", "reward_points", "occurrence_date", "payload")
+    fields = ("occurrence_key", "campaign", "member_id", "channel", "reward_points", "occurrence_date", "payload",
+              "variant")
     with runtime.sessions() as session:
         for row in picked:
             member = session.get(Member, row["member_id"])
@@ -223,4 +244,10 @@ def print_preview_summary(out: Console, runtime, campaign, rows: list[dict], at:
             first_line = next((line for line in rendered.text.splitlines() if line.strip()), "")
             message = rendered.subject if rendered.subject is not None else first_line
             sample_table.add_row(*(Text(cell) for cell in (row["member"], rendered.channel, rendered.locale, message)))
+            if rendered.channel in ("email", "sms"):
+                copies.append(member_sample(folder, campaign.id, row["member"], variant=row.get("variant"),
+                                            locale=rendered.locale, channel=rendered.channel, subject=rendered.subject,
+                                            text=rendered.text, html=rendered.html))
     out.print(sample_table)
+    for copy in copies:  # one line each, never wrapped, so a terminal makes them clickable
+        out.print(Text(f"Rendered copy: {copy.path.resolve().as_uri()}"), soft_wrap=True)

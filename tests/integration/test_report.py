@@ -153,7 +153,9 @@ def test_the_html_page_has_charts_and_needs_no_network(env, pg_sessions, tmp_pat
     assert result.stdout.rstrip().endswith(f"The HTML page is in {page}.")
     html = page.read_text()
     assert html.startswith("<!doctype html>") and html.count("<svg") >= 5
-    assert "<script" not in html and "src=" not in html and "href=" not in html and "@import" not in html
+    assert "<script" not in html and "src=" not in html and "@import" not in html
+    links = re.findall(r'href="([^"]*)"', html)  # only the sample messages, written next to the page
+    assert links and all(link.startswith("report-samples/") and (tmp_path / link).is_file() for link in links)
     urls = re.findall(r"https?://[^\"'<> ]+", html)
     assert urls == ["http://www.w3.org/2000/svg"] * html.count("<svg")  # the SVG namespace, never fetched
     assert "<title>member_day, sent: 33.3%</title>" in html and "<title>member_day, held out: 0.0%</title>" in html
