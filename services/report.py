@@ -199,13 +199,13 @@ def variant_figures(session: Session, period: Period, conversion_days: int) -> d
             d.campaign, d.variant,
             _sum(d.state == s.SENT).label("sent"),
             _sum(and_(d.state == s.SENT, d.finished_at.is_not(None),
-                      _converted(session, d.finished_at, conversion_days))).label("converted"),
+                      _converted(session, d.finished_at.expression, conversion_days))).label("converted"),
         ).where(d.variant.is_not(None), ~d.occurrence_key.like("oneoff:%"), *period.where(d.planned_at))
         .group_by(d.campaign, d.variant)
     ).all()
     figures: dict[str, dict[str, dict[str, int]]] = {}
     for campaign, variant, sent, converted in rows:
-        figures.setdefault(campaign, {})[variant] = {"sent": int(sent), "converted": int(converted)}
+        figures.setdefault(campaign, {})[str(variant)] = {"sent": int(sent), "converted": int(converted)}
     return figures
 
 
@@ -217,7 +217,9 @@ def variant_lines(line: dict[str, Any], variants: dict[str, dict[str, int]], ord
     names = known + sorted(name for name in variants if name not in known)
     lines = []
     held, held_converted = line["held_out"], line["held_out_converted"]
-    first = variants[names[0]] if names else None
+    if not names:
+        return []
+    first = variants[names[0]]
     for name in names:
         figures = variants[name]
         rate = _rate(figures["converted"], figures["sent"])

@@ -103,7 +103,7 @@ def _assign_variants(session: Session, campaign: CampaignBase, ids: list[int]) -
     transaction: one UPDATE per variant and gift a chunk, whatever the number of members."""
     for start in range(0, len(ids), 5000):
         chunk = ids[start : start + 5000]
-        groups: dict[tuple[str, bool, int | None], list[int]] = {}
+        groups: dict[tuple[str | None, bool, int | None], list[int]] = {}
         rows = session.execute(
             select(Delivery.id, Member.external_id, Member.tier).join(Member, Member.id == Delivery.member_id)
             .where(Delivery.id.in_(chunk))
@@ -151,7 +151,8 @@ def preview_campaign(session: Session, campaign: CampaignBase, ctx: PlanContext)
 def _preview_variants(session: Session, campaign: CampaignBase, rows: list[dict]) -> None:
     """Each planned row's variant (and a variant's own points gift), as :func:`plan_campaign` records it."""
     planned = [row for row in rows if row["state"] == DeliveryState.PLANNED]
-    rewarding = any(v.reward is not None for v in campaign.experiment.variants)
+    experiment = campaign.experiment
+    rewarding = experiment is not None and any(v.reward is not None for v in experiment.variants)
     tiers: dict[int, str] = {}
     if rewarding:
         ids = sorted({row["member_id"] for row in planned})

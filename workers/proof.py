@@ -23,25 +23,31 @@ from datetime import datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.orm import Session
 
 from campaigns.context import sample_context
 from campaigns.rendering import RenderError
+from campaigns.schema import CampaignBase
 from campaigns.sms_segments import measure
 from campaigns.variants import as_variant, variant_name, variant_reward
 from core import calendar
 from core.errors import InputError
+from core.settings import Settings
 from core.tokens import unsubscribe_url
 from models import ledger
 from models.audit import AuditAction, AuditEntry
 from models.base import utcnow
 from models.db import transaction
 from models.delivery import Delivery, DeliveryState
+from models.member import Member
 from services.history import e164, get_member
 from workers.channels.base import AmbiguousFailure, ChannelFailure, OutgoingEmail, OutgoingSms
 from workers.runtime import Runtime
 
 MARK = "[PROOF]"
 SAMPLE = "sample"  # the member a proof names when it is for the sample member
+
+ProofMessage = OutgoingEmail | OutgoingSms
 
 
 @dataclass
@@ -80,7 +86,7 @@ def proof_address(channel: str, to: str, default_region: str | None) -> str:
     return number
 
 
-def proof_channel(campaign, channel: str | None) -> str:
+def proof_channel(campaign: CampaignBase, channel: str | None) -> str:
     """The channel to proof: the one asked for, else the campaign's first email or SMS channel."""
     proofable = [c for c in ("email", "sms") if getattr(campaign.messages, c) is not None]
     if channel is not None:
@@ -94,7 +100,7 @@ def proof_channel(campaign, channel: str | None) -> str:
     return listed[0]
 
 
-def mark(message: OutgoingEmail | OutgoingSms, to: str, real_unsubscribe: str | None, dummy_unsubscribe: str):
+def mark(message: ProofMessage, to: str, real_unsubscribe: str | None, dummy_unsubscribe: str) -> ProofMessage:
     """The message as a proof: to ``to``, marked, with the member's unsubscribe link made a dummy."""
     if isinstance(message, OutgoingSms):
         body = message.body.replace(real_unsubscribe, dummy_unsubscribe) if real_unsubscribe else message.body
@@ -146,7 +152,7 @@ def send_proof(runtime: Runtime, *, campaign_id: str, to: str, actor: str, membe
     return result
 
 
-def _default_region(settings) -> str | None:
+def _default_region(settings: Settings) -> str | None:
     from services.imports.rows import locale_region
 
     return locale_region(settings.default_locale) if getattr(settings, "default_locale", None) else None
@@ -156,7 +162,8 @@ def _proof_key(campaign_id: str, member: str, now: datetime) -> str:
     return f"proof:{campaign_id}:{member}:{now.strftime('%Y%m%dT%H%M%S%f')}"
 
 
-def _member_message(runtime: Runtime, session, campaign, member, channel: str, variant: str | None, now: datetime):
+def _member_message(runtime: Runtime, session: Session, campaign: CampaignBase, member: Member, channel: str,
+                    variant: str | None, now: datetime) -> tuple[ProofMessage, str, str | None, str]:
     """The member's message on ``channel``, composed by the sender's code (:func:`workers.compose.compose`)
     for a delivery that is never written; (message, locale, variant, the member's unsubscribe link)."""
     from campaigns.kinds import kind_of
@@ -180,10 +187,13 @@ def _member_message(runtime: Runtime, session, campaign, member, channel: str, v
         raise InputError(f"{member.external_id} would get no {channel} message of {campaign.id!r} ({why}); "
                          "pick another member, or leave out --member for the sample member.")
     real = unsubscribe_url(runtime.settings.public_base_url, runtime.settings.secret, member.external_id, channel)
-    return composed.outgoing, composed.locale, variant, real
+    outgoing = composed.outgoing
+    assert isinstance(outgoing, (OutgoingEmail, OutgoingSms)), "proof_channel chose email or sms"
+    return outgoing, composed.locale, variant, real
 
 
-def _sample_message(runtime: Runtime, campaign, channel: str, variant: str | None, now: datetime):
+def _sample_message(runtime: Runtime, campaign: CampaignBase, channel: str, variant: str | None,
+                    now: datetime) -> tuple[ProofMessage, str, str | None, str]:
     """The sample member's message (``loyalty validate``'s); (message, locale, variant, link)."""
     if variant is None and campaign.experiment is not None:
         variant = campaign.experiment.variants[0].name
@@ -197,6 +207,7 @@ def _sample_message(runtime: Runtime, campaign, channel: str, variant: str | Non
     try:
         if channel == "sms":
             body = runtime.renderer.render_sms(shown, locale, context)
+            assert shown.messages.sms is not None  # proof_channel chose a channel with a message
             length, cap = measure(body), shown.messages.sms.max_segments
             if length.segments > cap:
                 raise InputError(f"The sample SMS of {campaign.id!r} is {length}, more than max_segments {cap}: it would "
