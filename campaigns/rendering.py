@@ -43,6 +43,7 @@ from jinja2 import (
     TemplateNotFound,
     TemplateSyntaxError,
     UndefinedError,
+    nodes,
     pass_context,
 )
 from jinja2.runtime import Context
@@ -335,6 +336,31 @@ class Renderer:
         context = _with_locales(context, locale, member_locale)
         return {name: one_line(self._render_string(source, context, f"{campaign.id} mailchimp property {name}"))
                 for name, source in templates.items()}
+
+    def check_blocks(self, locale: str, relative: str) -> None:
+        """A template that extends a layout shows only its blocks: text (or an ``if``, a ``for``)
+        outside every block is silently dropped by Jinja. Raises :class:`RenderError` at its line."""
+        name = f"{locale}/{relative}"
+        try:
+            source, filename, _ = FileSystemLoader.get_source(self.loader, self.env, name)  # as written
+            tree = self.env.parse(source, name, filename)
+        except (TemplateNotFound, TemplateSyntaxError):
+            return  # rendering reports those
+        if not any(isinstance(node, nodes.Extends) for node in tree.body):
+            return
+        for node in tree.body:
+            if isinstance(node, nodes.Output):
+                shown = [n for n in node.nodes if not (isinstance(n, nodes.TemplateData) and not n.data.strip())]
+                line = shown[0].lineno if shown else None
+                if shown and isinstance(shown[0], nodes.TemplateData):  # from its first line that is not blank
+                    data = shown[0].data
+                    line = shown[0].lineno + data[:len(data) - len(data.lstrip())].count("\n")
+            else:
+                line = node.lineno if isinstance(node, nodes.If | nodes.For | nodes.FilterBlock | nodes.CallBlock) else None
+            if line is not None:
+                raise RenderError(str(self.templates_dir / name), line,
+                                  "this is outside every {% block %}, so it is never shown (the template extends a "
+                                  "layout); move it into a block, such as content")
 
     def render_file(self, name: str, context: dict[str, Any]) -> str:
         shown = str(self.templates_dir / name)

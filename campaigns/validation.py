@@ -93,6 +93,7 @@ def check_templates(campaign: CampaignBase, renderer: Renderer, definition_path:
             checks.append(partial(renderer.render_subject, campaign, locale, context))
             checks += [partial(renderer.render_template, locale, name, context)
                        for name in (messages.email.text, messages.email.html)]
+            checks += [partial(renderer.check_blocks, locale, name) for name in (messages.email.text, messages.email.html)]
         if messages.sms is not None:
             checks.append(partial(_check_sms, campaign, renderer, locale, context, warnings))
         if messages.mailchimp is not None:

@@ -176,3 +176,15 @@ def test_a_failing_html_template_is_reported_at_the_line_as_written(tmp_path):
     with pytest.raises(RenderError) as error:
         Renderer(root).render_file("en/s.html.j2", {"locale": "en"})
     assert error.value.line == 2 and "syntax" in error.value.problem
+
+
+def test_validate_names_text_outside_every_block_of_a_template_that_extends_the_layout(tmp_path):
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    text = templates / "fr" / "winback" / "email.txt.j2"
+    text.write_text(text.read_text(encoding="utf-8") + "P.S. {{ member.first_name }}, à bientôt !\n", encoding="utf-8")
+    line = text.read_text(encoding="utf-8").count("\n")
+    result = validate_all(DEFINITIONS, templates, PROGRAM_FILE)
+    assert result.problems == [
+        f"{text}, line {line}: this is outside every {{% block %}}, so it is never shown (the template extends a "
+        "layout); move it into a block, such as content (campaign 'winback', locale 'fr')."]
