@@ -47,7 +47,7 @@ def measure(bench: Bench) -> list[Row]:
         from loyalty.standins.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
     except Exception:  # noqa: BLE001 - any failure means we cannot use it
         return [Row("e. mailchimp", item, status="not available yet", target=target,
-                    note="no local Mailchimp server (tests/support/mailchimp_server.py)")]
+                    note="no local Mailchimp server (loyalty/standins/mailchimp_server.py)")]
     found = find_sync()
     if found is None:
         return [Row("e. mailchimp", item, status="not available yet", target=target,
