@@ -21,6 +21,7 @@ from campaigns.context import sample_context
 from campaigns.loader import load_campaigns
 from campaigns.program import load_program
 from campaigns.rendering import Renderer
+from campaigns.variants import as_variant
 from tests.conftest import REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "artifacts" / "emails"
@@ -31,14 +32,17 @@ RENDERER = Renderer(REPO_ROOT / "campaigns" / "templates", PROGRAM)
 
 
 def _cases() -> list[tuple[str, str, str]]:
-    """(campaign, case, locale): every shipped email campaign in each of its locales, and the
-    win-back both with its coupon (step 2) and without (step 1)."""
+    """(campaign, case, locale): every shipped email campaign in each of its locales, each A/B
+    variant with its own email (``variant-<name>``), and the win-back both with its coupon (step 2)
+    and without (step 1)."""
     cases = []
     for campaign in CAMPAIGNS.values():
         if campaign.messages.email is None:
             continue
+        variants = [variant.name for variant in campaign.experiment.variants] if campaign.experiment else []
         for locale in campaign.locales:
             cases.append((campaign.id, "", locale))
+            cases += [(campaign.id, f"variant-{name}", locale) for name in variants]
             if campaign.kind == "winback":
                 cases.append((campaign.id, "no-coupon", locale))
     return cases
@@ -46,6 +50,8 @@ def _cases() -> list[tuple[str, str, str]]:
 
 def _render(campaign_id: str, case: str, locale: str):
     campaign = CAMPAIGNS[campaign_id]
+    if case.startswith("variant-"):
+        campaign = as_variant(campaign, case.removeprefix("variant-"))
     context = sample_context(campaign, PROGRAM)
     if case == "no-coupon":
         context = {**context, "coupon": {}, "winback": {**context["winback"], "step": 1}}
