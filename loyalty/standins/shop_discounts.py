@@ -15,15 +15,14 @@ Every create request is logged in ``book.creates`` with its wall-clock time (``t
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
 import json
 import re
+import threading
+import time
 from collections.abc import Iterable
-from datetime import UTC
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote_plus
 from xml.etree import ElementTree

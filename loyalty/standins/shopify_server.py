@@ -44,10 +44,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shops.signatures import body_signature
 from loyalty.standins import shopify_graphql as gql
 from loyalty.standins.shop_common import ApiError, Delivery, ShopServer
 from loyalty.standins.shop_discounts import DiscountBook, ShopifyDiscountsMixin
+from shops.signatures import body_signature
 
 API_VERSION = "2026-01"
 ORDER_TOPICS = ("orders/create", "orders/paid", "orders/updated", "orders/cancelled", "refunds/create")

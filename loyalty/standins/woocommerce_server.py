@@ -44,9 +44,9 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from shops.signatures import body_signature
 from loyalty.standins.shop_common import ApiError, Delivery, ShopServer, basic_credentials, paginate, php_json
 from loyalty.standins.shop_discounts import DiscountBook, WooCommerceDiscountsMixin
+from shops.signatures import body_signature
 
 TOPICS = ("order.created", "order.updated", "order.deleted", "customer.created", "customer.updated",
           "customer.deleted")
