@@ -235,6 +235,8 @@ def test_a_proof_goes_to_the_marketer_marked_and_leaves_the_ledger_rewards_and_c
         audit = session.execute(select(AuditEntry.actor, AuditEntry.action, AuditEntry.member_id, AuditEntry.details)).all()
     assert [(a, b, c) for a, b, c, _ in audit] == [("alice", "proof.sent", member_id(pg_sessions, member))]
     assert audit[0][3]["to"] == "marketer@shop.example" and audit[0][3]["variant"] == "bigger"
+    history = loyalty(env, "history", "--member", member)
+    assert "proof.sent by alice: proof of birthday to marketer@shop.example" in " ".join(history.stdout.split())
 
     # The member's real message is still due, with its gift, and no proof counted toward anything.
     assert loyalty(env, "run", "--at", TICK, "--campaign", "birthday").returncode == 0
