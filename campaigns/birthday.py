@@ -26,10 +26,10 @@ from models.member import Member
 
 class BirthdayRules(StrictModel):
     leap_day_in_common_years: Literal["feb28", "mar1"] = Field(
-        "feb28", description="When members born on Feb 29 celebrate in years without one."
+        default="feb28", description="When members born on Feb 29 celebrate in years without one."
     )
     min_days_since_birthday_change: Annotated[int, Field(ge=0)] = Field(
-        30, description="A birthday added or changed more recently than this is not rewarded."
+        default=30, description="A birthday added or changed more recently than this is not rewarded."
     )
 
 
@@ -59,7 +59,7 @@ def audience(campaign: BirthdayCampaign, ctx: PlanContext) -> Select | None:
         # birth_month, birth_day) per entry (a third faster at 1M members than the same list as a
         # row-value IN), and three parameters, so that SQLAlchemy compiles the statement once (a
         # VALUES list of 200 parameters took 5 ms to compile on every tick, as long as running it).
-        zones, months, days_of_month = (list(part) for part in zip(*days))
+        zones, months, days_of_month = (list(part) for part in zip(*days, strict=True))
         wanted = func.unnest(
             literal(zones, postgresql.ARRAY(String())),
             literal(months, postgresql.ARRAY(Integer())),

@@ -28,7 +28,7 @@ from models.tier import TierChange
 
 class TierUpgradeRules(StrictModel):
     announce_within_days: Annotated[int, Field(ge=1)] = Field(
-        7, description="An upgrade older than this (say, after an outage) is no longer announced."
+        default=7, description="An upgrade older than this (say, after an outage) is no longer announced."
     )
 
 

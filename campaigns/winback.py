@@ -49,7 +49,7 @@ class WinbackRules(StrictModel):
     @model_validator(mode="after")
     def _no_overlap(self) -> WinbackRules:
         ordered = sorted(self.steps, key=lambda s: s.from_day)
-        for before, after in zip(ordered, ordered[1:]):
+        for before, after in zip(ordered, ordered[1:], strict=False):
             if after.from_day <= before.to_day:
                 raise ValueError(f"steps {before.step} and {after.step} overlap; a member is in one step at a time")
         if len({s.step for s in self.steps}) != len(self.steps):

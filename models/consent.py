@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
-from models.audit import AuditEntry
+from models.audit import AuditAction, AuditEntry
 from models.member import Member
 
 CHANNELS = ("email", "sms")
@@ -78,5 +78,5 @@ def record_consent(session: Session, member_id: int, channel: str, *, granted: b
 
 def _audit(session: Session, member_id: int, channel: str, granted: bool, *, at: datetime, actor: str,
            reason: str, details: dict[str, Any] | None = None) -> None:
-    session.add(AuditEntry(at=at, actor=actor[:120], action=f"{'optin' if granted else 'optout'}.{channel}",
+    session.add(AuditEntry(at=at, actor=actor[:120], action=AuditAction.consent(channel, granted),
                            member_id=member_id, reason=reason, details=details or {}))

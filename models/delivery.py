@@ -10,9 +10,15 @@ States::
     planned ──► sending ──► sent
        │           ├──────► failed   (permanent provider error, or retries exhausted)
        │           ├──────► unknown  (the provider may or may not have it: never re-sent blindly)
-       │           └──────► planned  (retryable error: back in line, with a later send_at)
-       ├──► skipped   (re-checked at send time and no longer eligible; reason says why)
+       │           ├──────► planned  (retryable error: back in line, with a later send_at)
+       │           └──────► skipped  (the frequency cap, counted at the claim)
+       ├──► skipped   (composed at send time and no longer eligible; reason says why)
+       ├──► failed    (composed, but the message cannot go: sms_too_long, template_error)
     skipped, held_out     (decided at planning: not eligible, or in the campaign's holdout)
+
+Each move is one conditional UPDATE guarded by the state it leaves (``workers/record.py``,
+``workers/delivery_link.py``, the sweeper's ``sending → unknown``), which is where this diagram is
+enforced; there is no table of allowed moves besides it.
 """
 
 from __future__ import annotations

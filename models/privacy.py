@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from models.audit import AuditEntry
+from models.audit import AuditAction, AuditEntry
 from models.coupons import Coupon
 from models.db import rows_changed
 from models.delivery import Delivery, DeliveryState
@@ -47,7 +47,7 @@ def erase_member(session: Session, member: Member, *, actor: str, reason: str, n
     session.execute(update(Delivery).where(Delivery.member_id == member.id).values(payload=None))
     inbox = erase_bodies(session, member.external_id)
     counts = {"deliveries_skipped": skipped, "inbox_payloads_erased": inbox}
-    session.add(AuditEntry(at=now, actor=actor[:120], action="member.erased", member_id=member.id,
+    session.add(AuditEntry(at=now, actor=actor[:120], action=AuditAction.MEMBER_ERASED, member_id=member.id,
                            reason=reason, details=counts))
     return counts
 
@@ -109,5 +109,6 @@ def export_member(session: Session, member: Member, *, actor: str, reason: str, 
                                      .order_by(InboxEntry.id))
         ],
     }
-    session.add(AuditEntry(at=now, actor=actor[:120], action="member.exported", member_id=member.id, reason=reason))
+    session.add(AuditEntry(at=now, actor=actor[:120], action=AuditAction.MEMBER_EXPORTED, member_id=member.id,
+                           reason=reason))
     return data

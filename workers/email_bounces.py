@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
 from core.tokens import read_bounce_token
-from models.audit import AuditEntry
+from models.audit import AuditAction, AuditEntry
 from models.base import utcnow
 from models.consent import record_consent
 from models.db import transaction
@@ -139,7 +139,7 @@ def _effect(session: Session, settings: Settings, notice: Notice, member: Member
         details["soft_bounces"] = int(bounced)
     member.email_status = ContactStatus.UNDELIVERABLE
     member.updated_at = now
-    session.add(AuditEntry(at=now, actor=actor, action="email.undeliverable", member_id=member.id,
+    session.add(AuditEntry(at=now, actor=actor, action=AuditAction.EMAIL_UNDELIVERABLE, member_id=member.id,
                            reason=f"{notice.kind.replace('_', ' ')} ({notice.status or 'no status'})"[:200],
                            details=details))
     return Effect.UNDELIVERABLE

@@ -20,7 +20,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from models.audit import AuditEntry
+from models.audit import AuditAction, AuditEntry
 from models.base import utcnow
 from models.consent import CHANNELS, apply_statement
 from models.db import transaction
@@ -314,7 +314,8 @@ def _apply_export_member(session: Session, runtime: Runtime, event: ShopEvent) -
     member = _member(session, event.member_id)
     if member is None:
         return Outcome(reason="no such member: nothing held")
-    session.add(AuditEntry(actor=f"shop:{event.platform}", action="member.export_requested", member_id=member.id,
+    session.add(AuditEntry(actor=f"shop:{event.platform}", action=AuditAction.MEMBER_EXPORT_REQUESTED,
+                           member_id=member.id,
                            reason=f"{event.platform} data request {event.fields.get('request_id') or ''}".strip()))
     return Outcome(reason="export requested: `loyalty member export` writes it", member_ref=event.member_id)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, insert, update
 
 from core.redact import redact
 from models import ledger
@@ -75,7 +75,7 @@ def end_unclaimed(link: Link, delivery: Delivery, skip: Skip, report: DeliveryRe
     now = utcnow()
     detail = redact(skip.detail)
     values = {"state": skip.state, "reason": skip.reason, "detail": detail, "finished_at": now, "updated_at": now}
-    moved: list[bool] = []
+    moved: list[bool | None] = []
     link.retried(lambda: moved.append(link.move(delivery.id, DeliveryState.PLANNED, values)))
     if moved[-1]:
         report.count(skip.state, skip.reason)
@@ -118,7 +118,7 @@ def _frequency_cap_gate(runtime: Runtime, link: Link, delivery: Delivery, as_of:
             "capped": [c.id for c in runtime.campaigns.campaigns.values() if not c.frequency_cap_exempt],
             "since": as_of - timedelta(days=cap.window_days),
         })
-        if recent < cap.max_messages:
+        if (recent or 0) < cap.max_messages:
             return True
         now = utcnow()
         link.move_in(connection, delivery.id, DeliveryState.SENDING, {
@@ -175,7 +175,10 @@ def finish(
     if then is None:  # written with the next claim's commit, or alone at the end of the batch
         link.record(delivery.id, DeliveryState.SENDING, values, credit=credit)
     else:
-        link.retried(lambda: link.move(delivery.id, DeliveryState.SENDING, values, credit=credit, then=then))
+        def move() -> None:
+            link.move(delivery.id, DeliveryState.SENDING, values, credit=credit, then=then)
+
+        link.retried(move)
     if state == DeliveryState.PLANNED:
         assert send_at is not None
         report.later[delivery.id] = send_at
@@ -197,7 +200,7 @@ def _member_updates(delivery: Delivery, failure: ChannelFailure, now: datetime) 
 
     def write(connection: Connection) -> None:
         connection.execute(update(Member).where(Member.id == delivery.member_id).values(**failure.member_updates))
-        connection.execute(AuditEntry.__table__.insert().values(
+        connection.execute(insert(AuditEntry).values(
             actor=f"provider:{delivery.channel}", action=AuditAction.MEMBER_UPDATED_BY_PROVIDER,
             member_id=delivery.member_id, reason=failure.reason,
             details={"columns": sorted(failure.member_updates), "delivery_id": delivery.id}, at=now))

@@ -27,7 +27,7 @@ from babel import Locale, UnknownLocaleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import InputError
-from models.audit import AuditEntry
+from models.audit import AuditAction, AuditEntry
 from models.base import utcnow
 from services.imports import rows as parsing
 from services.imports.reading import FORMATS, RawRow, open_source
@@ -269,7 +269,7 @@ def _audit_entry(report: ImportReport, actor: str, path: Path) -> AuditEntry:
     return AuditEntry(
         at=utcnow(),
         actor=actor[:120],
-        action=f"import.{report.kind}",
+        action=AuditAction.imported(report.kind),
         details={
             "file": path.name,
             "format": FORMATS[path.suffix.lower()],

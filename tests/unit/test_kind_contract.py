@@ -8,11 +8,11 @@ offers every variable its ``template_context`` offers at send time.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, get_args
 
 import pytest
-from sqlalchemy import Select, create_engine
+from sqlalchemy import Select, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -31,7 +31,7 @@ from models.points import EntryKind, PointEntry
 
 PROGRAM = load_program(DEFAULT_PROGRAM_FILE)
 SHIPPED = load_campaigns(DEFAULT_CAMPAIGNS_DIR)
-NOW = datetime(2027, 2, 28, 11, 0, tzinfo=timezone.utc)
+NOW = datetime(2027, 2, 28, 11, 0, tzinfo=UTC)
 ZONES = ["Europe/Paris", "America/New_York", "Asia/Tokyo"]
 LEDGER_COLUMNS = ["occurrence_key", "campaign", "member_id", "member", "channel", "state", "reason", "reward_points",
                   "occurrence_date", "send_at", "payload"]
@@ -102,7 +102,7 @@ def test_an_audience_has_the_ledger_shape_and_obeys_the_audience_tiers(name: str
     only_gold = campaign.model_copy(update={"audience": campaign.audience.model_copy(update={"tiers": ["gold"]})})
     compiled = []
     for day in range(35):  # a member day is monthly: some instant of five weeks finds each kind due
-        at = datetime.combine(NOW.date() + timedelta(days=day), time(23, 0), tzinfo=timezone.utc)
+        at = datetime.combine(NOW.date() + timedelta(days=day), time(23, 0), tzinfo=UTC)
         ctx = PlanContext(at=at, zones=ZONES, program=PROGRAM, capped_campaigns=(campaign.id,), dialect=dialect)
         query = kind.audience(only_gold, ctx)
         if query is None:
@@ -129,10 +129,12 @@ def test_the_sample_offers_every_variable_a_message_has(name: str, session: Sess
                         occurrence_date=occurrence.date.isoformat(), payload=occurrence.payload)
     check = SendCheck(campaign, member, delivery, NOW, session, PROGRAM, secret="s" * 32)
     facts = kind.facts(check)
+    statements: list[str] = []
+    event.listen(session.get_bind(), "before_cursor_execute", lambda *args: statements.append(args[2]))
     reason = kind.recheck(check, facts)
     assert reason is None or isinstance(reason, Reason)
-
     template = kind.template_context(check, facts)
+    assert statements == [], f"{name}: recheck and template_context read the database; read it once, in facts"
     sample = kind.sample_context(campaign, PROGRAM)
     common = common_context(campaign, member, 250, points_balance=0, unsubscribe_url="u")
     assert not set(template) & set(common), f"{name}: a kind's variable hides a common one"

@@ -39,7 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from twilio.request_validator import RequestValidator
 
-from models.audit import AuditEntry
+from models.audit import AuditAction, AuditEntry
 from models.base import utcnow
 from models.consent import record_consent
 from models.db import transaction
@@ -162,7 +162,8 @@ def _apply(session: Session, sid: str, status: str, code: int | None) -> str:
     delivery.updated_at = delivery.finished_at = now
     if reason:
         session.execute(update(Member).where(Member.id == delivery.member_id).values(**failure.member_updates))
-        session.add(AuditEntry(actor="provider:sms", action="member.updated_by_provider", member_id=delivery.member_id,
+        session.add(AuditEntry(actor="provider:sms", action=AuditAction.MEMBER_UPDATED_BY_PROVIDER,
+                               member_id=delivery.member_id,
                                reason=reason, details={"columns": sorted(failure.member_updates),
                                                        "delivery_id": delivery.id}))
     return status
