@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from itertools import accumulate
 from operator import itemgetter
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -238,9 +239,12 @@ class SchemaChanged(RuntimeError):
     pass
 
 
-def _selectors(plan: Plan) -> dict[str, tuple[tuple[str, ...], itemgetter | None]]:
+Selectors = dict[str, tuple[tuple[str, ...], "itemgetter[Any] | None"]]
+
+
+def _selectors(plan: Plan) -> Selectors:
     """Per table: the columns to COPY and a getter that picks them out of a generated row."""
-    out = {}
+    out: Selectors = {}
     for table, written in WRITTEN.items():
         actual = plan.columns.get(table)
         if actual is None:
@@ -429,7 +433,7 @@ def generate_chunk(plan: Plan, start: int, end: int) -> dict[str, list[tuple]]:
 
         # The send ledger's history.
         email_ok = has_email and email_opt_in
-        if b_month is not None:
+        if b_month is not None and b_day is not None:  # both or neither
             channel = "email" if email_ok else NULL
             reason = NULL if email_ok else ("no_usable_address" if email_opt_in else "no_consent")
             reward = str(bday_points.get(tier, 0)) if email_ok and tier in bday_points else NULL
@@ -453,11 +457,11 @@ def generate_chunk(plan: Plan, start: int, end: int) -> dict[str, list[tuple]]:
             campaign = marketing[mid % len(marketing)]
             for k in range(randint(1, 2)):
                 send_s = AT_S - randint(1, 7) * DAY + randint(0, DAY - 1)
-                day = _DAYSTR[send_s // DAY]
+                day_text = _DAYSTR[send_s // DAY]
                 send_ts = ts(send_s)
                 deliveries.append((
-                    f"{campaign}:{ext}:{day}:{k}", campaign, str(mid), "email", "sent", NULL, NULL, day, send_ts,
-                    "1", f"<{mid:x}.{k}.{campaign}@example.com>", send_ts, send_ts, send_ts, send_ts,
+                    f"{campaign}:{ext}:{day_text}:{k}", campaign, str(mid), "email", "sent", NULL, NULL, day_text,
+                    send_ts, "1", f"<{mid:x}.{k}.{campaign}@example.com>", send_ts, send_ts, send_ts, send_ts,
                 ))
     return {"members": members, "orders": orders, "point_entries": points, "deliveries": deliveries,
             "tier_changes": tier_changes}
@@ -511,7 +515,7 @@ def _pick(weighted: list[tuple[str, float]], u: float) -> str:
 
 _worker_conn: psycopg.Connection | None = None
 _worker_plan: Plan | None = None
-_worker_selectors = None
+_worker_selectors: Selectors | None = None
 
 
 def _worker_init(plan: Plan) -> None:
@@ -526,11 +530,14 @@ def _worker_init(plan: Plan) -> None:
 
 
 def _load_chunk(bounds: tuple[int, int]) -> dict[str, int]:
-    rows = generate_chunk(_worker_plan, *bounds)
+    plan, conn, selectors = _worker_plan, _worker_conn, _worker_selectors
+    if plan is None or conn is None or selectors is None:
+        raise RuntimeError("a chunk is loaded in a process that _worker_init set up")
+    rows = generate_chunk(plan, *bounds)
     counts = {}
-    with _worker_conn.cursor() as cursor:
+    with conn.cursor() as cursor:
         for table, chunk_rows in rows.items():
-            columns, getter = _worker_selectors[table]
+            columns, getter = selectors[table]
             if getter is None or not chunk_rows:
                 counts[table] = 0
                 continue
@@ -541,7 +548,7 @@ def _load_chunk(bounds: tuple[int, int]) -> dict[str, int]:
             with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                 copy.write(lines + "\n")
             counts[table] = len(chunk_rows)
-    _worker_conn.commit()
+    conn.commit()
     return counts
 
 
@@ -586,8 +593,9 @@ def _campaign_facts() -> tuple[dict[str, int], time, tuple[str, ...]]:
 def _tier_levels() -> list[tuple[str, float]]:
     try:
         from campaigns.program import load_program
+        from core.settings import DEFAULT_PROGRAM_FILE
 
-        program = load_program()
+        program = load_program(DEFAULT_PROGRAM_FILE)
         return [(level.name, float(level.min_spend)) for level in program.tiers.levels]
     except Exception:  # the program file is newer than this checkout: the README's three tiers
         return [("bronze", 0.0), ("silver", 500.0), ("gold", 2000.0)]
@@ -670,7 +678,8 @@ def generate(members: int, *, database: str = BENCH_DATABASE, seed: int = DEFAUL
                 if progress:
                     progress(done_chunks, len(bounds))
         finally:
-            _worker_conn.close()
+            if _worker_conn is not None:
+                _worker_conn.close()
 
     index_started = _time.perf_counter()
     phases["generate and COPY"] = index_started - load_started
@@ -797,7 +806,8 @@ def table_counts(database: str) -> dict[str, int]:
         out = {}
         for table in WRITTEN:
             try:
-                out[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+                out[table] = row[0] if row else 0
             except psycopg.errors.UndefinedTable:
                 conn.rollback()
         return out

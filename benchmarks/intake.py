@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import REDIS_URL, Bench, Mismatch, Row, ratio, worker_env
 from benchmarks.generate import database_url
@@ -43,7 +44,7 @@ TOPIC = "orders/paid"
 CONNECTIONS = 4  # concurrent client connections, as a shop's webhook senders keep a few open
 FLOOR_TABLE = "bench_intake_floor"
 TIMEOUT_MS = 5_000  # Shopify gives up on an answer after 5 seconds
-SERVER_SETTINGS = {"log_config": None, "access_log": False}  # what `loyalty web` passes to uvicorn.run
+SERVER_SETTINGS: dict[str, Any] = {"log_config": None, "access_log": False}  # what `loyalty web` passes to uvicorn
 
 
 def sizes(quick: bool) -> tuple[int, int, int]:

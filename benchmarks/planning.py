@@ -43,7 +43,7 @@ def _channel_sql(channels: list[str]) -> tuple[sql.Composable, sql.Composable]:
     status = {"email": "m.email_status", "sms": "m.phone_status"}
     usable = [sql.SQL("({} AND {} = 'ok')").format(sql.SQL(consent[c]), sql.SQL(status[c])) for c in channels]
     channel = sql.SQL("CASE {} END").format(
-        sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(u, L(c)) for u, c in zip(usable, channels)))
+        sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(u, L(c)) for u, c in zip(usable, channels, strict=True)))
     any_usable = sql.SQL(" OR ").join(usable)
     any_consent = sql.SQL(" OR ").join(sql.SQL(consent[c]) for c in channels)
     reason = sql.SQL(
@@ -68,12 +68,13 @@ def birthday_insert(campaign, at: datetime, zones: list[str]) -> sql.Composable 
             rows.append((zone, month, dom, f":{day.year}", day.isoformat(), send_at))
     channel, no_channel = _channel_sql(campaign.channels)
     known_since = at - timedelta(days=campaign.birthday.min_days_since_birthday_change)
+    reward: sql.Composable
     if campaign.reward is not None and campaign.reward.points_by_tier:
         reward = sql.SQL("CASE m.tier {} END").format(sql.SQL(" ").join(
             sql.SQL("WHEN {} THEN {}").format(L(t), L(p)) for t, p in campaign.reward.points_by_tier.items()))
     else:
         reward = sql.SQL("NULL::integer")
-    tiers = sql.SQL("")
+    tiers: sql.Composable = sql.SQL("")
     if campaign.audience.tiers is not None:
         tiers = sql.SQL(" AND m.tier IN ({})").format(sql.SQL(", ").join(L(t) for t in campaign.audience.tiers))
     return sql.SQL(

@@ -22,10 +22,12 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from benchmarks import BENCH_DATABASE
@@ -36,8 +38,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MEASURES = ("audience", "planning", "delivery", "mailchimp", "intake")
 
 
-def machine() -> dict:
-    info = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
     try:
         with open("/proc/meminfo") as f:
             info["memory_gb"] = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
@@ -49,7 +51,8 @@ def machine() -> dict:
         from benchmarks.generate import PG_ROOT
 
         with psycopg.connect(f"{PG_ROOT}/postgres", connect_timeout=5) as conn:
-            info["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]
+            version = conn.execute("SHOW server_version").fetchone()
+            info["postgresql"] = version[0] if version else None
     except Exception:  # noqa: BLE001
         pass
     try:
@@ -94,7 +97,7 @@ def run_size(members: int, *, measures=MEASURES, quick: bool = False, reuse: boo
     bench = open_bench(members, database=database, quick=quick)
     results_dir = RESULTS_DIR
     results_dir.mkdir(parents=True, exist_ok=True)
-    steps = [
+    steps: list[tuple[str, Callable[[], list[Row] | tuple[list[Row], dict[str, Any]]]]] = [
         ("audience", lambda: audience.measure(bench)),
         ("planning", lambda: planning.measure(bench)),
         ("delivery", lambda: delivery.measure(bench, results_dir, deliveries=deliveries)),
@@ -109,6 +112,7 @@ def run_size(members: int, *, measures=MEASURES, quick: bool = False, reuse: boo
             if name not in ("audience", "intake"):
                 mark_dirty(database)  # these write to the send ledger (intake removes its own rows)
             started = time.monotonic()
+            produced: list[Row] | tuple[list[Row], dict[str, Any]]
             try:
                 produced = step()
             except Mismatch as exc:
@@ -116,7 +120,7 @@ def run_size(members: int, *, measures=MEASURES, quick: bool = False, reuse: boo
             except Exception as exc:  # noqa: BLE001 - reported in the table, the run goes on
                 traceback.print_exc()
                 produced = [Row(_label(name), "error", status="ERROR", note=f"{type(exc).__name__}: {exc}")]
-            if name == "delivery" and isinstance(produced, tuple):
+            if isinstance(produced, tuple):  # delivery's rows, and its memory figures
                 produced, memory = produced
             rows.extend(produced)
             say(f"    {name} took {time.monotonic() - started:.0f} s")
@@ -144,8 +148,10 @@ def _number(value: float | None, unit: str) -> str:
 
 def table(title: str, rows: list[Row]) -> Table:
     out = Table(title=title, title_justify="left", show_lines=False)
-    for name, justify in (("measure", "left"), ("item", "left"), ("ours", "right"), ("floor", "right"),
-                          ("ratio", "right"), ("target", "left"), ("met", "center"), ("note", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("measure", "left"), ("item", "left"), ("ours", "right"), ("floor", "right"), ("ratio", "right"),
+        ("target", "left"), ("met", "center"), ("note", "left"))
+    for name, justify in columns:
         out.add_column(name, justify=justify, overflow="fold")
     for row in rows:
         if row.status != "ok":
@@ -218,11 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     if memory_by_size:
         from benchmarks.memory import rows as memory_rows
 
-        memory = memory_rows(memory_by_size)
-        for row in memory:
+        peaks = memory_rows(memory_by_size)
+        for row in peaks:
             size = int(row.item.split()[0].replace(",", ""))
             by_size.setdefault(size, []).append(row)
-        console.print(table("d. the worker's peak memory", memory))
+        console.print(table("d. the worker's peak memory", peaks))
 
     failed = [r for rows in by_size.values() for r in rows if r.status in ("MISMATCH", "ERROR")]
     result = {
