@@ -65,6 +65,7 @@ class OneOffResult:
     resend_of: str | None = None  # a resend: the occurrence it repeats (its reward is not granted again)
     rendered: Rendered | None = None  # --dry-run only
     due_at: datetime | None = None  # still planned: when (an SMS in quiet hours, a retry)
+    variant: str | None = None  # the campaign's A/B variant the member gets
 
     def as_json(self) -> dict[str, Any]:
         data = {
@@ -73,6 +74,8 @@ class OneOffResult:
             "reward": {"points": self.reward_points} if self.reward_points and not self.resend_of else {},
             "requested_by": self.requested_by, "delivery_id": self.delivery_id, "resend_of": self.resend_of,
         }
+        if self.variant is not None:
+            data["variant"] = self.variant
         if self.state == DeliveryState.PLANNED and self.due_at is not None:
             data["due_at"] = calendar.iso_utc(self.due_at)
         if self.rendered is not None:
@@ -150,7 +153,7 @@ def send_one_off(
         )
         result = OneOffResult(campaign.id, member.external_id, chosen, delivery.occurrence_key, "dry_run", None,
                               delivery.reward_points, delivery.requested_by,
-                              resend_of=original.stands_for if original is not None else None)
+                              resend_of=original.stands_for if original is not None else None, variant=variant)
         if dry_run:
             result.rendered = render_for(runtime, session, campaign, member, delivery, now)
             return result

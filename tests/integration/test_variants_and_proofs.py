@@ -280,3 +280,21 @@ def test_a_proof_for_the_sample_member_and_by_sms_and_its_refusals(env, pg_sessi
     with pg_sessions() as session:
         assert session.scalar(select(func.count()).select_from(Delivery)) == 0
         assert [a for a, in session.execute(select(AuditEntry.action))] == ["proof.sent", "proof.sent"]
+
+
+def test_a_one_off_send_carries_the_members_variant(env, pg_sessions, smtp_sink, tmp_path):
+    env = {**env, **birthday_with_variants(tmp_path, holdout="0")}
+    campaign = campaign_of(env)
+    seed(pg_sessions)
+    member = next(m for m in MEMBERS if variant_name(campaign, m) == "bigger")
+    dry = loyalty(env, "send", "birthday", "--member", member, "--reason", "check", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    answer = json.loads(dry.stdout)
+    assert answer["variant"] == "bigger" and answer["reward"] == {"points": 300}
+    assert answer["message"]["subject"] == "A bigger gift for you, Test: 300 points"
+    sent = loyalty(env, "send", "birthday", "--member", member, "--reason", "gift lost", "--as", "alice")
+    assert sent.returncode == 0, sent.stderr
+    [message] = smtp_sink.to(f"{member.lower()}@members.example")
+    assert message["Subject"] == "A bigger gift for you, Test: 300 points"
+    with pg_sessions() as session:
+        assert session.execute(select(Delivery.variant, Delivery.reward_points)).all() == [("bigger", 300)]
