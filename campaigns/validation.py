@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from campaigns import yaml_source
+from campaigns.brand import localized
 from campaigns.context import sample_context
 from campaigns.loader import load_campaigns
 from campaigns.program import load_program
@@ -47,7 +48,23 @@ def validate_all(campaigns_dir: Path, templates_dir: Path, program_file: Path) -
         result.problems.extend(problems)
         if not problems:
             result.checked[campaign.id] = list(campaign.locales)
+    locales = sorted({locale for campaign in loaded.campaigns.values() for locale in campaign.locales})
+    result.warnings.extend(tier_title_warnings(program, program_file, locales))
     return result
+
+
+def tier_title_warnings(program, program_file: Path, locales: list[str]) -> list[str]:
+    """A tier with titles, but none for a locale some campaign writes in: its members read the
+    identifier capitalised ("Gold") in that language."""
+    warnings = []
+    for index, level in enumerate(program.tiers.levels):
+        missing = [locale for locale in locales if level.title and not localized(level.title, locale)]
+        if missing:
+            line = _line(program_file, ["tiers", "levels", index, "title"])
+            warnings.append(f"{_shown(program_file)}, line {line}: tier {level.name!r} has no title for "
+                            f"{', '.join(map(repr, missing))}, a locale of the campaigns; its members there read "
+                            f"{level.name.replace('_', ' ').title()!r}; add one.")
+    return warnings
 
 
 def check_tiers(campaign: CampaignBase, definition_path: Path, program) -> list[str]:

@@ -188,3 +188,12 @@ def test_validate_names_text_outside_every_block_of_a_template_that_extends_the_
     assert result.problems == [
         f"{text}, line {line}: this is outside every {{% block %}}, so it is never shown (the template extends a "
         "layout); move it into a block, such as content (campaign 'winback', locale 'fr')."]
+
+
+def test_validate_warns_of_a_tier_without_a_title_in_a_campaign_s_locale(tmp_path):
+    path = _program_with(tmp_path, "title: {en: Silver, fr: Argent}", "title: {en: Silver}")
+    result = validate_all(DEFINITIONS, TEMPLATES, path)
+    assert result.problems == []
+    assert result.warnings == [
+        f"{path}, line {_line_of(path, 'title: {en: Silver}')}: tier 'silver' has no title for 'fr', a locale of the "
+        "campaigns; its members there read 'Silver'; add one."]
