@@ -18,6 +18,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
 from models.audit import AuditAction, AuditEntry
+from models.db import rows_changed
 from models.member import Member
 
 CHANNELS = ("email", "sms")
@@ -67,10 +68,10 @@ def record_consent(session: Session, member_id: int, channel: str, *, granted: b
     wanted = opt_in.is_not(granted)
     if over_unsaid:
         wanted = or_(wanted, consent_source.is_(None), consent_source == "", consent_source.like("import:%"))
-    written = session.execute(
+    written = rows_changed(session.execute(
         update(Member).where(Member.id == member_id, wanted)
         .values({opt_in: granted, consent_at: at, consent_source: source[:64]})
-    ).rowcount
+    ))
     if written:
         _audit(session, member_id, channel, granted, at=at, actor=actor, reason=reason, details=details)
     return bool(written)

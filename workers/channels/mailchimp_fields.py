@@ -31,8 +31,9 @@ def merge_fields(session: Session, members: Sequence[Member], now: datetime) -> 
             .where(PointEntry.member_id.in_(ids), PointEntry.remaining > 0, PointEntry.expires_at > now)
             .order_by(PointEntry.expires_at)
         ):
+            assert expires_at is not None and remaining is not None  # the WHERE above
             lots.setdefault(member_id, []).append((expires_at, remaining))
-    fields = {}
+    fields: dict[int, dict[str, object]] = {}
     for member in members:
         exp_points, exp_date = 0, ""
         member_lots = lots.get(member.id, [])
