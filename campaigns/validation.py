@@ -14,7 +14,7 @@ from campaigns import yaml_source
 from campaigns.brand import localized
 from campaigns.context import sample_context
 from campaigns.loader import load_campaigns
-from campaigns.program import load_program
+from campaigns.program import Program, load_program
 from campaigns.rendering import Renderer, RenderError
 from campaigns.schema import CampaignBase
 from campaigns.sms_segments import measure, not_gsm7
@@ -53,7 +53,7 @@ def validate_all(campaigns_dir: Path, templates_dir: Path, program_file: Path) -
     return result
 
 
-def tier_title_warnings(program, program_file: Path, locales: list[str]) -> list[str]:
+def tier_title_warnings(program: Program, program_file: Path, locales: list[str]) -> list[str]:
     """A tier with titles, but none for a locale some campaign writes in: its members read the
     identifier capitalised ("Gold") in that language."""
     warnings = []
