@@ -6,6 +6,7 @@ deploy, not in a customer's inbox.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -85,7 +86,7 @@ def check_tiers(campaign: CampaignBase, definition_path: Path, program) -> list[
     ]
 
 
-def check_postal_address(campaign: CampaignBase, definition_path: Path, program, program_file: Path) -> list[str]:
+def check_postal_address(campaign: CampaignBase, definition_path: Path, program: Program, program_file: Path) -> list[str]:
     """A marketing email (one that counts toward the frequency cap) must carry the shop's postal
     address (the US CAN-SPAM Act requires one in every commercial email): the layout's footer shows
     ``brand.postal_address``, so a marketing campaign that can send an email needs it."""
@@ -105,7 +106,7 @@ def check_templates(campaign: CampaignBase, renderer: Renderer, definition_path:
     context = sample_context(campaign, program)
     messages = campaign.messages
     for locale in campaign.locales:
-        checks = []  # each part on its own, so that every broken one is reported
+        checks: list[Callable[[], object]] = []  # each part on its own, so that every broken one is reported
         if messages.email is not None:
             checks.append(partial(renderer.render_subject, campaign, locale, context))
             checks += [partial(renderer.render_template, locale, name, context)
@@ -227,7 +228,7 @@ def _subject_line(definition_path: Path, locale: str) -> int | None:
     return _line(definition_path, ["messages", "email", "subject", locale])
 
 
-def _line(definition_path: Path, keys: list[str]) -> int | None:
+def _line(definition_path: Path, keys: Sequence[str | int]) -> int | None:
     try:
         _, nodes = yaml_source.parse(definition_path.read_text(encoding="utf-8"))
     except (OSError, yaml_source.YamlSyntaxError):
