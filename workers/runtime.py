@@ -50,7 +50,7 @@ class Runtime:
         if self.settings.smtp is not None:
             return SmtpEmailChannel(self.settings.smtp, self.settings.email_from,
                                     return_path=return_path_for(self.settings))
-        return OutboxEmailChannel(self.settings.outbox_dir / "email")
+        return OutboxEmailChannel(self.settings.outbox_dir / "email", return_path=return_path_for(self.settings))
 
     def sms_channel(self):
         twilio = self.settings.twilio

@@ -303,6 +303,7 @@ def test_a_postmark_complaint_withdraws_consent_and_stops_the_next_planned_email
 def test_a_postmark_bounce_without_our_token_acts_on_the_address(web, pg_sessions):
     add_members(pg_sessions, make_member("ANN"))
     bounce = {**postmark_complaint(None, 77), "RecordType": "Bounce", "Type": "HardBounce", "TypeCode": 1}
+    assert web.post("/feedback/postmark", content=b"{" + b" " * 1_000_000 + b"}", auth=POSTMARK).status_code == 413
     answer = web.post("/feedback/postmark", content=json.dumps(bounce).encode(), auth=POSTMARK)
     assert answer.json() == {"applied": 1, "duplicates": 0}
     assert member(pg_sessions, "ANN").email_status == ContactStatus.UNDELIVERABLE

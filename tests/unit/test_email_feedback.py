@@ -46,6 +46,18 @@ def test_every_email_goes_from_a_bounce_address_with_its_token():
     assert default.startswith("club+") and default.endswith("@example.com")
 
 
+def test_the_outbox_shows_the_bounce_address_as_the_mailbox_would(tmp_path):
+    from workers.channels.base import OutgoingEmail
+    from workers.channels.outbox import OutboxEmailChannel
+
+    settings = load_settings({"LOYALTY_BOUNCE_ADDRESS": "bounces@mail.shop.example"})
+    email = OutgoingEmail("birthday:M1:2027", "ann@members.example", settings.email_from, "Hi", "Hi", "<p>Hi</p>",
+                          "http://127.0.0.1:8000/unsubscribe/x")
+    name = OutboxEmailChannel(tmp_path, return_path=return_path_for(settings)).send(email)
+    first = (tmp_path / name).read_bytes().split(b"\n", 1)[0].decode()
+    assert first == f"Return-Path: <{return_path_for(settings)('birthday:M1:2027')}>"
+
+
 @pytest.mark.parametrize(("name", "value", "words"), [
     ("LOYALTY_BOUNCE_ADDRESS", "Bounces <bounces@shop.example>", "plain ASCII address"),
     ("LOYALTY_BOUNCE_ADDRESS", "bounces+x@shop.example", "without a name or '+'"),
@@ -129,6 +141,14 @@ def test_an_sns_notification_signed_with_sha1_or_sha256_verifies_and_any_change_
     assert not fb.sns_signature_valid({**sns_message(SES_BOUNCE), "Signature": "bm90"}, CERTIFICATE)
 
 
+def test_a_subject_is_signed_when_present_and_a_null_one_is_not_a_field():
+    with_subject = sns_message(SES_BOUNCE, Subject="Amazon SES Email Event Notification")
+    assert "Subject\nAmazon SES" in fb.sns_string_to_sign(with_subject).decode()
+    assert fb.sns_signature_valid(fb.sns_envelope(json.dumps(with_subject).encode()), CERTIFICATE)
+    null_subject = {**sns_message(SES_BOUNCE), "Subject": None}
+    assert fb.sns_signature_valid(fb.sns_envelope(json.dumps(null_subject).encode()), CERTIFICATE)
+
+
 def test_the_subscription_confirmation_signs_its_subscribe_url_and_token():
     confirmation = sns_message("You have chosen to subscribe...", kind="SubscriptionConfirmation", version="2",
                                SubscribeURL="https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=t",
@@ -165,6 +185,7 @@ def test_ses_bounces_and_complaints_become_notices():
     [notice] = fb.ses_notices(json.dumps(complaint))
     assert (notice.kind, notice.status, notice.key) == (fb.COMPLAINT, "abuse", "ses:0102017a-complaint:0")
     assert fb.ses_notices(json.dumps({"notificationType": "Delivery", "mail": {}})) == []
+    assert fb.ses_notices("Successfully validated SNS topic for Amazon SES event publishing.") == []
     with pytest.raises(fb.FeedbackProblem, match="bouncedRecipients"):
         fb.ses_notices(json.dumps({"notificationType": "Bounce", "bounce": {}}))
 

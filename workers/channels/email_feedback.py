@@ -108,6 +108,8 @@ def sns_envelope(body: bytes) -> dict[str, str]:
     document = _json(body, "SNS")
     if not isinstance(document, dict) or document.get("Type") not in SNS_TYPES:
         raise FeedbackProblem("the body is not an SNS message (Type Notification or SubscriptionConfirmation)")
+    if document.get("Subject") is None:
+        document.pop("Subject", None)  # signed only when present
     for name in (*_SNS_SIGNED[document["Type"]], "Signature", "SignatureVersion", "SigningCertURL"):
         if name == "Subject" and name not in document:
             continue
@@ -162,13 +164,14 @@ def sns_signature_valid(envelope: dict[str, str], certificate_pem: bytes) -> boo
 
 
 def ses_notices(message: str) -> list[Notice]:
-    """The bounces and complaints of an SES notification (an SNS ``Message``); [] for other types."""
+    """The bounces and complaints of an SES notification (an SNS ``Message``); [] for other types, and
+    for a message that is no SES notification at all (SES's own test message when a topic is set up)."""
     try:
         document = json.loads(message)
     except (ValueError, RecursionError):
-        raise FeedbackProblem("the SNS Message is not an SES notification (not JSON)") from None
+        return []
     if not isinstance(document, dict):
-        raise FeedbackProblem("the SNS Message is not an SES notification")
+        return []
     kind = document.get("notificationType") or document.get("eventType")
     mail = document.get("mail") if isinstance(document.get("mail"), dict) else {}
     token = token_in_address(mail.get("source") or "") if isinstance(mail.get("source"), str) else None

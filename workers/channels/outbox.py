@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from workers.channels.base import OutgoingEmail, OutgoingMailchimp, OutgoingSms
@@ -44,14 +45,18 @@ def write_atomically(path: Path, data: bytes) -> None:
 class OutboxEmailChannel:
     name = "email"
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, return_path: Callable[[str], str] | None = None):
         self.directory = directory
+        self.return_path = return_path  # occurrence key -> bounce address, as SMTP would send it (VERP)
 
     def send(self, email: OutgoingEmail) -> str:
         from workers.channels.email import build_message
 
         path = self.directory / f"{_safe_name(email.occurrence_key)}.eml"
-        write_atomically(path, build_message(email).as_bytes())
+        data = build_message(email).as_bytes()
+        if self.return_path is not None:  # what the receiving mailbox would write first
+            data = f"Return-Path: <{self.return_path(email.occurrence_key)}>\n".encode() + data
+        write_atomically(path, data)
         return path.name
 
     def close(self) -> None:
