@@ -11,19 +11,36 @@ a CASE.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, Select, String, and_, case, cast, exists, func, literal, null, or_, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Integer,
+    Select,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement, Grouping
+from sqlalchemy.sql.selectable import CTE
+from sqlalchemy.sql.type_api import TypeEngine
 
-from core import calendar
 from campaigns.eligibility import Reason, channel_choice_sql
 from campaigns.program import Program
 from campaigns.schema import CampaignBase
+from core import calendar
 from models.base import UtcDateTime
 from models.delivery import Delivery, DeliveryState
 from models.member import Member
@@ -39,7 +56,7 @@ class PlanContext:
     capped_campaigns: tuple[str, ...] = ()  # campaigns that count toward the frequency cap
     dialect: str = "postgresql"  # the database the statement is for
 
-    def by_zone(self, values: dict[str, Any], type_=None) -> ColumnElement:
+    def by_zone(self, values: dict[str, Any], type_: TypeEngine[Any] | None = None) -> ColumnElement:
         """A value that depends on the member's zone (``values``: zone → value); NULL for a zone
         not in ``values``."""
         distinct = set(values.values())
@@ -61,7 +78,7 @@ class ZoneDue:
     send_at: datetime
 
 
-def due_today(send_time, at: datetime, zones: Sequence[str]) -> dict[str, ZoneDue]:
+def due_today(send_time: time, at: datetime, zones: Sequence[str]) -> dict[str, ZoneDue]:
     """The zones whose local ``send_time`` today has passed at ``at``, with today's local date there."""
     due = {}
     for zone_name in zones:
@@ -72,11 +89,11 @@ def due_today(send_time, at: datetime, zones: Sequence[str]) -> dict[str, ZoneDu
     return due
 
 
-def zone_condition(dues: dict[str, Any], condition_for) -> ColumnElement:
+def zone_condition(dues: dict[str, Any], condition_for: Callable[[str, Any], ColumnElement[bool]]) -> ColumnElement:
     return or_(*(and_(Member.timezone == zone, condition_for(zone, due)) for zone, due in dues.items()))
 
 
-def capped_members(ctx: PlanContext):
+def capped_members(ctx: PlanContext) -> CTE:
     """The members who have reached the frequency cap at ``ctx.at``: one ``GROUP BY ... HAVING`` over
     the window's range of the ``send_at`` index, as a CTE, read once per statement (a count per
     member, in a subquery per column and per part of a multi-step kind, read the window four times

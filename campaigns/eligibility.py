@@ -16,7 +16,6 @@ from sqlalchemy.sql.elements import ColumnElement
 from models.delivery import Reason
 from models.member import ContactStatus, MailchimpStatus, Member
 
-
 #: The consent each channel needs: a Mailchimp step leads to Mailchimp emailing the member.
 CONSENT_OF = {"email": "email_opt_in", "sms": "sms_opt_in", "mailchimp": "email_opt_in"}
 

@@ -40,6 +40,13 @@ class SendCheck(Generic[C]):
     program: Program
     secret: str = ""  # for values derived from the occurrence, such as coupon codes
 
+    @property
+    def occurrence_date(self) -> date:
+        """The occurrence's local date (planning and one-off sends give every row one)."""
+        if self.delivery.occurrence_date is None:
+            raise ValueError(f"{self.delivery.occurrence_key} has no occurrence date")
+        return date.fromisoformat(self.delivery.occurrence_date)
+
 
 @dataclass(frozen=True)
 class Occurrence:

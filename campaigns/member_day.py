@@ -61,7 +61,7 @@ def audience(campaign: MemberDayCampaign, ctx: PlanContext) -> Select | None:
 
 
 def template_context(check: SendCheck[MemberDayCampaign], facts: None) -> dict[str, Any]:
-    return {"member_day": {"date": date.fromisoformat(check.delivery.occurrence_date)}}
+    return {"member_day": {"date": check.occurrence_date}}
 
 
 def sample_context(campaign: MemberDayCampaign, program: Program) -> dict[str, Any]:

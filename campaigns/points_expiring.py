@@ -85,14 +85,14 @@ def audience(campaign: PointsExpiringCampaign, ctx: PlanContext) -> Select | Non
 def expiring_points(check: SendCheck[PointsExpiringCampaign]) -> int:
     """The message's facts: the points still expiring on the occurrence's local date, right now (read
     once per message, for the re-check and the template alike)."""
-    start, end = day_bounds(date.fromisoformat(check.delivery.occurrence_date), check.member.timezone)
+    start, end = day_bounds(check.occurrence_date, check.member.timezone)
     total = check.session.scalar(
         select(func.coalesce(func.sum(PointEntry.remaining), 0)).where(
             PointEntry.member_id == check.member.id, PointEntry.remaining > 0,
             PointEntry.expires_at >= start, PointEntry.expires_at < end,
         )
     )
-    return int(total)
+    return int(total or 0)
 
 
 def recheck(check: SendCheck[PointsExpiringCampaign], points: int) -> Reason | None:
@@ -105,7 +105,7 @@ def _context(points: int, on: date, program: Program) -> dict[str, Any]:
 
 
 def template_context(check: SendCheck[PointsExpiringCampaign], points: int) -> dict[str, Any]:
-    return _context(points, date.fromisoformat(check.delivery.occurrence_date), check.program)
+    return _context(points, check.occurrence_date, check.program)
 
 
 def sample_context(campaign: PointsExpiringCampaign, program: Program) -> dict[str, Any]:

@@ -114,7 +114,7 @@ def _context(step: WinbackStep, days: int, code: str | None, valid_until: date |
 def template_context(check: SendCheck[WinbackCampaign], facts: None) -> dict[str, Any]:
     step = _step_of(check)
     local_today = calendar.local_datetime(check.at, check.member.timezone).date()
-    days = (local_today - date.fromisoformat(check.delivery.occurrence_date)).days
+    days = (local_today - check.occurrence_date).days
     code = valid_until = None
     if step.coupon is not None:
         code = coupon_code(check.secret, check.delivery.stands_for, step.coupon.prefix)
