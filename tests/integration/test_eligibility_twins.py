@@ -12,7 +12,8 @@ from tests.support.members import add_members, make_member
 
 
 def test_channel_choice_in_sql_and_in_python_agree_for_every_combination(pg_sessions):
-    combos = list(itertools.product([True, False], [True, False], [ContactStatus.OK, ContactStatus.MISSING],
+    combos = list(itertools.product([True, False], [True, False],
+                                    [ContactStatus.OK, ContactStatus.MISSING, ContactStatus.UNDELIVERABLE],
                                     [ContactStatus.OK, ContactStatus.INVALID],
                                     [None, MailchimpStatus.SUBSCRIBED, MailchimpStatus.REFUSED]))
     members = []
@@ -32,5 +33,7 @@ def test_channel_choice_in_sql_and_in_python_agree_for_every_combination(pg_sess
             from_python = {m.external_id: choose_channel(m, channels) for m in session.scalars(select(Member))}
         assert from_sql == from_python, channels
         assert set(from_python.values()) >= {(channels[0], None), (None, "no_consent")}
+        if channels[0] != "sms":  # an address that bounced for good says so, not "no usable address"
+            assert (None, "email_undeliverable") in set(from_python.values()), channels
         if "mailchimp" in channels and "email" not in channels:  # refused by Mailchimp: no usable address
             assert (None, "no_usable_address") in set(from_python.values())
