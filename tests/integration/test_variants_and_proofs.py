@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,7 +26,6 @@ from tests.conftest import PUBLIC_URL, REPO_ROOT
 from tests.integration.test_support_commands import loyalty, member_id, one_sentence, row
 from tests.support.members import add_members, make_member
 
-UTC = timezone.utc
 TICK = "2027-06-15T08:00:00Z"  # 10:00 in Paris, the members' birthday
 SENT_AT = datetime(2027, 6, 15, 8, tzinfo=UTC)
 
