@@ -1,8 +1,8 @@
 """Privacy requests: erasing a member's personal data, and exporting everything held about them.
 
 Erasure keeps the accounts: the member row (by the shop's id), the points ledger, orders and the send
-ledger stay, anonymous; names, email, phone, their look-up hashes, the birthday, consent, the stored
-payloads of the shop's deliveries about the member and the facts kept with their messages go. Sends
+ledger stay, anonymous; names, email, phone, their look-up hashes (also those kept with the bounces
+and complaints about their address), the birthday, consent, the stored payloads of the shop's deliveries about the member and the facts kept with their messages go. Sends
 still planned for them are skipped (``member_erased``). Both are audited.
 """
 
@@ -18,6 +18,7 @@ from models.audit import AuditAction, AuditEntry
 from models.coupons import Coupon
 from models.db import rows_changed
 from models.delivery import Delivery, DeliveryState
+from models.email_feedback import EmailFeedback
 from models.inbox import InboxEntry, erase_bodies
 from models.member import ContactStatus, Member
 from models.order import Order
@@ -45,6 +46,7 @@ def erase_member(session: Session, member: Member, *, actor: str, reason: str, n
         .values(state=DeliveryState.SKIPPED, reason=ERASED_REASON, finished_at=now, updated_at=now)
     ))
     session.execute(update(Delivery).where(Delivery.member_id == member.id).values(payload=None))
+    session.execute(update(EmailFeedback).where(EmailFeedback.member_id == member.id).values(email_lookup=None))
     inbox = erase_bodies(session, member.external_id)
     counts = {"deliveries_skipped": skipped, "inbox_payloads_erased": inbox}
     session.add(AuditEntry(at=now, actor=actor[:120], action=AuditAction.MEMBER_ERASED, member_id=member.id,

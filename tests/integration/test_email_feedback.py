@@ -256,6 +256,23 @@ def test_soft_bounces_on_different_emails_make_the_address_undeliverable_at_the_
     assert member(pg_sessions, "BOB").email_status == ContactStatus.UNDELIVERABLE
 
 
+def test_an_email_planned_before_its_address_bounced_for_good_is_skipped_when_sent(runtime, web, pg_sessions, smtp_sink):
+    add_members(pg_sessions, make_member("ANN"))
+    sent_birthdays(runtime, smtp_sink)
+    with runtime.sessions() as session:
+        context = plan_context(session, runtime.campaigns, runtime.program, BIRTHDAY_2028)
+    with runtime.sessions() as session, session.begin():
+        plan_campaign(session, runtime.campaigns.campaigns["birthday"], context)
+    events = [{"email": "ann@members.example", "timestamp": 1781506800, "event": "bounce", "type": "bounce",
+               "status": "5.1.1", "sg_event_id": "sg-hard-1", "smtp-id": delivery_of(pg_sessions, "ANN").provider_message_id}]
+    assert sendgrid_post(web, events).json() == {"applied": 1, "duplicates": 0}
+    seen = len(smtp_sink.envelopes)
+    deliver(runtime, due_delivery_ids(runtime, BIRTHDAY_2028), as_of=BIRTHDAY_2028)
+    assert len(smtp_sink.envelopes) == seen
+    skipped = delivery_of(pg_sessions, "ANN", 2028)
+    assert (skipped.state, skipped.reason) == (DeliveryState.SKIPPED, "email_undeliverable")
+
+
 # -- Postmark ---------------------------------------------------------------------------------------
 
 def postmark_complaint(token: str | None, record_id: int = 42) -> dict:
@@ -307,7 +324,15 @@ def test_a_postmark_bounce_without_our_token_acts_on_the_address(web, pg_session
     answer = web.post("/feedback/postmark", content=json.dumps(bounce).encode(), auth=POSTMARK)
     assert answer.json() == {"applied": 1, "duplicates": 0}
     assert member(pg_sessions, "ANN").email_status == ContactStatus.UNDELIVERABLE
-    assert feedback_rows(pg_sessions)[0].delivery_id is None
+    [row] = feedback_rows(pg_sessions)
+    assert row.delivery_id is None and row.email_lookup is not None
+
+    from models.privacy import erase_member  # erasing the member forgets the address's hash kept with it
+
+    with pg_sessions() as session, session.begin():
+        erase_member(session, session.get(Member, row.member_id), actor="test", reason="privacy request",
+                     now=datetime(2027, 7, 1, tzinfo=UTC))
+    assert feedback_rows(pg_sessions)[0].email_lookup is None
 
 
 # -- the bounce mailbox over IMAP (Dovecot) -----------------------------------------------------------
