@@ -105,6 +105,12 @@ def export_member(session: Session, member: Member, *, actor: str, reason: str, 
             {"at": iso(a.at), "actor": a.actor, "action": a.action, "reason": a.reason}
             for a in session.scalars(select(AuditEntry).where(AuditEntry.member_id == member.id).order_by(AuditEntry.id))
         ],
+        "email_feedback": [
+            {"received_at": iso(f.received_at), "provider": f.provider, "kind": f.kind, "status": f.status,
+             "effect": f.effect, "campaign": f.campaign}
+            for f in session.scalars(select(EmailFeedback).where(EmailFeedback.member_id == member.id)
+                                     .order_by(EmailFeedback.id))
+        ],
         "shop_events": [
             {"received_at": iso(i.received_at), "platform": i.platform, "topic": i.topic, "state": i.state}
             for i in session.scalars(select(InboxEntry).where(InboxEntry.member_ref == member.external_id)

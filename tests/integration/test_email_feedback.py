@@ -327,6 +327,14 @@ def test_a_postmark_bounce_without_our_token_acts_on_the_address(web, pg_session
     [row] = feedback_rows(pg_sessions)
     assert row.delivery_id is None and row.email_lookup is not None
 
+    from models.privacy import export_member  # a privacy export lists it
+
+    with pg_sessions() as session, session.begin():
+        exported = export_member(session, session.get(Member, row.member_id), actor="test", reason="request",
+                                 now=datetime(2027, 7, 1, tzinfo=UTC))
+    assert [(f["provider"], f["kind"], f["effect"]) for f in exported["email_feedback"]] == [
+        ("postmark", "hard_bounce", "undeliverable")]
+
     from models.privacy import erase_member  # erasing the member forgets the address's hash kept with it
 
     with pg_sessions() as session, session.begin():
