@@ -45,6 +45,8 @@ def loyalty(env: Mapping[str, str], *args: str, cwd: Path | str = REPO_ROOT,
     environment.update(env)
     consoles = [cli_module.console, cli_module.errors, cli_module.plain, cli_module.plain_errors]
     colours = [console._color_system for console in consoles]
+    widths = [console._width for console in consoles]  # rich reads COLUMNS when a console is made
+    columns = environment.get("COLUMNS", os.environ.get("COLUMNS"))
     root = logging.getLogger()
     saved_logging = (root.handlers[:], root.level, structlog.get_config())
     saved_runtime = workers.runtime._runtime
@@ -64,6 +66,7 @@ def loyalty(env: Mapping[str, str], *args: str, cwd: Path | str = REPO_ROOT,
     get_settings.cache_clear()
     for console in consoles:
         console._color_system = None  # a pipe, as for a process whose output is captured
+        console._width = int(columns) if columns and columns.isdigit() else None
     try:
         os.chdir(cwd)
         result = CliRunner().invoke(cli_module.cli, list(args), env=environment, input=input, prog_name="loyalty",
@@ -79,8 +82,8 @@ def loyalty(env: Mapping[str, str], *args: str, cwd: Path | str = REPO_ROOT,
         personal_data._ring = saved_keys
         dramatiq.broker.global_broker = saved_broker
         get_settings.cache_clear()
-        for console, colour in zip(consoles, colours, strict=True):
-            console._color_system = colour
+        for console, colour, width in zip(consoles, colours, widths, strict=True):
+            console._color_system, console._width = colour, width
         root.handlers[:] = saved_logging[0]
         root.setLevel(saved_logging[1])
         structlog.configure(**saved_logging[2])
