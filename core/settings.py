@@ -336,7 +336,7 @@ def _public_url(env: Mapping[str, str], production: bool) -> str:
         return EMBEDDED_PUBLIC_URL
     parts = urlsplit(raw)
     try:
-        parts.port
+        _ = parts.port  # raises ValueError when the port is not a number
     except ValueError:
         parts = parts._replace(netloc="")
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVarTuple, Unpack, cast
+from typing import TYPE_CHECKING, Any, TypeVarTuple, cast
 
 import dramatiq
 import structlog
@@ -376,7 +376,7 @@ def _candidates(platform: str) -> ColumnElement[bool]:
 _Columns = TypeVarTuple("_Columns")
 
 
-def _joined(platform: str, query: Select[Unpack[_Columns]]) -> Select[Unpack[_Columns]]:
+def _joined(platform: str, query: Select[*_Columns]) -> Select[*_Columns]:
     return (query.select_from(Member)
             .outerjoin(ShopCustomer, and_(ShopCustomer.member_id == Member.id, ShopCustomer.platform == platform)))
 

@@ -96,7 +96,7 @@ class ImportSource:
                 )
                 yield RawRow(start, None, f"the row has {len(record)} fields but the header names {columns} columns{span}")
                 continue
-            yield RawRow(start, {name: value for name, value in zip(self.header, record) if name})
+            yield RawRow(start, {name: value for name, value in zip(self.header, record, strict=True) if name})
 
     def _jsonl_rows(self) -> Iterator[RawRow]:
         known = COLUMNS[self.kind]

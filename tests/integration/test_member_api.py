@@ -241,7 +241,7 @@ def test_the_readmes_member_api_examples_work_as_written(api, pg_sessions):
     assert answer.status_code == 201 and set(answer.json()) == {"code", "points", "value", "currency", "expires_at"}
     sentences = re.findall(r'^\| (\d{3}) \| `(\{"error": .*\})` \|$', section, flags=re.M)
     assert len(sentences) == 12
-    for status, text in sentences:  # the bodies are JSON as the API sends them
+    for _status, text in sentences:  # the bodies are JSON as the API sends them
         assert json.loads(text)["error"].endswith(".")
 
 

@@ -63,8 +63,8 @@ def _loyalty(env: dict, *args: str) -> subprocess.CompletedProcess:
 
 def test_a_database_never_migrated_says_run_loyalty_migrate_in_one_sentence_then_migrate_fixes_it(env, unmigrated_database):
     env = {**env, "DATABASE_URL": unmigrated_database}
-    for command in (["preview", "birthday", "--at", "2027-02-28T10:00:00Z"], ["history", "--member", "M1"], ["report"]):
-        refused = _loyalty(env, *command)
+    for args in (["preview", "birthday", "--at", "2027-02-28T10:00:00Z"], ["history", "--member", "M1"], ["report"]):
+        refused = _loyalty(env, *args)
         assert refused.returncode == 2, refused.stderr
         assert refused.stderr.strip() == (
             "error: The database at DATABASE_URL has no schema yet: run `loyalty migrate` "

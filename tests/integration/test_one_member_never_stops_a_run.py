@@ -60,7 +60,7 @@ def test_an_address_that_is_not_ascii_goes_with_smtputf8_where_the_server_offers
         "ANNA": "sent", "INES": "sent", "ZOE": "sent"}
     [(_, recipients)] = [envelope for envelope in utf8_sink.envelopes if INES in envelope[1]]
     assert recipients == [INES]
-    [raw] = [raw for raw, (_, rcpts) in zip(utf8_sink.raw, utf8_sink.envelopes) if INES in rcpts]
+    [raw] = [raw for raw, (_, rcpts) in zip(utf8_sink.raw, utf8_sink.envelopes, strict=True) if INES in rcpts]
     assert f"\r\nTo: {INES}\r\n".encode() in raw  # the address itself, in UTF-8 (RFC 6532)
     [message] = utf8_sink.to(INES)
     assert "Happy birthday, Inès!" in message.get_body(("plain",)).get_content()

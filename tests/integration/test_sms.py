@@ -254,7 +254,7 @@ def test_two_workers_together_stay_under_the_rate_shared_through_redis(env, tmp_
             channel.close()
 
     started = time.monotonic()
-    workers = [threading.Thread(target=send_many, args=(dyno, name)) for dyno, name in zip(dynos, "ab")]
+    workers = [threading.Thread(target=send_many, args=(dyno, name)) for dyno, name in zip(dynos, "ab", strict=True)]
     for worker in workers:
         worker.start()
     for worker in workers:

@@ -142,9 +142,10 @@ class Process:
         try:
             self.popen.wait(timeout)
             wait_for(lambda: not self.group_alive(), 10, f"{self.name}'s processes to exit")
-        except (subprocess.TimeoutExpired, AssertionError):
+        except (subprocess.TimeoutExpired, AssertionError) as error:
             self.kill()
-            raise AssertionError(f"{self.name} was still running {timeout:.0f} s after SIGTERM:\n{self.log()[-3000:]}")
+            raise AssertionError(
+                f"{self.name} was still running {timeout:.0f} s after SIGTERM:\n{self.log()[-3000:]}") from error
         return time.monotonic() - started
 
     def stop(self) -> None:

@@ -134,6 +134,6 @@ def deliver_until_done(runtime, at: datetime = AT, *, threads: int = 8, rounds: 
         if due:  # small batches, so that a thread held by time-outs does not hold the round back
             batches = [due[i:i + 10] for i in range(0, len(due), 10)]
             with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda ids: deliver(runtime, ids, as_of=as_of), batches))
+                list(pool.map(lambda ids, at=as_of: deliver(runtime, ids, as_of=at), batches))
         as_of = max(as_of + timedelta(minutes=16), left or as_of)
     raise AssertionError(f"deliveries still planned after {rounds} rounds")

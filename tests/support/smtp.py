@@ -57,7 +57,7 @@ class SmtpSink:
 
     def to(self, address: str) -> list[EmailMessage]:
         with self.lock:
-            return [m for m, (_, rcpts) in zip(self.messages, self.envelopes) if address in rcpts]
+            return [m for m, (_, rcpts) in zip(self.messages, self.envelopes, strict=True) if address in rcpts]
 
 
 def _free_port() -> int:

@@ -89,12 +89,12 @@ def test_assignment_is_independent_of_the_holdout(tmp_path):
     campaign = birthday_with(tmp_path)
     held = [is_held_out("birthday", member, 0.2) for member in IDS]
     names = [variant_name(campaign, member) for member in IDS]
-    held_names = [n for n, h in zip(names, held) if h]
-    kept_names = [n for n, h in zip(names, held) if not h]
+    held_names = [n for n, h in zip(names, held, strict=True) if h]
+    kept_names = [n for n, h in zip(names, held, strict=True) if not h]
     assert abs(held_names.count("bigger") / len(held_names) - 0.7) <= 0.01
     assert abs(kept_names.count("bigger") / len(kept_names) - 0.7) <= 0.01
     for variant in ("control", "bigger"):
-        in_variant = [h for n, h in zip(names, held) if n == variant]
+        in_variant = [h for n, h in zip(names, held, strict=True) if n == variant]
         assert abs(sum(in_variant) / len(in_variant) - 0.2) <= 0.01
 
 
