@@ -24,12 +24,15 @@ import imaplib
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 import structlog
 from sqlalchemy import distinct, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.feedback_settings import ImapTarget
 from core.settings import Settings
 from core.tokens import read_bounce_token
 from models.audit import AuditAction, AuditEntry
@@ -53,7 +56,7 @@ def apply_notices(sessions: sessionmaker[Session], settings: Settings, notices: 
     return [_apply_one(sessions, settings, notice, verified_source) for notice in notices]
 
 
-def _apply_one(sessions, settings: Settings, notice: Notice, verified_source: bool) -> str:
+def _apply_one(sessions: sessionmaker[Session], settings: Settings, notice: Notice, verified_source: bool) -> str:
     digest = read_bounce_token(settings.secret, notice.token) if notice.token else None
     if not verified_source and digest is None:
         return "untraced"  # anyone can write to the mailbox: only our signed token is believed
@@ -61,14 +64,13 @@ def _apply_one(sessions, settings: Settings, notice: Notice, verified_source: bo
     with transaction(sessions) as session:
         delivery = _delivery(session, settings, digest, notice.message_id)
         address_hash = lookup("email", notice.address) if notice.address else None
+        members: list[Member] = []
         if delivery is not None:
-            members = [session.get(Member, delivery.member_id, with_for_update=True)]
+            found = session.get(Member, delivery.member_id, with_for_update=True)
+            members = [found] if found is not None else []
         elif address_hash is not None:
             members = list(session.scalars(
                 select(Member).where(Member.email_lookup == address_hash).order_by(Member.id).with_for_update()))
-        else:
-            members = []
-        members = [m for m in members if m is not None]
         base = dict(provider=notice.provider, kind=notice.kind, status=notice.status,
                     occurred_at=notice.occurred_at, received_at=now, email_lookup=address_hash,
                     delivery_id=delivery.id if delivery else None, campaign=delivery.campaign if delivery else None)
@@ -107,7 +109,7 @@ def _delivery(session: Session, settings: Settings, digest: str | None, message_
     return None
 
 
-def _record(session: Session, **values) -> int | None:
+def _record(session: Session, **values: Any) -> int | None:
     """Insert the feedback row; None when its key was already recorded (a duplicate)."""
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     return session.execute(
@@ -117,9 +119,9 @@ def _record(session: Session, **values) -> int | None:
 
 
 def _effect(session: Session, settings: Settings, notice: Notice, member: Member, address_hash: str | None,
-            delivery: Delivery | None, now) -> str:
+            delivery: Delivery | None, now: datetime) -> str:
     actor = f"provider:{notice.provider}"
-    details = {"feedback": notice.kind, "status": notice.status, "delivery_id": delivery.id if delivery else None}
+    details: dict[str, Any] = {"feedback": notice.kind, "status": notice.status, "delivery_id": delivery.id if delivery else None}
     if notice.kind == COMPLAINT:
         changed = record_consent(session, member.id, "email", granted=False, source=f"complaint:{notice.provider}",
                                  at=now, actor=actor, reason=f"marked an email as spam ({notice.provider})",
@@ -133,7 +135,7 @@ def _effect(session: Session, settings: Settings, notice: Notice, member: Member
         bounced = session.scalar(
             select(func.count(distinct(func.coalesce(EmailFeedback.delivery_id, -EmailFeedback.id))))
             .where(EmailFeedback.member_id == member.id, EmailFeedback.kind == FeedbackKind.SOFT_BOUNCE,
-                   EmailFeedback.email_lookup == member.email_lookup))
+                   EmailFeedback.email_lookup == member.email_lookup)) or 0
         if bounced < settings.feedback.soft_bounce_limit:
             return Effect.COUNTED
         details["soft_bounces"] = int(bounced)
@@ -166,8 +168,8 @@ def read_mailbox(settings: Settings, sessions: sessionmaker[Session], *, limit: 
         status, _ = imap.select(_quoted(target.mailbox))
         if status != "OK":
             raise FeedbackProblem(f"the bounce mailbox has no folder {target.mailbox!r}; fix LOYALTY_BOUNCE_IMAP_URL's path")
-        _, data = imap.uid("SEARCH", None, "UNSEEN")
-        uids = (data[0] or b"").split()[:limit]
+        _, data = imap.uid("SEARCH", "UNSEEN")
+        uids = [uid.decode() for uid in (data[0] or b"").split()[:limit]]
         for uid in uids:
             _, fetched = imap.uid("FETCH", uid, "(BODY.PEEK[])")
             raw = next((item[1] for item in fetched if isinstance(item, tuple)), None)
@@ -177,7 +179,7 @@ def read_mailbox(settings: Settings, sessions: sessionmaker[Session], *, limit: 
                     notices = mailbox_notices(raw)
                 except FeedbackProblem as problem:
                     report.unreadable += 1
-                    log.warning("bounces.unreadable", uid=uid.decode(), problem=str(problem))
+                    log.warning("bounces.unreadable", uid=uid, problem=str(problem))
                     notices = []
                 report.reports += bool(notices)
                 for effect in apply_notices(sessions, settings, notices, verified_source=False):
@@ -186,7 +188,7 @@ def read_mailbox(settings: Settings, sessions: sessionmaker[Session], *, limit: 
     return report
 
 
-def _connect(target) -> imaplib.IMAP4:
+def _connect(target: ImapTarget) -> imaplib.IMAP4:
     try:
         if target.security == "tls":
             imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(target.host, target.port, ssl_context=ssl.create_default_context(),

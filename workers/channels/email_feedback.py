@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from core.tokens import token_in_address
@@ -86,7 +87,7 @@ def _instant(value: object) -> datetime | None:
     return None
 
 
-def _json(body: bytes, what: str):
+def _json(body: bytes, what: str) -> Any:
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
@@ -173,9 +174,9 @@ def ses_notices(message: str) -> list[Notice]:
     if not isinstance(document, dict):
         return []
     kind = document.get("notificationType") or document.get("eventType")
-    mail = document.get("mail") if isinstance(document.get("mail"), dict) else {}
+    mail: dict[str, Any] = document["mail"] if isinstance(document.get("mail"), dict) else {}
     token = token_in_address(mail.get("source") or "") if isinstance(mail.get("source"), str) else None
-    common = mail.get("commonHeaders") if isinstance(mail.get("commonHeaders"), dict) else {}
+    common: dict[str, Any] = mail["commonHeaders"] if isinstance(mail.get("commonHeaders"), dict) else {}
     for header in mail.get("headers") or []:
         if isinstance(header, dict) and str(header.get("name", "")).lower() == TOKEN_HEADER.lower():
             token = token or _text(header.get("value"), 64)
@@ -300,7 +301,7 @@ def postmark_notices(body: bytes) -> list[Notice]:
     record_id, address = record.get("ID"), _text(record.get("Email"))
     if not isinstance(record_id, (int, str)) or isinstance(record_id, bool) or not address:
         raise FeedbackProblem("the Postmark webhook has no ID or Email")
-    metadata = record.get("Metadata") if isinstance(record.get("Metadata"), dict) else {}
+    metadata: dict[str, Any] = record["Metadata"] if isinstance(record.get("Metadata"), dict) else {}
     return [Notice(
         key=f"postmark:{record['RecordType']}:{str(record_id)[:100]}", provider="postmark", kind=kind,
         address=address, token=_text(metadata.get("loyalty-token"), 64), status=_text(type_, 64),
@@ -318,8 +319,10 @@ def mailbox_notices(raw: bytes) -> list[Notice]:
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
     if message.get_content_type() != "multipart/report":
         return []
-    report_type = (message.get_param("report-type") or "").lower()
-    parts = message.get_payload() if message.is_multipart() else []
+    param = message.get_param("report-type")
+    report_type = param.lower() if isinstance(param, str) else ""
+    payload = message.get_payload() if message.is_multipart() else []
+    parts = [part for part in payload if isinstance(part, Message)] if isinstance(payload, list) else []
     original = _original_headers(parts)
     token = _token(message, original)
     message_id = _clean_id(original.get("Message-ID")) if original is not None else None
@@ -331,12 +334,13 @@ def mailbox_notices(raw: bytes) -> list[Notice]:
     return []
 
 
-def _dsn_notices(parts: list[Message], base: str, token, message_id, date) -> list[Notice]:
+def _dsn_notices(parts: list[Message], base: str, token: str | None, message_id: str | None,
+                 date: datetime | None) -> list[Notice]:
     status_part = next((p for p in parts if p.get_content_type() == "message/delivery-status"), None)
     if status_part is None:
         raise FeedbackProblem("the delivery status notification has no message/delivery-status part")
-    blocks = status_part.get_payload()
-    blocks = blocks if isinstance(blocks, list) else []
+    payload = status_part.get_payload()
+    blocks = [block for block in payload if isinstance(block, Message)] if isinstance(payload, list) else []
     notices = []
     for index, block in enumerate(blocks[1:]):  # the first block is about the message, the rest one recipient each
         if (block.get("Action") or "").strip().lower() != "failed":
@@ -354,12 +358,13 @@ def _dsn_notices(parts: list[Message], base: str, token, message_id, date) -> li
     return notices
 
 
-def _arf_notices(parts: list[Message], original: Message | None, base: str, token, message_id, date) -> list[Notice]:
+def _arf_notices(parts: list[Message], original: Message | None, base: str, token: str | None,
+                 message_id: str | None, date: datetime | None) -> list[Notice]:
     report = next((p for p in parts if p.get_content_type() == "message/feedback-report"), None)
     if report is None:
         return []
-    fields = report.get_payload()
-    fields = fields[0] if isinstance(fields, list) and fields else report
+    payload = report.get_payload()
+    fields = payload[0] if isinstance(payload, list) and payload and isinstance(payload[0], Message) else report
     if (fields.get("Feedback-Type") or "").strip().lower() != "abuse":
         return []
     address = _typed_address(fields.get("Original-Rcpt-To")) or (
@@ -368,17 +373,16 @@ def _arf_notices(parts: list[Message], original: Message | None, base: str, toke
                    token=token, message_id=message_id, status="abuse", occurred_at=date)]
 
 
-def _original_headers(parts: list) -> Message | None:
+def _original_headers(parts: list[Message]) -> Message | None:
     """The headers of the email the report is about (its message/rfc822 or text/rfc822-headers part)."""
     for part in parts:
-        if not isinstance(part, Message):
-            continue
         if part.get_content_type() == "message/rfc822":
             inner = part.get_payload()
-            return inner[0] if isinstance(inner, list) and inner else None
+            return inner[0] if isinstance(inner, list) and inner and isinstance(inner[0], Message) else None
         if part.get_content_type() == "text/rfc822-headers":
-            payload = part.get_payload(decode=True) or b""
-            return email.message_from_bytes(payload, policy=email.policy.compat32)
+            payload = part.get_payload(decode=True)
+            return email.message_from_bytes(payload if isinstance(payload, bytes) else b"",
+                                            policy=email.policy.compat32)
     return None
 
 
@@ -408,7 +412,7 @@ def _typed_address(value: str | None) -> str | None:
     return address[:320] or None
 
 
-def _clean_id(value) -> str | None:
+def _clean_id(value: object) -> str | None:
     return str(value).strip()[:200] if value else None
 
 
