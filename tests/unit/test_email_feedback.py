@@ -323,3 +323,14 @@ def test_an_abuse_report_is_a_complaint_and_other_mail_is_nothing():
     plain["Subject"] = "Out of office"
     plain.set_content("I am away.")
     assert fb.mailbox_notices(plain.as_bytes()) == []
+
+
+def test_the_clock_reads_the_bounce_mailbox_every_five_minutes_only_when_it_is_configured():
+    from schedules.clock import build_scheduler
+
+    without = build_scheduler(load_settings({}), tick_minutes=5)
+    assert without.get_job("bounces.read_mailbox") is None
+    configured = build_scheduler(load_settings({"LOYALTY_BOUNCE_IMAP_URL": "imaps://u:p@imap.example/INBOX"}),
+                                 tick_minutes=5)
+    job = configured.get_job("bounces.read_mailbox")
+    assert job is not None and job.trigger.interval.total_seconds() == 300
