@@ -148,7 +148,7 @@ def _compose_chunk(runtime: Runtime, ids: list[int], as_of: datetime, report: De
 
 
 NAMES = frozenset({"first_name", "last_name"})
-_names_used: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # renderer -> {(campaign, channel): bool}
+_names_used: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # renderer -> {(campaign, channel): names}
 
 
 def _unread_member_fields(runtime: Runtime, due: list[Delivery]) -> frozenset[str]:
@@ -161,25 +161,26 @@ def _unread_member_fields(runtime: Runtime, due: list[Delivery]) -> frozenset[st
         unread.add("phone")
     if not channels & {"email", "mailchimp"}:
         unread.add("email")
-    if not any(_uses_names(runtime, d.campaign, d.channel) for d in due):
-        unread |= NAMES
-    return frozenset(unread)
+    used: set[str] = set()
+    for campaign_id, channel in {(d.campaign, d.channel) for d in due}:
+        used |= _names_used_by(runtime, campaign_id, channel)
+    return frozenset(unread | (NAMES - used))
 
 
-def _uses_names(runtime: Runtime, campaign_id: str, channel: str | None) -> bool:
-    """Whether the campaign's templates on that channel (every locale) may read a member's name;
-    True when it cannot be told (Mailchimp's merge fields, an A/B experiment's templates)."""
+def _names_used_by(runtime: Runtime, campaign_id: str, channel: str | None) -> frozenset[str]:
+    """The names the campaign's templates on that channel (every locale) may read; both when it
+    cannot be told (Mailchimp's merge fields, an A/B experiment's templates)."""
     cache = _names_used.setdefault(runtime.renderer, {})
     known = cache.get((campaign_id, channel))
     if known is None:
-        known = cache[(campaign_id, channel)] = _templates_use_names(runtime, campaign_id, channel)
+        known = cache[(campaign_id, channel)] = _templates_names(runtime, campaign_id, channel)
     return known
 
 
-def _templates_use_names(runtime: Runtime, campaign_id: str, channel: str | None) -> bool:
+def _templates_names(runtime: Runtime, campaign_id: str, channel: str | None) -> frozenset[str]:
     campaign = runtime.campaigns.campaigns.get(campaign_id)
     if campaign is None or getattr(campaign, "experiment", None) is not None:
-        return True
+        return NAMES
     messages = campaign.messages
     if channel == "email" and messages.email is not None:
         names = [f"{locale}/{path}" for locale in campaign.locales for path in (messages.email.text, messages.email.html)]
@@ -187,9 +188,9 @@ def _templates_use_names(runtime: Runtime, campaign_id: str, channel: str | None
     elif channel == "sms" and messages.sms is not None:
         names, sources = [f"{locale}/{messages.sms.text}" for locale in campaign.locales], []
     else:
-        return True
+        return NAMES
     fields = member_fields(runtime.renderer.env, names, sources)
-    return fields is None or bool(fields & NAMES)
+    return NAMES if fields is None else NAMES & fields
 
 
 def _send(runtime: Runtime, link: Link, delivery: Delivery, message: Message, as_of: datetime,

@@ -32,12 +32,13 @@ def _members_read(env: dict, members_sessions, overrides: dict | None = None) ->
     return seen
 
 
-def test_an_email_reads_no_phone_and_the_names_its_templates_use(env, pg_sessions, smtp_sink):
+def test_an_email_reads_no_phone_and_only_the_names_its_templates_use(env, pg_sessions, smtp_sink):
     add_members(pg_sessions, make_member("ANNA", first_name="Anna", phone="+33612345678"),
                 make_member("ZOE", first_name="Zoé", locale="fr"))
     reads = _members_read(env, pg_sessions)
     assert reads and all("members.phone," not in sql and "members.phone " not in sql for sql in reads)
     assert all("members.first_name" in sql for sql in reads)  # the shipped birthday greets by name
+    assert all("members.last_name" not in sql for sql in reads)  # and no template of it uses the last
     assert sorted(str(m["Subject"]) for m in smtp_sink.messages)[0].startswith("Happy birthday, Anna!")
 
 

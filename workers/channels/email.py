@@ -32,9 +32,19 @@ from workers.channels.base import (
 def message_id_for(occurrence_key: str, sender: str) -> str:
     """A stable Message-ID: the same occurrence always carries the same id, on every attempt."""
     digest = hashlib.sha256(occurrence_key.encode()).hexdigest()[:32]
+    return f"<{digest}@{_domain_of(sender)}>"
+
+
+@functools.lru_cache(maxsize=64)
+def _domain_of(sender: str) -> str:
+    """The sender's domain (parsing an address costs more than the rest of the Message-ID)."""
     addresses = getaddresses([sender])
-    domain = addresses[0][1].rpartition("@")[2] if addresses and "@" in addresses[0][1] else "loyalty.invalid"
-    return f"<{digest}@{domain}>"
+    return addresses[0][1].rpartition("@")[2] if addresses and "@" in addresses[0][1] else "loyalty.invalid"
+
+
+@functools.lru_cache(maxsize=64)
+def _envelope_of(sender: str) -> str:
+    return getaddresses([sender])[0][1]
 
 
 #: The message is built with the email package's string-based (``compat32``) API: it writes the
@@ -266,7 +276,7 @@ class SmtpEmailChannel:
         return connection
 
     def send(self, email: OutgoingEmail) -> str:
-        envelope_from = self.return_path(email.occurrence_key) if self.return_path else getaddresses([self.sender])[0][1]
+        envelope_from = self.return_path(email.occurrence_key) if self.return_path else _envelope_of(self.sender)
         extra = None
         if self.return_path:  # Postmark's webhooks carry it back as Metadata (other relays ignore it)
             extra = {"X-PM-Metadata-loyalty-token": token_in_address(envelope_from) or ""}
