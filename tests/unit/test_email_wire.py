@@ -172,3 +172,14 @@ def test_random_names_and_subjects_round_trip(name, subject, body):
         unsubscribe_url="https://club.example.com/unsubscribe/abc.def",
     )
     check(sent, display_name=display)
+
+
+@settings(max_examples=300, deadline=None)
+@given(local=st.text(min_size=1, max_size=20), domain=st.text(min_size=1, max_size=20))
+def test_the_smtp_path_is_what_smtplib_would_write(local, domain):
+    import smtplib
+
+    from workers.channels.email import _smtp_path
+
+    for address in (f"{local}@{domain}", local, "bounces+abc.DEF_1-2@mail.example.com", "inès.x@example.com"):
+        assert _smtp_path(address) == smtplib.quoteaddr(address)

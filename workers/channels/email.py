@@ -47,6 +47,14 @@ def _envelope_of(sender: str) -> str:
     return getaddresses([sender])[0][1]
 
 
+_PLAIN_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:\"@]+@[^\s<>()\[\]\\,;:\"@]+")
+
+
+def _smtp_path(address: str) -> str:
+    """``<address>`` for MAIL FROM / RCPT TO, as ``smtplib.quoteaddr`` writes it."""
+    return f"<{address}>" if _PLAIN_ADDRESS.fullmatch(address) else smtplib.quoteaddr(address)
+
+
 #: The message is built with the email package's string-based (``compat32``) API: it writes the
 #: headers it is given, where the modern ``EmailMessage`` parses, checks and re-folds every one of
 #: them (about 1.5 ms an email against 0.5 ms: the largest part of a worker's CPU per message).
@@ -293,11 +301,17 @@ class SmtpEmailChannel:
                     raise PermanentFailure("email_address_needs_smtputf8",
                                            "the address is not ASCII and the SMTP server does not offer SMTPUTF8")
                 options = ("SMTPUTF8",)  # smtplib then writes the commands in UTF-8
-            code, reply = connection.mail(envelope_from, options)
+            if options:
+                connection.command_encoding = "utf-8"  # as smtplib's mail() does for SMTPUTF8
+            # smtplib's mail() and rcpt() parse each address again (0.2 ms a message): a plain one
+            # is written as it is, anything else goes through smtplib's own quoting.
+            connection.putcmd("mail", f"FROM:{_smtp_path(envelope_from)}{''.join(' ' + o for o in options)}")
+            code, reply = connection.getreply()
             if code != 250:
                 self._reset()
                 raise _sorted_failure(code, reply, "sender refused")
-            code, reply = connection.rcpt(email.to)
+            connection.putcmd("rcpt", f"TO:{_smtp_path(email.to)}")
+            code, reply = connection.getreply()
             if code not in (250, 251):
                 connection.rset()
                 raise _sorted_failure(code, reply, "recipient refused")
