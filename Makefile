@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test check lint install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,20 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/loyalty demo
 
-## Run the whole test suite against the real PostgreSQL, Redis and a local SMTP server.
-test: $(STAMP)
-	$(BIN)/python -m pytest
+## Lint and types: ruff (pyflakes, imports, bugbear, pyupgrade) and mypy, as configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## Lint, types, then the whole test suite (chaos tests included) against the real PostgreSQL, Redis
+## and local stand-in servers, on two processes (pytest-xdist); PYTEST_ARGS="-n 0" runs it in one.
+test: lint
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+## A developer's loop, under two minutes: lint, types, the unit tests and the integration tests not
+## marked slow (real processes, servers, large data and every chaos test are left to `make test`).
+check: lint
+	$(BIN)/python -m pytest -n 2 -m "not slow" tests/unit tests/integration $(PYTEST_ARGS)
 
 ## Benchmark against the bare stack: a small size by default; make bench BENCH_ARGS="--members 1000000"
 bench: $(STAMP)

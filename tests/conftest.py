@@ -151,6 +151,64 @@ def runtime(settings, pg_engine):
     built.close()
 
 
+#: Tests that start real processes or servers of their own, or work through large data, marked
+#: ``slow``: `make test` and CI run them, `make check` (a developer's loop, under two minutes) leaves
+#: them out. Every chaos test; these integration modules whole; and these tests (by function name).
+SLOW = "slow"
+SLOW_MODULES = {
+    "test_bad_input",  # real `python -m loyalty` processes: exit codes, no traceback, a clock's start
+    "test_benchmark_intake", "test_benchmark_smoke",  # a benchmark database of 2,000 members
+    "test_demo_shop",  # the shop demo: a store, its webhooks, twice
+    "test_deploy",  # a fresh virtualenv from requirements.txt; the Procfile's processes refusing to start
+    "test_email_layout_in_chromium",  # every email in Chromium at two widths
+    "test_procfile",  # the Procfile under honcho
+    "test_queue_and_processes",  # worker and `loyalty run` processes at once
+    "test_web_limits",  # a real `loyalty web` process
+}
+SLOW_TESTS = {
+    "test_the_demo_with_the_local_providers_counts_what_twilio_and_mailchimp_accepted",
+    "test_the_demo_runs_every_kind_on_the_embedded_default_with_no_server",
+    "test_every_birthday_the_demo_seeds_is_accounted_for",
+    "test_a_whole_day_at_debug_logs_no_email_address_or_phone_number",  # a worker process, 300 members
+    "test_a_backfill_killed_halfway_resumes_and_ends_with_the_same_ledger",  # a process killed
+    "test_a_worker_killed_while_the_shop_makes_the_code_ends_with_one_code",  # a process killed
+    "test_a_bulk_sync_of_10000_members_makes_at_most_20_calls_then_only_sends_changes",
+    "test_1000_events_with_20_percent_errors_and_5_percent_time_outs_each_posted_once_or_with_a_reason",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"{SLOW}: real processes, servers or large data; left out of `make check`, "
+                                       "run by `make test` and CI")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.parent.name == "chaos":
+            item.add_marker(SLOW)
+            item.add_marker(pytest.mark.xdist_group("chaos"))  # one at a time: they time processes
+        elif item.path.stem in SLOW_MODULES or getattr(item, "originalname", item.name) in SLOW_TESTS:
+            item.add_marker(SLOW)
+
+
+#: The chaos scenarios' tally lines (tests/chaos/conftest.py), repeated at the end of the run; they come
+#: with the tests' reports, so a run on several processes (pytest-xdist) shows them too.
+CHAOS_TALLIES: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    CHAOS_TALLIES.extend(value for name, value in report.user_properties if name == "chaos tally"
+                         and report.when == "teardown")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if CHAOS_TALLIES:
+        terminalreporter.section("chaos tallies")
+        for line in CHAOS_TALLIES:
+            terminalreporter.write_line(line)
+
+
 def pytest_sessionfinish(session, exitstatus):
     """In CI a skipped test is a failed test: nothing may quietly not run."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -14,11 +14,12 @@ from tests.support.chaos import ChaosRun
 from tests.support.private_services import private_postgres, private_redis  # noqa: F401 (fixtures)
 
 
-def pytest_terminal_summary(terminalreporter):
-    if chaos.REPORTED:
-        terminalreporter.section("chaos tallies")
-        for line in chaos.REPORTED:
-            terminalreporter.write_line(line)
+@pytest.fixture(autouse=True)
+def tallies_in_the_report(request):
+    """The scenario's tally lines go with its report, for the summary at the end (tests/conftest.py)."""
+    before = len(chaos.REPORTED)
+    yield
+    request.node.user_properties.extend(("chaos tally", line) for line in chaos.REPORTED[before:])
 
 
 @pytest.fixture
