@@ -78,8 +78,8 @@ def load_campaign_file(path: Path) -> CampaignBase:
     model = CAMPAIGN_KINDS.get(kind) if isinstance(kind, str) else None
     if model is None:
         known = ", ".join(sorted(CAMPAIGN_KINDS))
-        line = yaml_source.line_of(nodes, ["kind"])
-        raise DefinitionError(shown, line, f"kind {kind!r} is not a campaign kind; use one of: {known}.")
+        raise DefinitionError(shown, yaml_source.line_of(nodes, ["kind"]),
+                              f"kind {kind!r} is not a campaign kind; use one of: {known}.")
     try:
         campaign = model.model_validate(data)
     except ValidationError as exc:

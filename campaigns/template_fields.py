@@ -32,6 +32,8 @@ def member_fields(env: Environment, template_names: Iterable[str], sources: Iter
             if name in seen:
                 continue
             seen.add(name)
+            if env.loader is None:  # no templates to follow: whatever they name may be read
+                return EVERY_FIELD
             source, _, _ = env.loader.get_source(env, name)
             parsed.append(env.parse(source))
             for template in _referenced(parsed[-1]):
@@ -51,11 +53,12 @@ def member_fields(env: Environment, template_names: Iterable[str], sources: Iter
 def _referenced(tree: nodes.Template) -> Iterable[str | None]:
     """The templates ``tree`` extends, includes or imports (None for one named at render time)."""
     for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+        assert isinstance(node, (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport))  # find_all's typing
         target = node.template
         if isinstance(target, nodes.Const) and isinstance(target.value, str):
             yield target.value
         elif isinstance(target, (nodes.List, nodes.Tuple)) and all(isinstance(i, nodes.Const) for i in target.items):
-            yield from (i.value for i in target.items)
+            yield from (i.value for i in target.items if isinstance(i, nodes.Const))  # all are
         else:
             yield None
 

@@ -8,7 +8,7 @@ recursion and take down everything reading the definitions).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import yaml
@@ -39,7 +39,7 @@ class _DuplicateKey(yaml.constructor.ConstructorError):
 class _StrictLoader(yaml.SafeLoader):
     """The safe loader, refusing a key given twice in one mapping (at the second one's line)."""
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         if isinstance(node, MappingNode):
             first_seen: dict[Any, Node] = {}
             for key_node, _ in node.value:
@@ -68,8 +68,9 @@ def parse(text: str) -> tuple[Any, Node | None]:
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
-    except _DuplicateKey as exc:
-        raise YamlSyntaxError(exc.problem_mark.line + 1, exc.problem,
+    except _DuplicateKey as exc:  # raised above with both a mark and a problem
+        duplicate = exc.problem_mark
+        raise YamlSyntaxError(duplicate.line + 1 if duplicate else None, exc.problem or "a key is given twice",
                               "keep one of them (YAML would silently use the last)") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -89,8 +90,9 @@ def _check_depth(text: str) -> None:
         if isinstance(event, CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
-                raise YamlSyntaxError(event.start_mark.line + 1, f"the YAML is nested more than {MAX_DEPTH} levels deep, where a definition needs a few",
-                                      "remove the extra nesting")
+                raise YamlSyntaxError(event.start_mark.line + 1 if event.start_mark else None,
+                                      f"the YAML is nested more than {MAX_DEPTH} levels deep, where a definition "
+                                      "needs a few", "remove the extra nesting")
         elif isinstance(event, CollectionEndEvent):
             depth -= 1
 

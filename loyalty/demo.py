@@ -16,6 +16,7 @@ import random
 import shutil
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -163,9 +164,12 @@ def run_demo(settings: Settings, console: Console, *, member_count: int = 240, n
     set_runtime(runtime)
     now = (now or utcnow()).replace(microsecond=0)  # the queue carries instants to the second
     console.print(f"[bold]Loyalty demo[/] on the embedded default: {settings.database_url.split('///')[-1]}")
+    from campaigns.birthday import BirthdayCampaign
+
     birthday = runtime.campaigns.campaigns.get("birthday")
     seeded = seed_members(runtime.sessions, runtime.program, member_count, now, random.Random(42),
-                          leap_rule=birthday.birthday.leap_day_in_common_years if birthday is not None else "feb28")
+                          leap_rule=birthday.birthday.leap_day_in_common_years
+                          if isinstance(birthday, BirthdayCampaign) else "feb28")
     console.print(f"Seeded {member_count} members in {len(ZONES)} time zones (English and French): "
                   + ", ".join(f"{n} {story.replace('_', ' ')}" for story, n in sorted(seeded.stories.items())) + ".")
     for problem in runtime.campaigns.errors:
@@ -187,7 +191,8 @@ def _idle(runtime, campaign_id: str, now: datetime) -> str:
     return "nobody due today"
 
 
-def show_today(runtime, console: Console, now: datetime, *, since_id: int = 0, birthdays: list[str] = ()) -> None:
+def show_today(runtime, console: Console, now: datetime, *, since_id: int = 0,
+               birthdays: Sequence[str] = ()) -> None:
     """What this run's tick did (deliveries after ``since_id``), what earlier runs had already sent
     today, where the messages went, every birthday member's outcome, and how to go on."""
     with runtime.sessions() as session:
@@ -252,7 +257,7 @@ def _samples(console: Console, now: datetime, rows: list) -> None:
     sample = Table(title="A few of the messages sent")
     for column in ("campaign", "member", "tier", "local time", "locale", "channel", "detail"):
         sample.add_column(column)
-    shown = Counter()
+    shown: Counter[str] = Counter()
     for delivery, member in rows:
         if delivery.state != DeliveryState.SENT or shown[delivery.campaign] >= 2 or sum(shown.values()) >= SHOWN_ROWS:
             continue
@@ -266,7 +271,7 @@ def _samples(console: Console, now: datetime, rows: list) -> None:
         console.print(sample)
 
 
-def birthday_outcomes(runtime, now: datetime, birthdays: list[str]) -> Counter:
+def birthday_outcomes(runtime, now: datetime, birthdays: Sequence[str]) -> Counter:
     """What became of each member whose birthday is today: the state (and reason) of this year's
     gift in the send ledger, or why there is none (not yet the send time in their zone)."""
     campaign = runtime.campaigns.campaigns.get("birthday")
@@ -293,7 +298,7 @@ def birthday_outcomes(runtime, now: datetime, birthdays: list[str]) -> Counter:
     return outcomes
 
 
-def _birthdays_accounted(runtime, console: Console, now: datetime, birthdays: list[str]) -> None:
+def _birthdays_accounted(runtime, console: Console, now: datetime, birthdays: Sequence[str]) -> None:
     if not birthdays:
         return
     outcomes = birthday_outcomes(runtime, now, birthdays)

@@ -134,7 +134,8 @@ class WooCommercePlay:
         self.shop.refund(order["id"], Decimal(line["total"]) + Decimal(line["total_tax"]), reason="returned")
 
 
-PLAYS = {"shopify": ShopifyPlay, "woocommerce": WooCommercePlay}
+PLAYS: dict[str, type[ShopifyPlay] | type[WooCommercePlay]] = {"shopify": ShopifyPlay,
+                                                              "woocommerce": WooCommercePlay}
 
 
 def play_the_shop(play, country: str) -> list[Story]:

@@ -7,7 +7,9 @@ here. Tests install a runtime of their own with :func:`set_runtime`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,6 +32,11 @@ from workers.rate_limit import (
     twilio_rate_key,
 )
 
+if TYPE_CHECKING:
+    from workers.channels.base import Channel
+    from workers.channels.mailchimp import MailchimpChannel
+    from workers.channels.sms import TwilioSmsChannel
+
 #: Where Twilio posts message status changes (served by ``loyalty/web.py``).
 TWILIO_STATUS_PATH = "/twilio/status"
 
@@ -46,13 +53,13 @@ class Runtime:
     _mailchimp_slots: ConnectionSlots | None = field(default=None, repr=False)
     _limiter_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def email_channel(self):
+    def email_channel(self) -> SmtpEmailChannel | OutboxEmailChannel:
         if self.settings.smtp is not None:
             return SmtpEmailChannel(self.settings.smtp, self.settings.email_from,
                                     return_path=return_path_for(self.settings))
         return OutboxEmailChannel(self.settings.outbox_dir / "email", return_path=return_path_for(self.settings))
 
-    def sms_channel(self):
+    def sms_channel(self) -> TwilioSmsChannel | OutboxSmsChannel:
         twilio = self.settings.twilio
         if twilio is None:
             return OutboxSmsChannel(self.settings.outbox_dir / "sms")
@@ -69,7 +76,7 @@ class Runtime:
         return self._shared("_sms_limiter", lambda client: RedisRateLimiter(client, key, rate),
                             lambda: LocalRateLimiter(rate))
 
-    def mailchimp_channel(self):
+    def mailchimp_channel(self) -> MailchimpChannel | OutboxMailchimpChannel:
         if self.settings.mailchimp is None:
             return OutboxMailchimpChannel(self.settings.outbox_dir / "mailchimp")
         from workers.channels.mailchimp import MailchimpChannel
@@ -85,7 +92,7 @@ class Runtime:
         return self._shared("_mailchimp_slots", lambda client: RedisConnectionSlots(client, key, limit),
                             lambda: LocalConnectionSlots(limit))
 
-    def _shared(self, attribute: str, on_redis, in_process):
+    def _shared(self, attribute: str, on_redis: Callable[[Any], Any], in_process: Callable[[], Any]) -> Any:
         """The object kept in ``attribute``, made once: ``on_redis(client)`` when there is a Redis,
         ``in_process()`` otherwise (the embedded default)."""
         with self._limiter_lock:
@@ -98,7 +105,7 @@ class Runtime:
                     setattr(self, attribute, in_process())
             return getattr(self, attribute)
 
-    def channel(self, name: str):
+    def channel(self, name: str) -> Channel[Any]:
         """A new channel object (each delivery batch keeps its own, so threads share nothing but
         the SMS rate limiter and the Mailchimp connection slots)."""
         if name == "email":

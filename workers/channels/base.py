@@ -11,7 +11,7 @@ A channel sends one prepared message and returns the provider's message id, or r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 
 class ChannelFailure(Exception):
@@ -71,11 +71,16 @@ class OutgoingMailchimp:
 Outgoing = OutgoingEmail | OutgoingSms | OutgoingMailchimp
 
 
-class Channel(Protocol):
+_Message = TypeVar("_Message", OutgoingEmail, OutgoingSms, OutgoingMailchimp, contravariant=True)
+
+
+class Channel(Protocol[_Message]):
+    """A way out for one kind of message (``Channel[OutgoingEmail]``...)."""
+
     name: str
 
-    def send(self, message: Outgoing) -> str:
-        """Send one message; return the provider's id for it."""
+    def send(self, message: _Message) -> str | None:
+        """Send one message; return the provider's id for it (None when the provider gives none)."""
 
     def close(self) -> None:
         """Release connections kept between sends."""
