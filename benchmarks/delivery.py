@@ -10,10 +10,21 @@ written for the benchmark, since the shipped ones send email), then enqueued as 
 (``workers.actors.enqueue_deliveries``); the clock runs from the first enqueue to the moment the
 server accepted the last message.
 
-The floor: a bare loop of 16 threads (2 × 8), one connection each, sending the very same messages
-(the SMTP bytes, or the Twilio form, that the server received from our worker, recorded during our
-run) to the same server, with no queue and no database, once the worker has stopped; the fastest
-of three runs.
+Two floors, both printed (issue 16):
+
+- the wire: a bare loop of 16 threads (2 × 8), one connection each, sending the very same messages
+  (the SMTP bytes, or the Twilio form, that the server received from our worker, recorded during
+  our run) to the same server, with no queue and no database, once the worker has stopped; the
+  fastest of three runs;
+- the render-and-send loop (email): what a team writes without us, at the worker's concurrency
+  (2 forked processes × 8 connections): one read of the deliveries, members and balances, then the
+  same templates rendered by the same Jinja2 environment, the same message built with the standard
+  library's ``EmailMessage``, sent with ``smtplib``; no queue, no ledger; the fastest of three runs.
+
+Also printed: the worker's CPU a message, PostgreSQL's commits a message over our run
+(``pg_stat_database``; autovacuum included), and the statements, reads and commits a message
+counted by SQLAlchemy events on the same code (``workers.delivery.deliver``) sending 200 more
+deliveries in this process (``pg_stat_statements`` is not preloaded on the benchmark's server).
 
 Before the email run, the worker plans and delivers the birthday tick at the benchmark instant
 itself (``evaluate_campaign`` through Redis), so that its peak memory (d) covers planning at this
@@ -42,7 +53,8 @@ from benchmarks.common import REDIS_URL, Bench, Mismatch, Row, plan_campaign, pl
 from benchmarks.generate import AT
 from benchmarks.memory import TreeSampler
 
-TARGET = 0.5
+TARGET = 0.35  # of the wire (issue 16)
+TEAM_TARGET = 0.9  # of the render-and-send loop (email)
 FLOOR_RUNS = 3
 THREADS = 8
 PROCESSES = 2
@@ -445,6 +457,142 @@ def floor_twilio(server: ProviderProcess, messages: list[dict[str, list[str]]], 
     _in_threads(work, [messages[i::threads] for i in range(threads)])
 
 
+def team_inputs(bench: Bench, campaign, batches: list[tuple[datetime, list[int]]]) -> list[tuple]:
+    """What the render-and-send loop needs, read as a team would (one query for the deliveries, one
+    for their members, one for the balances): ``(at, delivery, member, balance)`` in id order."""
+    from sqlalchemy import select
+
+    from models import ledger
+    from models.delivery import Delivery
+    from models.member import Member
+
+    inputs = []
+    with bench.runtime.sessions() as session:
+        for at, ids in batches:
+            deliveries = session.scalars(select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id)).all()
+            member_ids = {d.member_id for d in deliveries}
+            members = {m.id: m for m in session.scalars(select(Member).where(Member.id.in_(member_ids)))}
+            balances = ledger.balances(session, member_ids)
+            inputs.extend((at, d, members[d.member_id], balances.get(d.member_id, 0)) for d in deliveries)
+    return inputs
+
+
+def floor_render_send_smtp(bench: Bench, server: ProviderProcess, campaign, inputs: list[tuple], threads: int,
+                           processes: int = PROCESSES) -> None:
+    """The loop a team writes without us: render the same templates with the same libraries (the
+    Jinja2 environment, Babel's filters), build the same message (the same headers and the two
+    parts, with the standard library's ``EmailMessage``), send it (``smtplib``); the worker's
+    concurrency (``processes`` forked processes of ``threads`` connections: rendering is CPU, and
+    one process's threads would share one interpreter lock); no queue, no ledger, no claim, no
+    re-check."""
+    context = multiprocessing.get_context("fork")  # the children inherit the inputs and the renderer
+    children = [context.Process(target=_render_send_process, args=(bench, server, campaign, inputs[i::processes], threads),
+                                name="bench-team", daemon=True) for i in range(processes)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    failed = [child.exitcode for child in children if child.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"the render-and-send loop's processes exited with {failed}")
+
+
+def _render_send_process(bench: Bench, server: ProviderProcess, campaign, inputs: list[tuple], threads: int) -> None:
+    from email.message import EmailMessage
+    from email.utils import format_datetime
+
+    from core.tokens import unsubscribe_url
+    from workers.channels.email import message_id_for
+
+    runtime = bench.runtime
+    settings, renderer = runtime.settings, runtime.renderer
+    sender = settings.email_from
+    reward = getattr(campaign, "reward", None)
+    expires_after = timedelta(days=(reward.expires_after_days if reward else None) or 365)
+
+    def work(share):
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as connection:
+            for at, delivery, member, balance in share:
+                link = unsubscribe_url(settings.public_base_url, settings.secret, member.external_id, "email")
+                context = {
+                    "member": {"first_name": member.first_name or "", "last_name": member.last_name or "",
+                               "external_id": member.external_id, "tier": member.tier, "points_balance": balance},
+                    "reward": {"points": delivery.reward_points, "expires_on": (at + expires_after).date()},
+                    "campaign": {"id": campaign.id, "name": campaign.name},
+                    "unsubscribe_url": link,
+                }
+                locale = renderer.choose_locale(campaign, member.locale)
+                rendered = renderer.render_email(campaign, locale, context, member_locale=member.locale)
+                message = EmailMessage()
+                message["From"] = sender
+                message["To"] = member.email
+                message["Subject"] = rendered.subject
+                message["Date"] = format_datetime(at)
+                message["Message-ID"] = message_id_for(delivery.occurrence_key, sender)
+                message["List-Unsubscribe"] = f"<{link}>"
+                message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+                message["Auto-Submitted"] = "auto-generated"
+                message.set_content(rendered.text)
+                message.add_alternative(rendered.html, subtype="html")
+                connection.send_message(message)
+
+    _in_threads(work, [inputs[i::threads] for i in range(threads)])
+
+
+def transactions(bench: Bench) -> tuple[int, int]:
+    """The benchmark database's committed and rolled-back transactions so far (``pg_stat_database``;
+    the statistics are flushed by each backend at most once a second, so read after a pause)."""
+    from sqlalchemy import text
+
+    with bench.runtime.engine.connect() as connection:
+        connection.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+        row = connection.execute(text("SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = :name"),
+                                 {"name": bench.database}).one()
+    return int(row[0]), int(row[1])
+
+
+def statements_in_process(bench: Bench, campaign, server: ProviderProcess, kind_env: dict[str, str],
+                          batches: list[tuple[datetime, list[int]]]) -> dict:
+    """The product's ``deliver`` run in this process on a few deliveries, its engine's statements
+    and commits counted (SQLAlchemy events): what a message costs PostgreSQL, by the same code the
+    worker runs. Its own runtime, pointed at the same server."""
+    from sqlalchemy import event
+
+    from core.settings import load_settings
+    from workers.delivery import deliver
+    from workers.runtime import build_runtime
+
+    runtime = build_runtime(load_settings(worker_env(bench.database, **kind_env)), pool_size=2)
+    counts = {"statements": 0, "commits": 0, "reads": 0}
+
+    def statement(conn, cursor, sql, parameters, context, executemany):
+        counts["statements"] += 1
+        if sql.lstrip().upper().startswith("SELECT"):
+            counts["reads"] += 1
+
+    def commit(conn):
+        counts["commits"] += 1
+
+    event.listen(runtime.engine, "before_cursor_execute", statement)
+    event.listen(runtime.engine, "commit", commit)
+    base, messages = server.count, 0
+    try:
+        for at, ids in batches:
+            report = deliver(runtime, ids, as_of=at)
+            messages += report.outcomes.get("sent", 0)
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", statement)
+        event.remove(runtime.engine, "commit", commit)
+        runtime.close()
+    if messages:  # the Twilio stand-in's count is read by a watcher thread: give it a moment
+        deadline = time.monotonic() + 30
+        while server.count - base < messages and time.monotonic() < deadline:
+            time.sleep(0.01)
+    if server.count - base != messages or not messages:
+        raise Mismatch(f"the in-process sample sent {messages} messages and the server accepted {server.count - base}")
+    return {"sample_messages": messages, **{f"sample_{name}_per_message": value / messages for name, value in counts.items()}}
+
+
 SMS_CAMPAIGN = """\
 id: bench_sms
 kind: birthday
@@ -481,6 +629,11 @@ class ChannelRun:
     messages: int
     details: dict
     memory: dict
+    team_rate: float | None = None  # the render-and-send loop (email)
+    database: dict | None = None
+
+
+SAMPLE = 200  # deliveries sent in this process to count statements and commits
 
 
 def run_channel(bench: Bench, kind: str, campaign, wanted: int, log_path: Path, *, extra_env: dict[str, str],
@@ -526,6 +679,7 @@ def run_channel(bench: Bench, kind: str, campaign, wanted: int, log_path: Path, 
         # Ours: enqueue as the actor does, time until the server has accepted them all.
         server.keep(True)
         base = server.count
+        xact_before = transactions(bench)
         cpu_before = sampler.cpu_seconds()
         started = time.monotonic()
         for at, day_ids in batches:
@@ -549,6 +703,12 @@ def run_channel(bench: Bench, kind: str, campaign, wanted: int, log_path: Path, 
         worker = None
         if code not in (0, None, -signal.SIGTERM):
             print(f"(the worker exited with {code}; its log is {log_path})", file=sys.stderr)
+        time.sleep(1.2)  # the statistics of the worker's last transactions reach pg_stat_database
+        xact_after = transactions(bench)
+        database = {"commits_per_message": (xact_after[0] - xact_before[0]) / max(accepted, 1),
+                    "rollbacks_per_message": (xact_after[1] - xact_before[1]) / max(accepted, 1),
+                    "measured_by": "pg_stat_database of the benchmark database over our run (the worker's "
+                                   "transactions and the benchmark's few progress reads)"}
         floor_runs = []
         for _ in range(FLOOR_RUNS):
             base = server.count
@@ -557,6 +717,27 @@ def run_channel(bench: Bench, kind: str, campaign, wanted: int, log_path: Path, 
             _wait_count(server, base + len(kept), bench, [], timeout=900)
             floor_runs.append(server.last_accepted - started)
         floor_seconds = min(floor_runs)
+
+        # The second floor: the loop a team writes without us (email: render, build, send), the
+        # same deliveries, the same concurrency; the fastest of FLOOR_RUNS, its read included.
+        team_runs = []
+        if kind == "smtp":
+            for _ in range(FLOOR_RUNS):
+                base = server.count
+                started = time.monotonic()
+                inputs = team_inputs(bench, campaign, batches)
+                floor_render_send_smtp(bench, server, campaign, inputs, THREADS)
+                _wait_count(server, base + len(inputs), bench, [], timeout=900)
+                team_runs.append((server.last_accepted - started, len(inputs)))
+
+        # What a message costs PostgreSQL, counted on the same code in this process (a small sample).
+        sample = plan_for_delivery(bench, campaign, SAMPLE)
+        sample_ids = [i for _, day_ids in sample for i in day_ids]
+        xact_sample = transactions(bench)
+        database.update(statements_in_process(bench, campaign, server, env, sample))
+        time.sleep(1.2)
+        xact_done = transactions(bench)
+        database["sample_server_commits_per_message"] = (xact_done[0] - xact_sample[0]) / max(len(sample_ids), 1)
     finally:
         if sampler is not None:
             sampler.stop()
@@ -566,9 +747,11 @@ def run_channel(bench: Bench, kind: str, campaign, wanted: int, log_path: Path, 
                 print(f"(the worker exited with {code}; its log is {log_path})", file=sys.stderr)
         server.stop()
         _clean_redis(namespace)
+    team = min(team_runs) if team_runs else None
     return ChannelRun(
         ours_rate=accepted / ours_seconds, floor_rate=len(kept) / floor_seconds, messages=accepted, memory=memory,
-        details={"messages": accepted, "ours_s": ours_seconds, "floor_s": floor_seconds, "enqueue_s": enqueue_seconds,
+        team_rate=team[1] / team[0] if team else None, database=database,
+        details={"team_runs_s": [t for t, _ in team_runs], "database": database,"messages": accepted, "ours_s": ours_seconds, "floor_s": floor_seconds, "enqueue_s": enqueue_seconds,
                  "floor_runs_s": floor_runs, "worker_cpu_s": worker_cpu, "worker_cpu_ms_per_message": worker_cpu * 1000 / max(accepted, 1),
                  "worker_tick": tick, "states": states, "command": worker_command(), "log": str(log_path)},
     )
@@ -583,12 +766,25 @@ def _failed(item: str, exc: Exception) -> Row:
 
 
 def _row(item: str, run: ChannelRun, note: str) -> Row:
+    """Against the wire (the bare loop of pre-rendered bytes); the render-and-send loop's ratio,
+    the worker's CPU and PostgreSQL's statements and commits a message in the note."""
     value = run.ours_rate / run.floor_rate
+    team = ""
+    if run.team_rate:
+        team = (f"; render-and-send loop {run.team_rate:,.0f} msg/s, ours {run.ours_rate / run.team_rate:.2f}× it "
+                f"(target ≥ {TEAM_TARGET}×)")
+    database = run.database or {}
+    sql = ""
+    if "sample_statements_per_message" in database:
+        sql = (f"; PostgreSQL a message: {database['commits_per_message']:.2f} commits in the run (pg_stat_database, "
+               f"autovacuum included); in {database['sample_messages']} sent in-process: "
+               f"{database['sample_statements_per_message']:.2f} statements ({database['sample_reads_per_message']:.2f} "
+               f"reads), {database['sample_commits_per_message']:.2f} commits")
     return Row(
         "c. delivery", item, ours=run.ours_rate, floor=run.floor_rate, unit="msg/s", ratio=value,
-        target=f"≥ {TARGET}×", met=value >= TARGET,
+        target=f"≥ {TARGET}× wire", met=value >= TARGET,
         note=(f"{run.messages:,} messages; {PROCESSES}×{THREADS} on Redis vs {PROCESSES * THREADS} bare "
-              f"{note}; {run.details['worker_cpu_ms_per_message']:.1f} ms of worker CPU a message"),
+              f"{note}; {run.details['worker_cpu_ms_per_message']:.2f} ms of worker CPU a message{team}{sql}"),
         details=run.details,
     )
 
