@@ -86,7 +86,14 @@ FORMAT_LOCALE = "_format_locale"
 
 @pass_context
 def _number(ctx: Context, value: int | float | Decimal) -> str:
+    if type(value) is int:  # points: the same few values in many messages (Babel: 0.1 ms each)
+        return _integer(value, ctx[FORMAT_LOCALE])
     return format_decimal(value, locale=_babel_locale(ctx[FORMAT_LOCALE]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _integer(value: int, locale: str) -> str:
+    return format_decimal(value, locale=_babel_locale(locale))
 
 
 @pass_context
