@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from campaigns import yaml_source
 from campaigns.brand import localized
@@ -68,10 +69,11 @@ def tier_title_warnings(program: Program, program_file: Path, locales: list[str]
     return warnings
 
 
-def check_tiers(campaign: CampaignBase, definition_path: Path, program) -> list[str]:
+def check_tiers(campaign: CampaignBase, definition_path: Path, program: Program) -> list[str]:
     """Every tier a campaign names (its audience, a reward by tier) must be one of the program's:
     a misspelled one would silently match no member."""
-    named = [(["audience", "tiers", index], tier) for index, tier in enumerate(campaign.audience.tiers or [])]
+    named: list[tuple[list[str | int], str]] = [
+        (["audience", "tiers", index], tier) for index, tier in enumerate(campaign.audience.tiers or [])]
     for tier in campaign.reward.points_by_tier if campaign.reward is not None else {}:
         named.append((["reward", "points_by_tier", tier], tier))
     for index, variant in enumerate(campaign.experiment.variants if campaign.experiment is not None else []):
@@ -98,11 +100,11 @@ def check_postal_address(campaign: CampaignBase, definition_path: Path, program:
             "the law requires in every marketing email (US CAN-SPAM); add the shop's postal address under brand:."]
 
 
-def check_templates(campaign: CampaignBase, renderer: Renderer, definition_path: Path, program,
+def check_templates(campaign: CampaignBase, renderer: Renderer, definition_path: Path, program: Program,
                     warnings: list[str] | None = None) -> list[str]:
     """Render every message section in every locale (a winback step may use a channel the campaign's
     own list does not name); an SMS longer than ``max_segments`` is a warning, in ``warnings``."""
-    problems = []
+    problems: list[str] = []
     context = sample_context(campaign, program)
     messages = campaign.messages
     for locale in campaign.locales:
@@ -123,7 +125,8 @@ def check_templates(campaign: CampaignBase, renderer: Renderer, definition_path:
     return problems
 
 
-def check_variant_templates(campaign: CampaignBase, renderer: Renderer, definition_path: Path, program) -> list[str]:
+def check_variant_templates(campaign: CampaignBase, renderer: Renderer, definition_path: Path,
+                            program: Program) -> list[str]:
     """Render what each A/B variant replaces (its subject, its templates) in every locale; a template
     file that does not exist is named with the variant's line."""
     if campaign.experiment is None:
@@ -132,9 +135,9 @@ def check_variant_templates(campaign: CampaignBase, renderer: Renderer, definiti
     context = sample_context(campaign, program)
     for index, variant in enumerate(campaign.experiment.variants):
         shown = as_variant(campaign, variant.name)
-        where = ["experiment", "variants", index]
+        where: list[str | int] = ["experiment", "variants", index]
         for locale in campaign.locales:
-            checks = []
+            checks: list[tuple[list[str | int], str | None, Callable[[], object]]] = []
             if variant.subject is not None and shown.messages.email is not None:
                 checks.append(([*where, "subject", locale], None,
                                partial(renderer.render_subject, shown, locale, context)))
@@ -163,13 +166,15 @@ def check_variant_templates(campaign: CampaignBase, renderer: Renderer, definiti
     return problems
 
 
-def _check_sms(campaign: CampaignBase, renderer: Renderer, locale: str, context: dict, warnings: list[str] | None) -> None:
+def _check_sms(campaign: CampaignBase, renderer: Renderer, locale: str, context: dict[str, Any],
+               warnings: list[str] | None) -> None:
     body = renderer.render_sms(campaign, locale, context)
     if warnings is not None:
         warnings.extend(sms_length_warnings(campaign, locale, body, renderer.templates_dir))
 
 
-def _render_problem(check, campaign: CampaignBase, renderer: Renderer, locale: str, definition_path: Path) -> str | None:
+def _render_problem(check: Callable[[], object], campaign: CampaignBase, renderer: Renderer, locale: str,
+                    definition_path: Path) -> str | None:
     """Run one rendering ``check``; what is wrong, as one sentence naming the file and line, or None."""
     try:
         check()
@@ -195,12 +200,13 @@ def _render_error_sentence(error: RenderError, campaign: CampaignBase, renderer:
     return f"{where}: {error.problem} (campaign {campaign.id!r}, locale {locale!r})."
 
 
-def _missing_template_key(campaign: CampaignBase, renderer: Renderer, locale: str, error: RenderError):
+def _missing_template_key(campaign: CampaignBase, renderer: Renderer, locale: str,
+                          error: RenderError) -> tuple[str, str] | None:
     """For a template file that does not exist: the YAML key naming it (e.g. ("email", "text"))."""
     if Path(error.path).exists():
         return None
     messages = campaign.messages
-    named = []
+    named: list[tuple[tuple[str, str], str]] = []
     if messages.email is not None:
         named += [(("email", "text"), messages.email.text), (("email", "html"), messages.email.html)]
     if messages.sms is not None:
@@ -213,10 +219,13 @@ def _missing_template_key(campaign: CampaignBase, renderer: Renderer, locale: st
 
 def sms_length_warnings(campaign: CampaignBase, locale: str, body: str, templates_dir: Path) -> list[str]:
     """Warn when the SMS, rendered for the sample member, is longer than the campaign allows."""
-    length, cap = measure(body), campaign.messages.sms.max_segments
+    sms = campaign.messages.sms
+    if sms is None:  # no SMS message: nothing to measure
+        return []
+    length, cap = measure(body), sms.max_segments
     if length.segments <= cap:
         return []
-    where = _shown(templates_dir / locale / campaign.messages.sms.text)
+    where = _shown(templates_dir / locale / sms.text)
     why = ""
     if length.encoding == "UCS-2":
         why = f"; {', '.join(repr(ch) for ch in not_gsm7(body)[:5])} make(s) the whole message UCS-2 (70 characters a segment)"

@@ -314,7 +314,7 @@ def abort_connection(send: Send) -> bool:
     """
     cycle = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
-    if transport is None:
+    if cycle is None or transport is None:
         return False
     cycle.disconnected = True
     transport.close()

@@ -42,6 +42,7 @@ from loyalty.standins.fault import (
     RAW_SEND_KEY,
     FaultMiddleware,
     Faults,
+    Scope,
     apply_admin_update,
     read_body,
 )
@@ -283,7 +284,7 @@ class ProviderServer:
             self.faults.clear()
 
     # -- hooks ---------------------------------------------------------------------------------
-    async def api(self, scope: dict, receive: Any, send: Any) -> None:  # pragma: no cover - abstract
+    async def api(self, scope: Scope, receive: Any, send: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def error_response(self, status: int) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

@@ -88,7 +88,7 @@ from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote
 
-from loyalty.standins.fault import Faults, read_body
+from loyalty.standins.fault import Faults, Scope, read_body
 from loyalty.standins.http_server import ProviderServer, send_response
 
 DEFAULT_API_KEY = hashlib.md5(b"loyalty mailchimp key").hexdigest() + "-us21"
@@ -566,7 +566,7 @@ class MailchimpServer(ProviderServer):
             return
         raise MailchimpProblem.of(API_KEY_INVALID)
 
-    async def api(self, scope: dict, receive: Any, send: Any) -> None:
+    async def api(self, scope: Scope, receive: Any, send: Any) -> None:
         raw = await read_body(receive)
         path = scope["path"]
         if self.is_public(path):
@@ -1050,21 +1050,21 @@ class MailchimpServer(ProviderServer):
         if endpoint == "batches.list":
             rows = [self._batch_json(b) for b in self._batches.values()]
             return 200, {"batches": rows, "total_items": len(rows), "_links": []}
-        batch = self._batches.get(params["batch_id"])
-        if batch is None:
+        found = self._batches.get(params["batch_id"])
+        if found is None:
             raise MailchimpProblem.of(NOT_FOUND)
-        if batch.status != "finished":
-            batch.polls += 1
-            if batch.polls > self.batch_pending_polls:
-                self._run_batch(batch)
+        if found.status != "finished":
+            found.polls += 1
+            if found.polls > self.batch_pending_polls:
+                self._run_batch(found)
             else:
-                batch.status = "started"
-        return 200, self._batch_json(batch)
+                found.status = "started"
+        return 200, self._batch_json(found)
 
     def _run_batch(self, batch: Batch) -> None:
         if batch.status == "finished":
             return
-        results = []
+        results: list[dict[str, Any]] = []
         for op in batch.operations:
             method = str(op["method"]).upper()
             path = "/" + str(op["path"]).lstrip("/")
@@ -1080,8 +1080,8 @@ class MailchimpServer(ProviderServer):
             except MailchimpProblem as problem:
                 status, response = problem.status, json.dumps(problem.body(str(uuid.uuid4())))
             except ValueError:
-                problem = MailchimpProblem(400, "JSON Parse Error", "We encountered an unspecified JSON parsing error.")
-                status, response = 400, json.dumps(problem.body(str(uuid.uuid4())))
+                unparsed = MailchimpProblem(400, "JSON Parse Error", "We encountered an unspecified JSON parsing error.")
+                status, response = 400, json.dumps(unparsed.body(str(uuid.uuid4())))
             results.append({"status_code": status, "operation_id": op.get("operation_id"), "response": response})
         batch.results = results
         batch.errored_operations = sum(1 for r in results if r["status_code"] >= 400)

@@ -74,7 +74,8 @@ class PrestaShopServer(PrestaShopDiscountsMixin, ShopServer):
         for sid, (label, paid, logable) in STATES.items():
             self.tables["order_states"][sid] = {"id": sid, "paid": str(paid), "logable": str(logable),
                                                 "deleted": "0", "name": [{"id": "1", "value": label}]}
-        self.discounts, self.cart_rules = DiscountBook(), []  # issue 14: cart rules, duplicates allowed
+        self.discounts = DiscountBook()
+        self.cart_rules: list[dict[str, Any]] = []  # issue 14: cart rules, duplicates allowed
         super().__init__(**base)
 
     def _local(self, moment: datetime) -> str:

@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl
 
 import httpx
 
-from loyalty.standins.fault import Faults, read_body
+from loyalty.standins.fault import Faults, Scope, read_body
 from loyalty.standins.http_server import ProviderServer, send_response
 
 
@@ -162,7 +162,7 @@ class ShopServer(ProviderServer):
                body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    async def api(self, scope: dict, receive: Any, send: Any) -> None:
+    async def api(self, scope: Scope, receive: Any, send: Any) -> None:
         body = await read_body(receive)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         query = parse_qsl(scope.get("query_string", b"").decode("utf-8"), keep_blank_values=True)
@@ -193,7 +193,8 @@ class ShopServer(ProviderServer):
         """Keep the deliveries made inside; on leaving, send them ``"reversed"``, ``"as_made"`` or in the
         order of the given indices (each index once; the others are never sent: a lost batch member)."""
         with self._lock:
-            self._held = held = []
+            held: list[Delivery] = []
+            self._held = held
         try:
             yield held
         finally:
@@ -203,6 +204,8 @@ class ShopServer(ProviderServer):
                 batch = held[::-1]
             elif order == "as_made":
                 batch = list(held)
+            elif isinstance(order, str):
+                raise ValueError(f"held(order={order!r}): use 'reversed', 'as_made' or the indices to send")
             else:
                 batch = [held[i] for i in order]
             for delivery in batch:

@@ -19,13 +19,16 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 from xml.etree import ElementTree
+
+if TYPE_CHECKING:
+    from loyalty.standins.shop_common import ShopClock
 
 
 class CheckoutRefused(Exception):
@@ -103,6 +106,11 @@ def gid(kind: str, number: int) -> str:
 class ShopifyDiscountsMixin:
     """The Shopify stand-in's discount mutations and queries (dispatched by root field) and checkout."""
 
+    # what the stand-in it is mixed into has
+    discounts: DiscountBook
+    clock: ShopClock
+    place_order: Callable[..., dict[str, Any]]
+
     def graphql_discountCodeBasicCreate(self, args: dict[str, Any]) -> tuple[dict[str, Any], int]:  # noqa: N802
         """TAKEN for an existing code (any case); ``discounts.refuse``: INVALID. The customer comes from
         ``context.customers.add`` (2025-10+) or ``customerSelection.customers.add``."""
@@ -158,6 +166,13 @@ class WooCommerceDiscountsMixin:
     """``POST /coupons`` (400 ``woocommerce_rest_coupon_code_already_exists`` for an existing code, any
     case; codes stored lowercased, as ``wc_format_coupon_code`` does) and ``GET /coupons?code=``."""
 
+    # what the stand-in it is mixed into has
+    discounts: DiscountBook
+    clock: ShopClock
+    zone: tzinfo
+    customers: dict[int, dict[str, Any]]
+    place_order: Callable[..., dict[str, Any]]
+
     def coupons_api(self, method: str, parts: list[str], params: dict[str, str], body: bytes):  # noqa: ANN201
         from loyalty.standins.woocommerce_server import JSON, error, php_json
 
@@ -207,11 +222,20 @@ class PrestaShopDiscountsMixin:
     """``POST /api/cart_rules`` (XML, raw or as the ``xml=`` form field; a duplicate code is NOT refused,
     as in PrestaShop) and ``GET /api/cart_rules?filter[code]=[...]``."""
 
+    # what the stand-in it is mixed into has
+    discounts: DiscountBook
+    clock: ShopClock
+    zone: tzinfo
+    cart_rules: list[dict[str, Any]]
+
     def cart_rules_api(self, method: str, params: dict[str, str], body: bytes):  # noqa: ANN201
         from loyalty.standins.prestashop_server import JSON, error
 
         if method == "GET":
-            wanted = re.fullmatch(r"\[(.*)\]", params.get("filter[code]", "[]")).group(1).lower()
+            bracketed = re.fullmatch(r"\[(.*)\]", params.get("filter[code]", "[]"))
+            if bracketed is None:
+                raise error(400, 0, "Invalid filter: write it as filter[code]=[CODE]")
+            wanted = bracketed.group(1).lower()
             rules = [r for r in self.cart_rules if not wanted or r["code"].lower() == wanted]
             return 200, JSON, (json.dumps({"cart_rules": rules}).encode() if rules else b"[]")
         self.discounts.creates.append(time.time())
@@ -219,9 +243,11 @@ class PrestaShopDiscountsMixin:
         text = unquote_plus(text[4:]) if text.startswith("xml=") else text
         try:
             rule = ElementTree.fromstring(text).find("cart_rule")
-            fields = {child.tag: (child.text or "") for child in rule}
-        except (ElementTree.ParseError, AttributeError):
-            raise error(400, 127, "XML error: the body is not a prestashop document") from None
+        except ElementTree.ParseError:
+            rule = None
+        if rule is None:
+            raise error(400, 127, "XML error: the body is not a prestashop document")
+        fields = {child.tag: (child.text or "") for child in rule}
         if self.discounts.refuse or not fields.get("code") or not fields.get("date_to"):
             raise error(400, 93, "Validation error: \"code\" and \"date_to\" are required")
         ends = datetime.fromisoformat(fields["date_to"]).replace(tzinfo=self.zone).astimezone(UTC)

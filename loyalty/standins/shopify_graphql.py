@@ -26,7 +26,7 @@ import base64
 import json
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from shops.common import instant
 
@@ -241,7 +241,8 @@ def aliased_fields(query: str, variables: dict[str, Any]) -> list[tuple[str, str
     if head != -1 and head < brace:  # variable definitions
         brace = query.find("{", _closing(query, head, "(", ")"))
     body = query[brace + 1:_closing(query, brace, "{", "}") - 1]
-    fields, index = [], 0
+    fields: list[tuple[str, str, dict[str, Any]]] = []
+    index = 0
     while body[index:].strip():
         match = ALIASED.match(body, index)
         if not match:
@@ -260,5 +261,5 @@ def aliased_fields(query: str, variables: dict[str, Any]) -> list[tuple[str, str
     return fields or None
 
 
-def _bad() -> None:
+def _bad() -> NoReturn:
     raise GraphQLError("Only aliased fields are understood after the first one.", "parseError")

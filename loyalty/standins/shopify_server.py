@@ -70,13 +70,16 @@ class Subscription:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
+_RETRY_DELAYS = tuple(0.01 * 2 ** i for i in range(8))
+
+
 class ShopifyServer(ShopifyDiscountsMixin, ShopServer):
     name = "shopify"
 
     def __init__(self, webhook_url: str | None = None, *, secret: str = "shpss_test_secret",
                  access_token: str = "shpat_test_token", shop_domain: str = "loyalty-demo.myshopify.com",
                  shop_id: int = 81234567, api_version: str = API_VERSION, currency: str = "EUR",
-                 timezone: str = "Europe/Paris", retry_delays: Sequence[float] = tuple(0.01 * 2 ** i for i in range(8)),
+                 timezone: str = "Europe/Paris", retry_delays: Sequence[float] = _RETRY_DELAYS,
                  webhook_timeout: float = 5.0, bucket_size: float = 2000.0, restore_rate: float = 100.0,
                  birthday_metafield: str = "facts.birth_date", read_all_orders: bool = True, **base: Any):
         self.secret, self.access_token, self.shop_domain, self.shop_id = secret, access_token, shop_domain, shop_id
@@ -187,9 +190,11 @@ class ShopifyServer(ShopifyDiscountsMixin, ShopServer):
             rate, discount = Decimal(str(tax_rate)), money(discount)
             lines = [(title, int(qty), money(price)) for title, qty, price in items]
             gross = sum((qty * price for _, qty, price in lines), Decimal(0))
-            line_items, left = [], discount
+            line_items: list[dict[str, Any]] = []
+            left = discount
             for index, (title, qty, price) in enumerate(lines):
-                share = left if index == len(lines) - 1 else money(discount * qty * price / gross) if gross else 0
+                share = (left if index == len(lines) - 1
+                         else money(discount * qty * price / gross) if gross else Decimal(0))
                 left -= share
                 after = qty * price - share
                 tax = money(after * rate / (1 + rate) if taxes_included else after * rate)
@@ -384,7 +389,8 @@ class ShopifyServer(ShopifyDiscountsMixin, ShopServer):
         if resolver is None:
             raise gql.GraphQLError(f"Field '{root}' doesn't exist on type 'QueryRoot'", "undefinedField")
         args = gql.arguments(text, root, variables)
-        requested = 2 + (args.get("first") if isinstance(args.get("first"), int) else 8)
+        first = args.get("first")
+        requested = 2 + (first if isinstance(first, int) else 8)
         with self._lock:
             throttled = self._throttle_next > 0
             self._throttle_next -= throttled
@@ -497,6 +503,7 @@ class ShopifyServer(ShopifyDiscountsMixin, ShopServer):
         written = []
         for item in inputs:
             customer = self._customer_of(item["ownerId"])
+            assert customer is not None  # every owner was checked above
             field_ = {"namespace": item["namespace"], "key": item["key"], "value": item["value"], "type": item["type"]}
             customer["metafields"] = [m for m in customer.get("metafields") or ()
                                       if (m["namespace"], m["key"]) != (item["namespace"], item["key"])] + [field_]
@@ -511,7 +518,7 @@ class ShopifyServer(ShopifyDiscountsMixin, ShopServer):
             customer = self._customer_of(item.get("ownerId"))
             name = (item.get("namespace"), item.get("key"))
             found = customer is not None and any((m["namespace"], m["key"]) == name for m in customer["metafields"])
-            if found:
+            if customer is not None and found:
                 customer["metafields"] = [m for m in customer["metafields"] if (m["namespace"], m["key"]) != name]
             deleted.append({"ownerId": item["ownerId"], "namespace": name[0], "key": name[1]} if found else None)
         return {"deletedMetafields": deleted, "userErrors": []}, 10

@@ -97,7 +97,7 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from loyalty.standins.fault import Faults, read_body
+from loyalty.standins.fault import Faults, Scope, read_body
 from loyalty.standins.http_server import ProviderServer, send_response
 
 API_VERSION = "2010-04-01"
@@ -505,7 +505,7 @@ class TwilioServer(ProviderServer):
             headers.append((b"www-authenticate", b'Basic realm="Twilio API"'))
         return err.status, headers, json.dumps(body).encode()
 
-    async def api(self, scope: dict, receive: Any, send: Any) -> None:
+    async def api(self, scope: Scope, receive: Any, send: Any) -> None:
         body = await read_body(receive)
         method = scope["method"]
         path = scope["path"]

@@ -69,6 +69,9 @@ class Webhook:
     failure_count: int = 0
     ping_status: int | None = None
 
+    def inactive(self) -> bool:
+        return self.status != "active"
+
 
 def error(status: int, code: str, message: str) -> ApiError:
     return ApiError(status, php_json({"code": code, "message": message, "data": {"status": status}}), JSON)
@@ -147,7 +150,7 @@ class WooCommerceServer(WooCommerceDiscountsMixin, ShopServer):
             self.emit(Delivery(topic, hook.url, f"{resource}:{rid}", build,
                                success=lambda s: s is not None and (200 <= s < 300 or s in (301, 302)),
                                timeout=self.webhook_timeout, after=after,
-                               skip=lambda hook=hook: hook.status != "active", coalesce_key=f"{hook.id}:{rid}"))
+                               skip=hook.inactive, coalesce_key=f"{hook.id}:{rid}"))
 
     # -- the store -----------------------------------------------------------------------------------
     def add_customer(self, email: str, first_name: str = "", last_name: str = "", *, phone: str = "",
@@ -206,9 +209,11 @@ class WooCommerceServer(WooCommerceDiscountsMixin, ShopServer):
             rate, discount = Decimal(str(tax_rate)), money(discount)
             lines = [(name, int(qty), money(price)) for name, qty, price in items]
             gross = sum((q * p for _, q, p in lines), Decimal(0))
-            line_items, left = [], discount
+            line_items: list[dict[str, Any]] = []
+            left = discount
             for index, (name, qty, price) in enumerate(lines):
-                share = left if index == len(lines) - 1 else money(discount * qty * price / gross) if gross else 0
+                share = (left if index == len(lines) - 1
+                         else money(discount * qty * price / gross) if gross else Decimal(0))
                 left -= share
                 total = qty * price - share
                 line_items.append({"id": self._next("line"), "name": name, "product_id": 90 + index,
@@ -350,7 +355,8 @@ class WooCommerceServer(WooCommerceDiscountsMixin, ShopServer):
         with self._lock:
             self.batches.append(request)
             for item in request.get("update") or []:
-                customer = self.customers.get(item.get("id")) if isinstance(item, dict) else None
+                wanted = item.get("id") if isinstance(item, dict) else None
+                customer = self.customers.get(wanted) if isinstance(wanted, int) else None
                 if customer is None:
                     answers.append({"id": item.get("id") if isinstance(item, dict) else None, "error": {
                         "code": "woocommerce_rest_invalid_id", "message": "Invalid ID.", "data": {"status": 400}}})
