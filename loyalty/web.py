@@ -175,9 +175,12 @@ def create_app(settings: Settings | None = None, *, sns_trust: SnsTrust | None =
             reply = f"<Message>{escape(HELP_TEXT.format(url=settings.public_base_url))}</Message>"
         return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response>{reply}</Response>', media_type=TWIML)
 
+    inbox_notifier = notifier(settings)
+
     @asynccontextmanager
     async def lifespan(app: Starlette):
         yield
+        inbox_notifier.close()  # the runtime it built to apply entries, and that runtime's engine
         engine.dispose()
 
     shop_limit = settings.shop.max_body_bytes
@@ -197,7 +200,7 @@ def create_app(settings: Settings | None = None, *, sns_trust: SnsTrust | None =
         Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
         Route("/twilio/status", twilio_status, methods=["POST"]),
         Route("/twilio/inbound", twilio_inbound, methods=["POST"]),
-        *shop_routes(settings, sessions, notifier(settings)),
+        *shop_routes(settings, sessions, inbox_notifier),
         *member_routes(settings, sessions),
         *feedback_routes(settings, sessions, sns_trust),
     ])

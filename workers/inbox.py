@@ -333,40 +333,68 @@ _HANDLERS: dict[EventKind, Callable[[Session, Runtime, ShopEvent], Outcome]] = {
 }
 
 
-def notifier(settings: Settings) -> Callable[[list[int]], None]:
+class Notifier:
+    """How the ``web`` process hands new entries on once they are committed (call it with their ids);
+    :meth:`close` at the process's shutdown releases what it holds."""
+
+    def __call__(self, ids: list[int]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Nothing to release by default."""
+
+
+class _Enqueue(Notifier):
+    """With Redis: to the queue (a lost message is caught up by the sweep)."""
+
+    def __call__(self, ids: list[int]) -> None:
+        try:
+            for entry_id in ids:
+                apply_inbox_entry.send(entry_id)
+        except Exception as error:  # noqa: BLE001 - stored already: the sweep enqueues it again
+            log.warning("inbox.enqueue_failed", entries=len(ids), error=type(error).__name__)
+
+
+class _ApplyHere(Notifier):
+    """On the embedded default, which has no worker process: applied right there, in the request's
+    thread, with a runtime the first request builds; :meth:`close` disposes of it (its engine's
+    connections), and a later request would build another."""
+
+    def __init__(self, settings: Settings) -> None:
+        import threading
+
+        self._settings = settings
+        self._runtime: Runtime | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, ids: list[int]) -> None:
+        from workers.runtime import build_runtime
+
+        with self._lock:
+            if self._runtime is None:
+                self._runtime = build_runtime(self._settings, check_keys=False)
+            runtime = self._runtime
+        pending = list(ids)
+        while pending:
+            pending.extend(apply_entry(pending.pop(0), runtime))
+
+    def close(self) -> None:
+        with self._lock:
+            runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            runtime.close()
+
+
+def notifier(settings: Settings) -> Notifier:
     """How the ``web`` process hands new entries on once they are committed: to the queue when there is
     Redis (a lost message is caught up by the sweep); on the embedded default, which has no worker
-    process, they are applied right there, in the request's thread."""
+    process, they are applied right there, in the request's thread. The web app closes it at shutdown."""
     if settings.redis_url is not None:
         from workers.broker import build_broker, install_broker
 
         install_broker(build_broker(settings))
-
-        def enqueue(ids: list[int]) -> None:
-            try:
-                for entry_id in ids:
-                    apply_inbox_entry.send(entry_id)
-            except Exception as error:  # noqa: BLE001 - stored already: the sweep enqueues it again
-                log.warning("inbox.enqueue_failed", entries=len(ids), error=type(error).__name__)
-
-        return enqueue
-
-    import threading
-
-    built: list[Runtime] = []
-    lock = threading.Lock()
-
-    def apply_here(ids: list[int]) -> None:
-        from workers.runtime import build_runtime
-
-        with lock:
-            if not built:  # the first request builds the runtime of the web process's settings
-                built.append(build_runtime(settings, check_keys=False))
-        pending = list(ids)
-        while pending:
-            pending.extend(apply_entry(pending.pop(0), built[0]))
-
-    return apply_here
+        return _Enqueue()
+    return _ApplyHere(settings)
 
 
 @dramatiq.actor(broker=_placeholder, queue_name=INBOX_QUEUE, max_retries=3)

@@ -104,7 +104,7 @@ class BackgroundServer:
             port=self.port,
             log_level=self.log_level,
             access_log=False,
-            lifespan="off",
+            lifespan="auto",  # an app's shutdown (the web app disposes of its engines) runs at stop()
             interface="asgi3",
             http="h11",
             loop="asyncio",
