@@ -21,12 +21,13 @@ UTC = timezone.utc
 
 
 def first_sent_tick(runtime, smtp_sink, start: datetime, hours: int, step_minutes: int = 30) -> dict[str, datetime]:
-    """Run a tick every ``step_minutes`` and note when each member's email first arrived."""
+    """Run the birthday campaign's tick every ``step_minutes`` and note when each member's email first
+    arrived (the other campaigns' ticks would only make each of the 50 to 150 ticks slower)."""
     first: dict[str, datetime] = {}
     seen = len(smtp_sink.messages)
     at = start
     while at < start + timedelta(hours=hours):
-        run_tick(runtime, at)
+        run_tick(runtime, at, campaign_ids=["birthday"])
         for message in smtp_sink.messages[seen:]:
             first.setdefault(message["To"].addresses[0].username, at)
         seen = len(smtp_sink.messages)
