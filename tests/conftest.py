@@ -174,6 +174,8 @@ SLOW_TESTS = {
     "test_a_worker_killed_while_the_shop_makes_the_code_ends_with_one_code",  # a process killed
     "test_a_bulk_sync_of_10000_members_makes_at_most_20_calls_then_only_sends_changes",
     "test_1000_events_with_20_percent_errors_and_5_percent_time_outs_each_posted_once_or_with_a_reason",
+    "test_1000_sms_with_20_percent_errors_and_5_percent_time_outs_each_accepted_once_or_with_a_reason",
+    "test_the_backfill_says_in_one_sentence_what_stops_it",  # an unreachable shop: 15 s of the client's retries
 }
 
 
