@@ -266,6 +266,17 @@ def test_postmark_bounce_and_spam_complaint_webhooks_become_notices():
         fb.postmark_notices(b'{"RecordType": "Delivery"}')
 
 
+@pytest.mark.parametrize("type_", [[], {}, ["HardBounce"], 5, None])
+def test_a_postmark_type_that_is_no_text_is_no_notice_rather_than_a_crash(type_):
+    # A list or an object as Type once made the web app answer 500 (an unhashable value looked up in a set).
+    assert fb.postmark_notices(json.dumps({**POSTMARK_BOUNCE, "Type": type_}).encode()) == []
+
+
+def test_ses_headers_that_are_no_list_are_ignored():
+    odd = {**SES_BOUNCE, "mail": {**SES_BOUNCE["mail"], "headers": 5}}
+    assert [n.kind for n in fb.ses_notices(json.dumps(odd))] == [fb.HARD]
+
+
 # -- the bounce mailbox: RFC 3464 and RFC 5965 -------------------------------------------------------
 
 def dsn(recipients: list[tuple[str, str, str]], *, to: str, original_headers: str | None = None,

@@ -177,7 +177,7 @@ def ses_notices(message: str) -> list[Notice]:
     mail: dict[str, Any] = document["mail"] if isinstance(document.get("mail"), dict) else {}
     token = token_in_address(mail.get("source") or "") if isinstance(mail.get("source"), str) else None
     common: dict[str, Any] = mail["commonHeaders"] if isinstance(mail.get("commonHeaders"), dict) else {}
-    for header in mail.get("headers") or []:
+    for header in mail["headers"] if isinstance(mail.get("headers"), list) else []:
         if isinstance(header, dict) and str(header.get("name", "")).lower() == TOKEN_HEADER.lower():
             token = token or _text(header.get("value"), 64)
     message_id = _text(common.get("messageId"), 200)
@@ -289,7 +289,7 @@ def postmark_notices(body: bytes) -> list[Notice]:
     record = _json(body, "Postmark webhook")
     if not isinstance(record, dict) or record.get("RecordType") not in ("Bounce", "SpamComplaint"):
         raise FeedbackProblem("the body is not a Postmark bounce or spam-complaint webhook (RecordType)")
-    type_ = record.get("Type")
+    type_ = record.get("Type") if isinstance(record.get("Type"), str) else None  # a list or object is no type
     if record["RecordType"] == "SpamComplaint" or type_ == "SpamComplaint":
         kind = COMPLAINT
     elif type_ in POSTMARK_HARD:
