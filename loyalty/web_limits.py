@@ -1,8 +1,8 @@
 """The web process's size limits, applied before a body is read.
 
-:class:`BodySizeLimit` (ASGI middleware) answers 413 to a request whose ``Content-Length`` is over
-the limit without reading a byte of its body, and to one sent without a length (chunked) as soon
-as the bytes received pass the limit; uvicorn stops reading the socket while the app does not
+:class:`BodySizeLimit` (ASGI middleware) answers 413 (one JSON sentence, ``{"error": ...}``) to a
+request whose ``Content-Length`` is over the limit without reading a byte of its body, and to one
+sent without a length (chunked) as soon as the bytes received pass the limit; uvicorn stops reading the socket while the app does not
 read, so an unread body is not buffered either. The 413 closes the connection.
 
 :func:`form_fields` parses a form body with at most :data:`MAX_FORM_FIELDS` fields, counted
@@ -11,6 +11,7 @@ before parsing.
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qsl
 
 #: The largest request body accepted. Twilio's webhooks are a few kilobytes (an inbound text is
@@ -95,8 +96,10 @@ def _content_length(scope) -> int | None:
 
 
 async def _too_large(send, max_bytes: int) -> None:
-    body = f"Request body too large: the limit is {max_bytes} bytes.\n".encode()
+    # One JSON sentence, as every other refusal of the app's endpoints (the relays, the shop and
+    # the API clients read JSON; a person reads the sentence).
+    body = json.dumps({"error": f"The request body is too large: the limit is {max_bytes} bytes."}).encode()
     await send({"type": "http.response.start", "status": 413, "headers": [
-        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -41,7 +42,7 @@ def call(layer, path: str, chunks: list[bytes], *, declared: int | None = None):
 def test_a_declared_length_over_the_limit_is_answered_413_and_nothing_is_read():
     status, body, read = call(BodySizeLimit(_echo_length, 1000), "/x", [b"x" * 2000], declared=2000)
     assert (status, read) == (413, 0)
-    assert body == b"Request body too large: the limit is 1000 bytes.\n"
+    assert json.loads(body) == {"error": "The request body is too large: the limit is 1000 bytes."}
 
 
 def test_a_streamed_body_is_cut_off_once_past_the_limit():
