@@ -162,7 +162,8 @@ def read_mailbox(settings: Settings, sessions: sessionmaker[Session], *, limit: 
     them seen (a message read twice is a duplicate and changes nothing)."""
     target = settings.feedback.imap
     if target is None:
-        raise FeedbackProblem("LOYALTY_BOUNCE_IMAP_URL is not set: there is no bounce mailbox to read")
+        raise FeedbackProblem("LOYALTY_BOUNCE_IMAP_URL is not set, so there is no bounce mailbox to read; set it to the "
+                              "mailbox's address, such as imaps://user:password@imap.shop.example:993/INBOX")
     report = MailboxReport()
     with _connect(target) as imap:
         status, _ = imap.select(_quoted(target.mailbox))

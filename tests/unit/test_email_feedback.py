@@ -336,6 +336,13 @@ def test_an_abuse_report_is_a_complaint_and_other_mail_is_nothing():
     assert fb.mailbox_notices(plain.as_bytes()) == []
 
 
+def test_reading_the_mailbox_without_its_variable_says_what_to_set():
+    from workers.email_bounces import read_mailbox
+
+    with pytest.raises(fb.FeedbackProblem, match=r"LOYALTY_BOUNCE_IMAP_URL is not set.*; set it to .*imaps://"):
+        read_mailbox(load_settings({}), None)  # type: ignore[arg-type]  # refused before any session
+
+
 def test_the_clock_reads_the_bounce_mailbox_every_five_minutes_only_when_it_is_configured():
     from schedules.clock import build_scheduler
 
