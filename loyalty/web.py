@@ -55,6 +55,8 @@ log = structlog.get_logger("loyalty.web")
 TWIML = "application/xml"
 HELP_TEXT = "Loyalty Club: reply STOP to stop our text messages, START to get them again. More: {url}"
 
+#: The unsubscribe token of a proof's dummy link (workers/proof.py): it unsubscribes nobody.
+PROOF_UNSUBSCRIBE = "proof"
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
 _pages = Environment(loader=FileSystemLoader(str(PAGES_DIR)), autoescape=True)
 
@@ -69,7 +71,7 @@ def page_locale(member_locale: str | None, default_locale: str) -> str:
 
 
 def unsubscribe_page(locale: str, page: str, *, channel: str = "", action: str = "", status_code: int = 200) -> HTMLResponse:
-    """``page``: ``ask`` (the button), ``done`` or ``invalid``."""
+    """``page``: ``ask`` (the button), ``done``, ``invalid`` or ``proof`` (a proof's dummy link)."""
     template = _pages.get_template(f"{locale}/unsubscribe.html")
     html = template.render(lang=locale.replace("_", "-"), page=page, channel=channel, action=action)
     return HTMLResponse(html, status_code=status_code)
@@ -121,6 +123,8 @@ def create_app(settings: Settings | None = None, *, sns_trust: SnsTrust | None =
             return unsubscribe_page(page_locale(None, settings.default_locale), "invalid", status_code=404)
 
         token = request.path_params["token"]
+        if token == PROOF_UNSUBSCRIBE:  # a proof's dummy link, clicked by the marketer who got it
+            return unsubscribe_page(page_locale(None, settings.default_locale), "proof")
         scope = read_unsubscribe_token(settings.secret, token)
         if scope is None or scope[1] not in ("email", "sms"):
             return invalid()

@@ -113,3 +113,11 @@ def test_a_forged_link_or_a_member_no_longer_known_gets_the_invalid_page(client,
             answer = client.request(method, path)
             assert answer.status_code == 404 and "This unsubscribe link is not valid." in answer.text, (method, path)
     assert opted_in(pg_sessions, "M1")[0] is True
+
+
+def test_a_proof_s_dummy_link_says_it_is_a_proof_and_unsubscribes_nobody(client, pg_sessions):
+    add_members(pg_sessions, make_member("M1"))
+    for answer in (client.get("/unsubscribe/proof"), client.post("/unsubscribe/proof", content=b"List-Unsubscribe=One-Click")):
+        assert answer.status_code == 200
+        assert "unsubscribe link of a proof: nobody was unsubscribed" in answer.text
+    assert opted_in(pg_sessions, "M1")[0] is True
