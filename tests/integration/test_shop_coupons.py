@@ -205,7 +205,8 @@ def test_without_a_shop_the_export_writes_the_codes_once_and_history_shows_their
     out = tmp_path / "coupons.csv"
     result = loyalty(env, "coupons", "export", "--since", "2020-01-01", "-o", str(out))
     assert result.returncode == 0, result.stderr
-    (row,) = list(csv.DictReader(out.open()))
+    with out.open() as written:
+        (row,) = list(csv.DictReader(written))
     # It ends at midnight in Paris (the member's day), written in the shop's time zone (the default: UTC here).
     assert row == {"code": code, "discount_type": "percent", "amount": "15.00", "date_expires": "2027-05-01T22:00:00",
                    "usage_limit": "1", "usage_limit_per_user": "1", "individual_use": "yes",
