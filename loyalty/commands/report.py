@@ -199,10 +199,12 @@ def _print_variants(data: dict) -> None:
 def _print_email_feedback(data: dict) -> None:
     """Bounce and complaint rates of each campaign's emails; a warning past 0.1% complaints."""
     feedback = data.get("email_feedback") or {}
-    if not feedback.get("campaigns"):
-        return
-    if not any(c["bounced"] or c["complaints"] for c in feedback["campaigns"]):
-        console.print("Email bounces and complaints: none traced to this period's emails.")
+    untraced = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in (feedback.get("untraced") or {}).items())
+    if not any(c["bounced"] or c["complaints"] for c in feedback.get("campaigns") or []):
+        if feedback.get("campaigns"):
+            console.print("Email bounces and complaints: none traced to this period's emails.")
+        if untraced:  # as the HTML page says it: notices the relays sent that name no email of ours
+            console.print(f"Email bounces and complaints not traced to an email: {untraced}.", soft_wrap=True)
         return
     table = _table("Email bounces and complaints", "campaign", "emails sent", "bounced", "of which hard",
                    "bounce rate", "complaints", "complaint rate")
@@ -211,5 +213,7 @@ def _print_email_feedback(data: dict) -> None:
         table.add_row(c["campaign"], str(c["emails_sent"]), str(c["bounced"]), str(c["hard_bounced"]),
                       percent(c["bounce_rate"]), str(c["complaints"]), rate)
     console.print(table)
+    if untraced:
+        console.print(f"Not traced to an email: {untraced}.", soft_wrap=True)
     for warning in feedback.get("warnings", []):
         console.print(f"warning: {warning}", soft_wrap=True)
