@@ -107,6 +107,13 @@ def audience_query(campaign, ctx):
     return _audience_query(campaign, ctx)
 
 
+def audience_statement(campaign, ctx):
+    """(statement, parameters) as planning runs it: the campaign's cached shape and the instant's values."""
+    from workers.planning import audience_statement as _audience_statement
+
+    return _audience_statement(campaign, ctx)
+
+
 def plan_campaign(session, campaign, ctx):
     from workers.planning import plan_campaign as _plan_campaign
 

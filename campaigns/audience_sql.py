@@ -23,6 +23,8 @@ from sqlalchemy import (
     Select,
     String,
     and_,
+    any_,
+    bindparam,
     case,
     cast,
     exists,
@@ -56,19 +58,6 @@ class PlanContext:
     capped_campaigns: tuple[str, ...] = ()  # campaigns that count toward the frequency cap
     dialect: str = "postgresql"  # the database the statement is for
 
-    def by_zone(self, values: dict[str, Any], type_: TypeEngine[Any] | None = None) -> ColumnElement:
-        """A value that depends on the member's zone (``values``: zone → value); NULL for a zone
-        not in ``values``."""
-        distinct = set(values.values())
-        if len(distinct) == 1:
-            return literal(distinct.pop(), type_)
-        if self.dialect != "postgresql":
-            return case({zone: literal(value, type_) for zone, value in values.items()}, value=Member.timezone)
-        zones = list(values)
-        item_type = DateTime(timezone=True) if isinstance(type_, UtcDateTime) else (type_ or String())
-        array = Grouping(literal([values[z] for z in zones], postgresql.ARRAY(item_type)))  # (param::type[])[i]
-        return array[func.array_position(literal(zones, postgresql.ARRAY(String())), Member.timezone)]
-
 
 @dataclass(frozen=True)
 class ZoneDue:
@@ -89,6 +78,70 @@ def due_today(send_time: time, at: datetime, zones: Sequence[str]) -> dict[str, 
     return due
 
 
+class ZoneValues(dict):
+    """An instant's value per member zone (zone → value), bound by name: on PostgreSQL two array
+    parameters (``{name}_zones``, ``{name}_values``) and an ``array_position`` lookup, so that the
+    statement's shape does not depend on the zones or their values; on SQLite, inlined as a CASE."""
+
+
+def zone_value(ctx: PlanContext, due: dict[str, Any], name: str, type_: TypeEngine[Any] | None = None) -> ColumnElement:
+    """The member's zone's value of ``due[name]`` (a :class:`ZoneValues`); NULL for a zone without one."""
+    if ctx.dialect != "postgresql":
+        values = due.get(name) or {}
+        distinct = set(values.values())
+        if len(distinct) == 1:
+            return literal(distinct.pop(), type_)
+        return case({zone: literal(value, type_) for zone, value in values.items()}, value=Member.timezone, else_=null())
+    item_type = DateTime(timezone=True) if isinstance(type_, UtcDateTime) else (type_ or String())
+    array = Grouping(bindparam(f"{name}_values", type_=postgresql.ARRAY(item_type)))  # (param::type[])[i]
+    return array[func.array_position(bindparam(f"{name}_zones", type_=postgresql.ARRAY(String())), Member.timezone)]
+
+
+def param(name: str, type_: TypeEngine[Any] | None = None) -> ColumnElement:
+    """An instant's value bound by name (its value comes with the statement's parameters)."""
+    return bindparam(name, type_=type_)
+
+
+def zone_in(ctx: PlanContext, due: dict[str, Any], name: str) -> ColumnElement[bool]:
+    """The member's zone is one of ``due[name]`` (a list): ``= ANY(array parameter)`` on PostgreSQL."""
+    if ctx.dialect != "postgresql":
+        return Member.timezone.in_(due.get(name) or [])
+    return Member.timezone == any_(bindparam(name, type_=postgresql.ARRAY(String())))
+
+
+def bind_values(due: dict[str, Any]) -> dict[str, Any]:
+    """The statement parameters of an instant's values: a :class:`ZoneValues` becomes two arrays."""
+    params: dict[str, Any] = {}
+    for name, value in due.items():
+        if isinstance(value, ZoneValues):
+            params[f"{name}_zones"] = list(value)
+            params[f"{name}_values"] = list(value.values())
+        else:
+            params[name] = value
+    return params
+
+
+def ledger_values(campaign: CampaignBase, ctx: PlanContext, dues: dict[str, ZoneDue], *,
+                  channels: Sequence[str] | None = None, prefix: str = "") -> dict[str, Any]:
+    """The instant's values :func:`delivery_columns` reads (``prefix`` tells a kind's parts apart)."""
+    channels = channels or campaign.channels
+    values: dict[str, Any] = {
+        f"{prefix}send_at": ZoneValues({z: d.send_at for z, d in dues.items()}),
+        f"{prefix}occurrence_date": ZoneValues({z: d.local_date.isoformat() for z, d in dues.items()}),
+    }
+    if "sms" in channels:  # an SMS due inside the member's quiet hours is planned for their end
+        quiet = ctx.program.quiet_hours
+        values[f"{prefix}sms_send_at"] = ZoneValues({z: quiet.next_allowed(max(d.send_at, ctx.at), z) for z, d in dues.items()})
+    return values
+
+
+def cap_values(campaign: CampaignBase, ctx: PlanContext) -> dict[str, Any]:
+    """The parameters of :func:`with_frequency_cap`."""
+    if campaign.frequency_cap_exempt:
+        return {}
+    return {"cap_since": ctx.at - timedelta(days=ctx.program.frequency_cap.window_days)}
+
+
 def zone_condition(dues: dict[str, Any], condition_for: Callable[[str, Any], ColumnElement[bool]]) -> ColumnElement:
     return or_(*(and_(Member.timezone == zone, condition_for(zone, due)) for zone, due in dues.items()))
 
@@ -97,8 +150,9 @@ def capped_members(ctx: PlanContext) -> CTE:
     """The members who have reached the frequency cap at ``ctx.at``: one ``GROUP BY ... HAVING`` over
     the window's range of the ``send_at`` index, as a CTE, read once per statement (a count per
     member, in a subquery per column and per part of a multi-step kind, read the window four times
-    and cost 1.3 s of a 2.5 s win-back at 1,000,000 members)."""
-    since = ctx.at - timedelta(days=ctx.program.frequency_cap.window_days)
+    and cost 1.3 s of a 2.5 s win-back at 1,000,000 members). The window's start is the parameter
+    ``cap_since`` (:func:`cap_values`)."""
+    since = param("cap_since", UtcDateTime())
     return (
         select(Delivery.member_id)
         .where(
@@ -137,7 +191,8 @@ def delivery_columns(
     ctx: PlanContext,
     *,
     key: ColumnElement,
-    dues: dict[str, ZoneDue],
+    dues: dict[str, Any],
+    prefix: str = "",
     kind_reason: ColumnElement | None = None,
     reward: ColumnElement | None = None,
     channels: Sequence[str] | None = None,
@@ -145,8 +200,10 @@ def delivery_columns(
     occurrence_date: ColumnElement | None = None,
 ) -> list[ColumnElement]:
     """The labelled columns of a send-ledger row, ready for ``INSERT ... SELECT`` (the frequency cap
-    is applied around the kind's whole statement: :func:`with_frequency_cap`). ``reward`` defaults to
-    the campaign's ``reward.points_by_tier`` for the member's tier."""
+    is applied around the kind's whole statement: :func:`with_frequency_cap`). ``dues`` holds the
+    instant's values (:func:`ledger_values`, with the same ``prefix`` and ``channels``), read through
+    :func:`zone_value`. ``reward`` defaults to the campaign's ``reward.points_by_tier`` for the
+    member's tier."""
     channels = channels or campaign.channels
     if reward is None and campaign.reward is not None:
         reward = case(campaign.reward.points_by_tier, value=Member.tier, else_=None)
@@ -157,10 +214,9 @@ def delivery_columns(
     reason = case(*whens, else_=None)
     state = case((reason.is_(None), literal(DeliveryState.PLANNED)), else_=literal(DeliveryState.SKIPPED))
 
-    send_at = ctx.by_zone({z: d.send_at for z, d in dues.items()}, UtcDateTime())
+    send_at = zone_value(ctx, dues, f"{prefix}send_at", UtcDateTime())
     if "sms" in channels:  # an SMS due inside the member's quiet hours is planned for their end
-        quiet = ctx.program.quiet_hours
-        sms_send_at = ctx.by_zone({z: quiet.next_allowed(max(d.send_at, ctx.at), z) for z, d in dues.items()}, UtcDateTime())
+        sms_send_at = zone_value(ctx, dues, f"{prefix}sms_send_at", UtcDateTime())
         send_at = case((channel == literal("sms"), sms_send_at), else_=send_at)
     return [
         key.label("occurrence_key"),
@@ -172,7 +228,7 @@ def delivery_columns(
         reason.label("reason"),
         (reward if reward is not None else cast(null(), Integer)).label("reward_points"),
         (occurrence_date if occurrence_date is not None
-         else ctx.by_zone({z: d.local_date.isoformat() for z, d in dues.items()})).label("occurrence_date"),
+         else zone_value(ctx, dues, f"{prefix}occurrence_date")).label("occurrence_date"),
         send_at.label("send_at"),
         (literal(payload, JSON()) if payload is not None else cast(null(), JSON)).label("payload"),
     ]
@@ -182,7 +238,7 @@ def not_in_ledger(key: ColumnElement) -> ColumnElement:
     return ~exists().where(Delivery.occurrence_key == key)
 
 
-def due_rows(campaign: CampaignBase, ctx: PlanContext, *, key: ColumnElement, dues: dict[str, ZoneDue],
+def due_rows(campaign: CampaignBase, ctx: PlanContext, *, key: ColumnElement, dues: dict[str, Any],
              **columns: Any) -> Select:
     """How every kind's audience statement starts: the send-ledger row's columns
     (:func:`delivery_columns`, which takes ``columns``), for occurrences not in the ledger yet, of members

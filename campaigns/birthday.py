@@ -15,11 +15,21 @@ from sqlalchemy import Integer, Select, String, and_, case, func, literal, tuple
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from campaigns.audience_sql import PlanContext, ZoneDue, due_rows, due_today
+from campaigns.audience_sql import (
+    PlanContext,
+    ZoneDue,
+    ZoneValues,
+    due_rows,
+    due_today,
+    ledger_values,
+    param,
+    zone_value,
+)
 from campaigns.kinds_api import Kind, Occurrence, SendCheck
 from campaigns.program import Program
 from campaigns.schema import CampaignBase, StrictModel
 from core import calendar
+from models.base import UtcDateTime
 from models.delivery import Reason
 from models.member import Member
 
@@ -43,32 +53,40 @@ def due_zones(campaign: BirthdayCampaign, at: datetime, zones: Iterable[str]) ->
     return due_today(campaign.send_time, at, list(zones))
 
 
-def audience(campaign: BirthdayCampaign, ctx: PlanContext) -> Select | None:
-    """Members whose birthday is celebrated today in their zone, not yet in the send ledger."""
+def due(campaign: BirthdayCampaign, ctx: PlanContext) -> dict[str, Any] | None:
+    """The instant's values: the due zones' local dates and send instants, and the (zone, month,
+    day) birthdays celebrated there today."""
     dues = due_zones(campaign, ctx.at, ctx.zones)
     if not dues:
         return None
     rule = campaign.birthday.leap_day_in_common_years
     days = [(zone, m, d) for zone, due in dues.items() for m, d in calendar.celebrated_birthdays(due.local_date, rule)]
-    key = literal(f"{campaign.id}:") + Member.external_id + ctx.by_zone({z: f":{d.local_date.year}" for z, d in dues.items()})
-    known_since = ctx.at - timedelta(days=campaign.birthday.min_days_since_birthday_change)
-    recently_changed = case((Member.birthday_updated_at > known_since, literal(Reason.BIRTHDAY_RECENTLY_CHANGED)), else_=None)
-    rows = due_rows(campaign, ctx, key=key, dues=dues, kind_reason=recently_changed)
+    zones, months, days_of_month = (list(part) for part in zip(*days, strict=True))
+    return {**ledger_values(campaign, ctx, dues), "birthdays": days, "birthday_zones": zones,
+            "birthday_months": months, "birthday_days": days_of_month,
+            "key_year": ZoneValues({z: f":{d.local_date.year}" for z, d in dues.items()}),
+            "known_since": ctx.at - timedelta(days=campaign.birthday.min_days_since_birthday_change)}
+
+
+def shape(campaign: BirthdayCampaign, ctx: PlanContext, due: dict[str, Any]) -> Select:
+    """Members whose birthday is celebrated today in their zone, not yet in the send ledger."""
+    key = literal(f"{campaign.id}:") + Member.external_id + zone_value(ctx, due, "key_year")
+    recently_changed = case((Member.birthday_updated_at > param("known_since", UtcDateTime()),
+                             literal(Reason.BIRTHDAY_RECENTLY_CHANGED)), else_=None)
+    rows = due_rows(campaign, ctx, key=key, dues=due, kind_reason=recently_changed)
     if ctx.dialect == "postgresql":
         # A join with the (zone, month, day) list as three arrays: one index probe on (timezone,
         # birth_month, birth_day) per entry (a third faster at 1M members than the same list as a
-        # row-value IN), and three parameters, so that SQLAlchemy compiles the statement once (a
-        # VALUES list of 200 parameters took 5 ms to compile on every tick, as long as running it).
-        zones, months, days_of_month = (list(part) for part in zip(*days, strict=True))
+        # row-value IN), and three parameters, so that the statement has one shape whatever the day.
         wanted = func.unnest(
-            literal(zones, postgresql.ARRAY(String())),
-            literal(months, postgresql.ARRAY(Integer())),
-            literal(days_of_month, postgresql.ARRAY(Integer())),
+            param("birthday_zones", postgresql.ARRAY(String())),
+            param("birthday_months", postgresql.ARRAY(Integer())),
+            param("birthday_days", postgresql.ARRAY(Integer())),
         ).table_valued("tz", "mo", "dy").render_derived(name="birthdays")
         return rows.select_from(wanted).join(
             Member, and_(Member.timezone == wanted.c.tz, Member.birth_month == wanted.c.mo,
                          Member.birth_day == wanted.c.dy))
-    return rows.where(tuple_(Member.timezone, Member.birth_month, Member.birth_day).in_(days))
+    return rows.where(tuple_(Member.timezone, Member.birth_month, Member.birth_day).in_(due["birthdays"]))
 
 
 def recheck(check: SendCheck[BirthdayCampaign], facts: None) -> Reason | None:
@@ -98,5 +116,5 @@ def one_off_occurrence(campaign: BirthdayCampaign, member: Member, today: date, 
     return Occurrence(today)
 
 
-KIND = Kind(BirthdayCampaign, audience=audience, recheck=recheck, template_context=template_context,
+KIND = Kind(BirthdayCampaign, due=due, shape=shape, recheck=recheck, template_context=template_context,
             sample_context=sample_context, one_off_occurrence=one_off_occurrence)

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar, get_args
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
-from campaigns.audience_sql import PlanContext
+from campaigns.audience_sql import PlanContext, bind_values
 from campaigns.program import Program
 from campaigns.schema import CampaignBase
 from models.delivery import Delivery, Reason
@@ -71,9 +71,14 @@ class Kind(Generic[C]):
 
     - ``model``: its YAML model, a :class:`CampaignBase` whose ``kind`` is a one-value ``Literal``
       (the entry's name); its own rules sit in a section named after it;
-    - ``audience(campaign, ctx)``: who is due at ``ctx.at``, as send-ledger rows started with
+    - ``due(campaign, ctx)``: the instant's values of its audience (zone-dependent ones as
+      :class:`campaigns.audience_sql.ZoneValues`), or ``None`` when nobody can be due at ``ctx.at``;
+    - ``shape(campaign, ctx, due)``: who is due, as send-ledger rows started with
       :func:`campaigns.audience_sql.due_rows` (which applies the ledger check and the audience's
-      tiers), or ``None`` when nobody can be;
+      tiers), reading ``due`` only through the bound-parameter helpers of
+      :mod:`campaigns.audience_sql`: on PostgreSQL its shape must not depend on the instant, so
+      that planning builds it once per campaign and binds each instant's values
+      (:meth:`audience` is the two together, built afresh);
     - ``facts(check)``: what the re-check and the template context both need, read once per message
       (say, the points expiring on the occurrence's day); ``None`` by default;
     - ``recheck(check, facts)``: a :class:`Reason` when it is no longer right to send, else ``None``
@@ -88,12 +93,18 @@ class Kind(Generic[C]):
     """
 
     model: type[C]
-    audience: Callable[[C, PlanContext], Select[Any] | None]
+    due: Callable[[C, PlanContext], dict[str, Any] | None]
+    shape: Callable[[C, PlanContext, dict[str, Any]], Select[Any]]
     template_context: Callable[[SendCheck[C], Any], dict[str, Any]]
     sample_context: Callable[[C, Program], dict[str, Any]]
     one_off_occurrence: Callable[[C, Member, date, Session], Occurrence]
     recheck: Callable[[SendCheck[C], Any], Reason | None] = _still_due
     facts: Callable[[SendCheck[C]], Any] = _no_facts
+
+    def audience(self, campaign: C, ctx: PlanContext) -> Select[Any] | None:
+        """Who is due at ``ctx.at``, built afresh with the instant's values bound (``None``: nobody)."""
+        due = self.due(campaign, ctx)
+        return None if due is None else self.shape(campaign, ctx, due).params(bind_values(due))
 
     @property
     def name(self) -> str:

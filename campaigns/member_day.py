@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 from sqlalchemy import Select, literal
 from sqlalchemy.orm import Session
 
-from campaigns.audience_sql import PlanContext, due_rows, due_today
+from campaigns.audience_sql import PlanContext, ZoneValues, due_rows, due_today, ledger_values, zone_in, zone_value
 from campaigns.kinds_api import Kind, Occurrence, SendCheck
 from campaigns.program import Program
 from campaigns.schema import CampaignBase, StrictModel
@@ -51,13 +51,19 @@ def is_member_day(rule: str, day: date) -> bool:
     return occurrence is not None and occurrence.date() == day
 
 
-def audience(campaign: MemberDayCampaign, ctx: PlanContext) -> Select | None:
+def due(campaign: MemberDayCampaign, ctx: PlanContext) -> dict[str, Any] | None:
+    """The zones where today is a member day and the send time has passed, with their dates."""
     dues = {zone: due for zone, due in due_today(campaign.send_time, ctx.at, ctx.zones).items()
             if is_member_day(campaign.member_day.rrule, due.local_date)}
     if not dues:
         return None
-    key = literal(f"{campaign.id}:") + Member.external_id + ctx.by_zone({z: f":{d.local_date.isoformat()}" for z, d in dues.items()})
-    return due_rows(campaign, ctx, key=key, dues=dues).where(Member.timezone.in_(list(dues)))
+    return {**ledger_values(campaign, ctx, dues), "zones": list(dues),
+            "key_date": ZoneValues({z: f":{d.local_date.isoformat()}" for z, d in dues.items()})}
+
+
+def shape(campaign: MemberDayCampaign, ctx: PlanContext, due: dict[str, Any]) -> Select:
+    key = literal(f"{campaign.id}:") + Member.external_id + zone_value(ctx, due, "key_date")
+    return due_rows(campaign, ctx, key=key, dues=due).where(zone_in(ctx, due, "zones"))
 
 
 def template_context(check: SendCheck[MemberDayCampaign], facts: None) -> dict[str, Any]:
@@ -73,5 +79,5 @@ def one_off_occurrence(campaign: MemberDayCampaign, member: Member, today: date,
     return Occurrence(today)
 
 
-KIND = Kind(MemberDayCampaign, audience=audience, template_context=template_context,
+KIND = Kind(MemberDayCampaign, due=due, shape=shape, template_context=template_context,
             sample_context=sample_context, one_off_occurrence=one_off_occurrence)

@@ -17,7 +17,17 @@ from pydantic import Field, field_validator
 from sqlalchemy import Select, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
-from campaigns.audience_sql import PlanContext, ZoneDue, due_rows, due_today
+from campaigns.audience_sql import (
+    PlanContext,
+    ZoneDue,
+    ZoneValues,
+    due_rows,
+    due_today,
+    ledger_values,
+    param,
+    zone_in,
+    zone_value,
+)
 from campaigns.kinds_api import Kind, Occurrence, SendCheck
 from campaigns.program import Program
 from campaigns.schema import CampaignBase, StrictModel
@@ -52,14 +62,28 @@ def day_bounds(day: date, zone_name: str) -> tuple[datetime, datetime]:
     return calendar.local_instant(day, MIDNIGHT, zone_name), calendar.local_instant(day + timedelta(days=1), MIDNIGHT, zone_name)
 
 
-def _one_offset(campaign: PointsExpiringCampaign, ctx: PlanContext, offset: int, today: dict[str, tuple[date, datetime]]) -> Select:
-    dues = {z: ZoneDue(local_day + timedelta(days=offset), send_at) for z, (local_day, send_at) in today.items()}
+def _offset_values(campaign: PointsExpiringCampaign, ctx: PlanContext, offset: int,
+                   today: dict[str, ZoneDue]) -> dict[str, Any]:
+    prefix = f"o{offset}_"
+    dues = {z: ZoneDue(due.local_date + timedelta(days=offset), due.send_at) for z, due in today.items()}
     bounds = {z: day_bounds(due.local_date, z) for z, due in dues.items()}
-    starts = ctx.by_zone({z: b[0] for z, b in bounds.items()}, UtcDateTime())
-    ends = ctx.by_zone({z: b[1] for z, b in bounds.items()}, UtcDateTime())
-    lowest, highest = min(b[0] for b in bounds.values()), max(b[1] for b in bounds.values())
+    return {
+        **ledger_values(campaign, ctx, dues, prefix=prefix),
+        f"{prefix}starts": ZoneValues({z: b[0] for z, b in bounds.items()}),
+        f"{prefix}ends": ZoneValues({z: b[1] for z, b in bounds.items()}),
+        f"{prefix}lowest": min(b[0] for b in bounds.values()),
+        f"{prefix}highest": max(b[1] for b in bounds.values()),
+        f"{prefix}key_date": ZoneValues({z: f":{d.local_date.isoformat()}:{offset}" for z, d in dues.items()}),
+    }
+
+
+def _one_offset(campaign: PointsExpiringCampaign, ctx: PlanContext, offset: int, due: dict[str, Any]) -> Select:
+    prefix = f"o{offset}_"
+    starts = zone_value(ctx, due, f"{prefix}starts", UtcDateTime())
+    ends = zone_value(ctx, due, f"{prefix}ends", UtcDateTime())
     lots_in_window = select(PointEntry.member_id).where(
-        PointEntry.remaining > 0, PointEntry.expires_at >= lowest, PointEntry.expires_at < highest
+        PointEntry.remaining > 0, PointEntry.expires_at >= param(f"{prefix}lowest", UtcDateTime()),
+        PointEntry.expires_at < param(f"{prefix}highest", UtcDateTime()),
     )
     expiring_in_zone = (
         select(literal(1))
@@ -67,18 +91,25 @@ def _one_offset(campaign: PointsExpiringCampaign, ctx: PlanContext, offset: int,
                PointEntry.expires_at >= starts, PointEntry.expires_at < ends)
         .exists()
     )
-    key = (literal(f"{campaign.id}:") + Member.external_id
-           + ctx.by_zone({z: f":{d.local_date.isoformat()}:{offset}" for z, d in dues.items()}))
-    return due_rows(campaign, ctx, key=key, dues=dues).where(
-        Member.timezone.in_(list(dues)), Member.id.in_(lots_in_window), expiring_in_zone
+    key = literal(f"{campaign.id}:") + Member.external_id + zone_value(ctx, due, f"{prefix}key_date")
+    return due_rows(campaign, ctx, key=key, dues=due, prefix=prefix).where(
+        zone_in(ctx, due, "zones"), Member.id.in_(lots_in_window), expiring_in_zone
     )
 
 
-def audience(campaign: PointsExpiringCampaign, ctx: PlanContext) -> Select | None:
-    today = {zone: (due.local_date, due.send_at) for zone, due in due_today(campaign.send_time, ctx.at, ctx.zones).items()}
+def due(campaign: PointsExpiringCampaign, ctx: PlanContext) -> dict[str, Any] | None:
+    """Per offset: the expiry day's bounds in each due zone, its local date, the send instants."""
+    today = due_today(campaign.send_time, ctx.at, ctx.zones)
     if not today:
         return None
-    parts = [_one_offset(campaign, ctx, offset, today) for offset in campaign.points_expiring.days_before]
+    values: dict[str, Any] = {"zones": list(today)}
+    for offset in campaign.points_expiring.days_before:
+        values.update(_offset_values(campaign, ctx, offset, today))
+    return values
+
+
+def shape(campaign: PointsExpiringCampaign, ctx: PlanContext, due: dict[str, Any]) -> Select:
+    parts = [_one_offset(campaign, ctx, offset, due) for offset in campaign.points_expiring.days_before]
     return select(union_all(*parts).subquery()) if len(parts) > 1 else parts[0]
 
 
@@ -122,5 +153,5 @@ def one_off_occurrence(campaign: PointsExpiringCampaign, member: Member, today: 
     return Occurrence(calendar.local_datetime(expiry, member.timezone).date())
 
 
-KIND = Kind(PointsExpiringCampaign, audience=audience, facts=expiring_points, recheck=recheck,
+KIND = Kind(PointsExpiringCampaign, due=due, shape=shape, facts=expiring_points, recheck=recheck,
             template_context=template_context, sample_context=sample_context, one_off_occurrence=one_off_occurrence)

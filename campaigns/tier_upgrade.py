@@ -16,11 +16,12 @@ from pydantic import Field
 from sqlalchemy import Select, and_, literal
 from sqlalchemy.orm import Session
 
-from campaigns.audience_sql import PlanContext, ZoneDue, due_rows
+from campaigns.audience_sql import PlanContext, ZoneDue, ZoneValues, due_rows, ledger_values, param, zone_value
 from campaigns.kinds_api import Kind, Occurrence, SendCheck
 from campaigns.program import Program
 from campaigns.schema import CampaignBase, StrictModel
 from core import calendar
+from models.base import UtcDateTime
 from models.delivery import Delivery, Reason
 from models.member import Member
 from models.tier import TierChange
@@ -46,8 +47,10 @@ def announced_tier(delivery: Delivery) -> str:
     return (delivery.payload or {}).get("tier") or tier_of_key(delivery.occurrence_key)
 
 
-def audience(campaign: TierUpgradeCampaign, ctx: PlanContext) -> Select | None:
-    dues, last_due_date = {}, {}
+def due(campaign: TierUpgradeCampaign, ctx: PlanContext) -> dict[str, Any] | None:
+    """Per zone: today's local date and send instant (now, once passed), and the last local date
+    whose upgrades are due (today once the send time has passed, else yesterday)."""
+    dues, last_due_date = {}, ZoneValues()
     for zone_name in ctx.zones:
         local_day = calendar.local_datetime(ctx.at, zone_name).date()
         send_at = calendar.local_instant(local_day, campaign.send_time, zone_name)
@@ -56,15 +59,20 @@ def audience(campaign: TierUpgradeCampaign, ctx: PlanContext) -> Select | None:
         last_due_date[zone_name] = (local_day if past_send_time else local_day - timedelta(days=1)).isoformat()
     if not dues:
         return None
+    return {**ledger_values(campaign, ctx, dues), "last_due_date": last_due_date, "at": ctx.at,
+            "since": ctx.at - timedelta(days=campaign.tier_upgrade.announce_within_days)}
+
+
+def shape(campaign: TierUpgradeCampaign, ctx: PlanContext, due: dict[str, Any]) -> Select:
     key = literal(f"{campaign.id}:") + Member.external_id + literal(":") + Member.tier + literal(":") + TierChange.local_date
-    since = ctx.at - timedelta(days=campaign.tier_upgrade.announce_within_days)
     return (
-        due_rows(campaign, ctx, key=key, dues=dues, occurrence_date=TierChange.local_date)
+        due_rows(campaign, ctx, key=key, dues=due, occurrence_date=TierChange.local_date)
         .select_from(TierChange)
         .join(Member, and_(Member.id == TierChange.member_id, Member.tier == TierChange.to_tier,
                            Member.tier_reached_at == TierChange.at))
-        .where(TierChange.direction == "up", TierChange.at >= since, TierChange.at <= ctx.at,
-               TierChange.local_date <= ctx.by_zone(last_due_date))
+        .where(TierChange.direction == "up", TierChange.at >= param("since", UtcDateTime()),
+               TierChange.at <= param("at", UtcDateTime()),
+               TierChange.local_date <= zone_value(ctx, due, "last_due_date"))
     )
 
 
@@ -93,5 +101,5 @@ def one_off_occurrence(campaign: TierUpgradeCampaign, member: Member, today: dat
     return Occurrence(today, {"tier": member.tier})
 
 
-KIND = Kind(TierUpgradeCampaign, audience=audience, recheck=recheck, template_context=template_context,
+KIND = Kind(TierUpgradeCampaign, due=due, shape=shape, recheck=recheck, template_context=template_context,
             sample_context=sample_context, one_off_occurrence=one_off_occurrence)
