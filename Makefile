@@ -28,12 +28,12 @@ lint: $(STAMP)
 ## Lint, types, then the whole test suite (chaos tests included) against the real PostgreSQL, Redis
 ## and local stand-in servers, on two processes (pytest-xdist); PYTEST_ARGS="-n 0" runs it in one.
 test: lint
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 ## A developer's loop, under two minutes: lint, types, the unit tests and the integration tests not
 ## marked slow (real processes, servers, large data and every chaos test are left to `make test`).
 check: lint
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow" tests/unit tests/integration $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m "not slow" tests/unit tests/integration $(PYTEST_ARGS)
 
 ## Benchmark against the bare stack: a small size by default; make bench BENCH_ARGS="--members 1000000"
 bench: $(STAMP)

@@ -184,14 +184,23 @@ def pytest_configure(config):
                                        "run by `make test` and CI")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.path.parent.name == "chaos":
-            item.add_marker(SLOW)
-            item.add_marker(pytest.mark.xdist_group("chaos"))  # one at a time: they time processes
-        elif item.path.stem in SLOW_MODULES or getattr(item, "originalname", item.name) in SLOW_TESTS:
-            item.add_marker(SLOW)
+def pytest_itemcollected(item):
+    if item.path.parent.name == "chaos" or item.path.stem in SLOW_MODULES or (
+            getattr(item, "originalname", item.name) in SLOW_TESTS):
+        item.add_marker(SLOW)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """On several processes (``-n 2``), the chaos tests run one after another on one of them (they
+    time real processes), the other tests one by one wherever a process is free. (pytest-xdist's
+    own ``xdist_group`` does not group under pytest 9: it renames node ids, which pytest 9 ignores.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ChaosApart(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "chaos" if nodeid.startswith("tests/chaos/") else nodeid
+
+    return ChaosApart(config, log)
 
 
 #: The chaos scenarios' tally lines (tests/chaos/conftest.py), repeated at the end of the run; they come
