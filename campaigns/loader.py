@@ -109,6 +109,8 @@ def explain_validation_error(shown: str, nodes: Any, exc: ValidationError) -> De
         problem = f"{where!r} is required but missing; add it"
     elif not loc:
         problem = message
+    elif kind in ("model_type", "dict_type"):  # pydantic would name its class ("instance of Brand")
+        problem = f"{where!r} is wrong: it should be a mapping, its keys indented under it one per line"
     else:
         problem = f"{where!r} is wrong: {message[:1].lower()}{message[1:]}"
     more = len(errors) - 1
