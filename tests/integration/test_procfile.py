@@ -130,6 +130,7 @@ def test_the_procfile_runs_delivers_and_stops_cleanly_on_sigterm(fresh_database,
             if honcho.poll() is None:
                 os.killpg(honcho.pid, signal.SIGKILL)
     reader.join(5)
+    honcho.stdout.close()  # read to its end by the reader
 
     # Every process exited within 30 seconds: honcho and each process's own group (dramatiq's children too).
     children = {m["name"]: int(m["pid"]) for line in output if (parsed := HONCHO_LINE.match(line)) and parsed["name"] == "system"
