@@ -145,6 +145,8 @@ def check_variant_templates(campaign: CampaignBase, renderer: Renderer, definiti
                 relative = getattr(variant, key)
                 if relative is not None:
                     checks.append(([*where, key], relative, partial(renderer.render_template, locale, relative, context)))
+                    if key != "sms_text":  # text outside every block of an email is dropped, as in the campaign's
+                        checks.append(([*where, key], relative, partial(renderer.check_blocks, locale, relative)))
             for keys, relative, check in checks:
                 try:
                     check()

@@ -190,6 +190,25 @@ def test_validate_names_text_outside_every_block_of_a_template_that_extends_the_
         "layout); move it into a block, such as content (campaign 'winback', locale 'fr')."]
 
 
+def test_validate_names_text_outside_every_block_of_an_a_b_variant_s_template(tmp_path):
+    templates, definitions = tmp_path / "templates", tmp_path / "definitions"
+    shutil.copytree(TEMPLATES, templates)
+    shutil.copytree(DEFINITIONS, definitions)
+    for locale in ("en", "fr"):
+        shutil.copy(templates / locale / "birthday" / "email.html.j2", templates / locale / "birthday" / "email_b.html.j2")
+    variant = templates / "fr" / "birthday" / "email_b.html.j2"
+    variant.write_text(variant.read_text(encoding="utf-8") + "<p>P.S. {{ member.first_name }}</p>\n", encoding="utf-8")
+    line = variant.read_text(encoding="utf-8").count("\n")
+    birthday = definitions / "birthday.yaml"
+    birthday.write_text(birthday.read_text(encoding="utf-8") + (
+        "experiment:\n  name: layout\n  variants:\n    - {name: control, share: 0.5}\n"
+        "    - {name: b, share: 0.5, email_html: birthday/email_b.html.j2}\n"), encoding="utf-8")
+    result = validate_all(definitions, templates, PROGRAM_FILE)
+    assert result.problems == [
+        f"{variant}, line {line}: this is outside every {{% block %}}, so it is never shown (the template extends a "
+        "layout); move it into a block, such as content (campaign 'birthday', variant 'b', locale 'fr')."]
+
+
 def test_validate_warns_of_a_tier_without_a_title_in_a_campaign_s_locale(tmp_path):
     path = _program_with(tmp_path, "title: {en: Silver, fr: Argent}", "title: {en: Silver}")
     result = validate_all(DEFINITIONS, TEMPLATES, path)
