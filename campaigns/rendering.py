@@ -279,6 +279,25 @@ def locale_candidates(member_locale: str | None) -> list[str]:
     return candidates
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Sandbox(SandboxedEnvironment):
+    """The sandbox, with ``member.first_name`` on a plain ``dict`` (every template variable is one)
+    looked up directly: Jinja's sandbox first tries ``getattr`` (an ``AttributeError`` raised and
+    caught for each of the 70 or so such lookups of an email), then the key. An exact ``dict``
+    has no attribute outside ``dir(dict)``, so the answer is the same: those names (``items``,
+    ``__class__``) still go through the sandbox's own lookup and its safety checks."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except (TypeError, LookupError):
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
 class Renderer:
     """``program``: the brand and the tier names every template sees (the defaults without one)."""
 
@@ -286,7 +305,7 @@ class Renderer:
         self.templates_dir = templates_dir
         self._strings: dict[str, Any] = {}  # inline templates (subjects, Mailchimp properties), compiled
         self.loader = InliningLoader(str(templates_dir))
-        self.env = SandboxedEnvironment(
+        self.env = _Sandbox(
             loader=self.loader,
             undefined=StrictUndefined,
             autoescape=lambda name: bool(name) and name.endswith((".html", ".html.j2")),
