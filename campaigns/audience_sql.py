@@ -84,17 +84,21 @@ class ZoneValues(dict):
     statement's shape does not depend on the zones or their values; on SQLite, inlined as a CASE."""
 
 
-def zone_value(ctx: PlanContext, due: dict[str, Any], name: str, type_: TypeEngine[Any] | None = None) -> ColumnElement:
-    """The member's zone's value of ``due[name]`` (a :class:`ZoneValues`); NULL for a zone without one."""
+def zone_value(ctx: PlanContext, due: dict[str, Any], name: str, type_: TypeEngine[Any] | None = None,
+               zone: Any = None) -> ColumnElement:
+    """The member's zone's value of ``due[name]`` (a :class:`ZoneValues`); NULL for a zone without one.
+    ``zone``: the zone column (by default ``members.timezone``)."""
+    if zone is None:
+        zone = Member.timezone
     if ctx.dialect != "postgresql":
         values = due.get(name) or {}
         distinct = set(values.values())
         if len(distinct) == 1:
             return literal(distinct.pop(), type_)
-        return case({zone: literal(value, type_) for zone, value in values.items()}, value=Member.timezone, else_=null())
+        return case({zone_name: literal(value, type_) for zone_name, value in values.items()}, value=zone, else_=null())
     item_type = DateTime(timezone=True) if isinstance(type_, UtcDateTime) else (type_ or String())
     array = Grouping(bindparam(f"{name}_values", type_=postgresql.ARRAY(item_type)))  # (param::type[])[i]
-    return array[func.array_position(bindparam(f"{name}_zones", type_=postgresql.ARRAY(String())), Member.timezone)]
+    return array[func.array_position(bindparam(f"{name}_zones", type_=postgresql.ARRAY(String())), zone)]
 
 
 def param(name: str, type_: TypeEngine[Any] | None = None) -> ColumnElement:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from sqlalchemy import Select, func, literal, select, union_all
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from campaigns.audience_sql import (
     PlanContext,
@@ -79,21 +79,19 @@ def _offset_values(campaign: PointsExpiringCampaign, ctx: PlanContext, offset: i
 
 def _one_offset(campaign: PointsExpiringCampaign, ctx: PlanContext, offset: int, due: dict[str, Any]) -> Select:
     prefix = f"o{offset}_"
-    starts = zone_value(ctx, due, f"{prefix}starts", UtcDateTime())
-    ends = zone_value(ctx, due, f"{prefix}ends", UtcDateTime())
-    lots_in_window = select(PointEntry.member_id).where(
+    # The open lots in the widest window (a range of the open-lots index), kept when they expire on
+    # the day in their member's zone: the member's zone read once a lot (a primary-key probe), not
+    # the member's lots again through a correlated EXISTS (1.8x the floor at 100,000 members).
+    owner = aliased(Member, name="owner")
+    expiring = select(PointEntry.member_id).join(owner, owner.id == PointEntry.member_id).where(
         PointEntry.remaining > 0, PointEntry.expires_at >= param(f"{prefix}lowest", UtcDateTime()),
         PointEntry.expires_at < param(f"{prefix}highest", UtcDateTime()),
-    )
-    expiring_in_zone = (
-        select(literal(1))
-        .where(PointEntry.member_id == Member.id, PointEntry.remaining > 0,
-               PointEntry.expires_at >= starts, PointEntry.expires_at < ends)
-        .exists()
+        PointEntry.expires_at >= zone_value(ctx, due, f"{prefix}starts", UtcDateTime(), owner.timezone),
+        PointEntry.expires_at < zone_value(ctx, due, f"{prefix}ends", UtcDateTime(), owner.timezone),
     )
     key = literal(f"{campaign.id}:") + Member.external_id + zone_value(ctx, due, f"{prefix}key_date")
     return due_rows(campaign, ctx, key=key, dues=due, prefix=prefix).where(
-        zone_in(ctx, due, "zones"), Member.id.in_(lots_in_window), expiring_in_zone
+        zone_in(ctx, due, "zones"), Member.id.in_(expiring)
     )
 
 
