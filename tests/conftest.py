@@ -190,6 +190,7 @@ def pytest_itemcollected(item):
         item.add_marker(SLOW)
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: without the plugin (-p no:xdist) it is not called
 def pytest_xdist_make_scheduler(config, log):
     """On several processes (``-n 2``), the chaos tests run one after another on one of them (they
     time real processes), the other tests one by one wherever a process is free. (pytest-xdist's
