@@ -81,7 +81,7 @@ def test_a_dry_run_of_a_too_long_sms_says_it_would_fail_and_writes_nothing(env, 
     assert result.returncode == 1, result.stderr
     said = " ".join(result.stdout.split())  # the terminal may wrap the sentence
     assert said == ("Dry run: oneoff:points_expiring:W0003:1 to W0003 by sms would end failed (sms_too_long: "
-                    "3 segments (GSM-7, 333 units), more than max_segments 2); nothing was written or sent.")
+                    "3 segments (GSM-7, 335 units), more than max_segments 2); nothing was written or sent.")  # "Maison Lumière: ..."
     as_json = json.loads(loyalty(env, "send", "points_expiring", "--member", "W0003", "--reason", "x", "--dry-run",
                                  "--json").stdout)
     assert as_json["would_end"] == {"state": "failed", "reason": "sms_too_long"}

@@ -188,5 +188,5 @@ def test_a_french_expiring_points_text_goes_as_one_gsm7_segment(runtime, pg_sess
 
     [text] = (runtime.settings.outbox_dir / "sms").glob("*_TXT_*.json")
     body = json.loads(text.read_text())["body"]
-    assert body == "Club Fidelite : 1 500 points (15,00 €) expirent le 31 juil. 2027. STOP pour ne plus recevoir."
+    assert body == "Maison Lumière : 1 500 points (15,00 €) expirent le 31 juil. 2027. STOP pour ne plus recevoir."
     assert (measure(body).encoding, measure(body).segments) == ("GSM-7", 1)

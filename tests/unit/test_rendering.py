@@ -55,9 +55,9 @@ def test_the_french_expiring_points_sms_is_one_gsm7_segment_with_babel_s_no_brea
     context = sample_context(campaign, PROGRAM)
     context["expiring"] = {"points": 1500, "value": Decimal("15.00"), "currency": "EUR", "date": date(2027, 3, 31)}
 
-    body = Renderer(DEFAULT_TEMPLATES_DIR).render_sms(campaign, "fr", context)
+    body = Renderer(DEFAULT_TEMPLATES_DIR, PROGRAM).render_sms(campaign, "fr", context)  # the shop's name: the brand's
 
-    assert body == "Club Fidelite : 1 500 points (15,00 €) expirent le 31 mars 2027. STOP pour ne plus recevoir."
+    assert body == "Maison Lumière : 1 500 points (15,00 €) expirent le 31 mars 2027. STOP pour ne plus recevoir."
     assert (measure(body).encoding, measure(body).segments) == ("GSM-7", 1)
 
 
