@@ -79,20 +79,28 @@ def _offset_values(campaign: PointsExpiringCampaign, ctx: PlanContext, offset: i
 
 def _one_offset(campaign: PointsExpiringCampaign, ctx: PlanContext, offset: int, due: dict[str, Any]) -> Select:
     prefix = f"o{offset}_"
-    # The open lots in the widest window (a range of the open-lots index), kept when they expire on
-    # the day in their member's zone: the member's zone read once a lot (a primary-key probe), not
-    # the member's lots again through a correlated EXISTS (1.8x the floor at 100,000 members).
+    key = literal(f"{campaign.id}:") + Member.external_id + zone_value(ctx, due, f"{prefix}key_date")
+    rows = due_rows(campaign, ctx, key=key, dues=due, prefix=prefix).where(zone_in(ctx, due, "zones"))
+    in_widest_window = (PointEntry.remaining > 0, PointEntry.expires_at >= param(f"{prefix}lowest", UtcDateTime()),
+                        PointEntry.expires_at < param(f"{prefix}highest", UtcDateTime()))
+    if ctx.dialect == "postgresql":
+        # The open lots in the widest window (a range of the open-lots index) joined to their
+        # member (a primary-key probe a lot), kept when they expire on the day in the member's
+        # zone, one row a member (two lots the same day make one reminder). A correlated EXISTS
+        # read each member's lots again (1.8x the floor at 100,000 members).
+        return (rows.select_from(PointEntry).join(Member, Member.id == PointEntry.member_id)
+                .where(*in_widest_window,
+                       PointEntry.expires_at >= zone_value(ctx, due, f"{prefix}starts", UtcDateTime()),
+                       PointEntry.expires_at < zone_value(ctx, due, f"{prefix}ends", UtcDateTime()))
+                .distinct(Member.id))
+    # SQLite: the same lots, their owner's zone read by a primary-key probe a lot.
     owner = aliased(Member, name="owner")
     expiring = select(PointEntry.member_id).join(owner, owner.id == PointEntry.member_id).where(
-        PointEntry.remaining > 0, PointEntry.expires_at >= param(f"{prefix}lowest", UtcDateTime()),
-        PointEntry.expires_at < param(f"{prefix}highest", UtcDateTime()),
+        *in_widest_window,
         PointEntry.expires_at >= zone_value(ctx, due, f"{prefix}starts", UtcDateTime(), owner.timezone),
         PointEntry.expires_at < zone_value(ctx, due, f"{prefix}ends", UtcDateTime(), owner.timezone),
     )
-    key = literal(f"{campaign.id}:") + Member.external_id + zone_value(ctx, due, f"{prefix}key_date")
-    return due_rows(campaign, ctx, key=key, dues=due, prefix=prefix).where(
-        zone_in(ctx, due, "zones"), Member.id.in_(expiring)
-    )
+    return rows.where(Member.id.in_(expiring))
 
 
 def due(campaign: PointsExpiringCampaign, ctx: PlanContext) -> dict[str, Any] | None:
