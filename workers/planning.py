@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Insert, Select, Table, bindparam, literal, select, text, true, update
+from sqlalchemy import Insert, Result, Select, Table, bindparam, literal, select, text, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -142,8 +142,8 @@ def plan_campaign(session: Session, campaign: CampaignBase, ctx: PlanContext) ->
     if shape is None:
         return result
     statement = _insert(shape, session.get_bind().dialect.name)
-    delivery_id: int
-    for delivery_id, state in session.execute(statement, {**params, "planned_at": ctx.at}).tuples():
+    rows = cast("Result[int, str]", session.execute(statement, {**params, "planned_at": ctx.at}))
+    for delivery_id, state in rows:  # a Row unpacks (Result.tuples() is deprecated in SQLAlchemy 2.1)
         if state == DeliveryState.PLANNED:
             result.planned_ids.append(delivery_id)
         else:
