@@ -53,9 +53,11 @@ def test_the_outbox_shows_the_bounce_address_as_the_mailbox_would(tmp_path):
     settings = load_settings({"LOYALTY_BOUNCE_ADDRESS": "bounces@mail.shop.example"})
     email = OutgoingEmail("birthday:M1:2027", "ann@members.example", settings.email_from, "Hi", "Hi", "<p>Hi</p>",
                           "http://127.0.0.1:8000/unsubscribe/x")
-    name = OutboxEmailChannel(tmp_path, return_path=return_path_for(settings)).send(email)
-    first = (tmp_path / name).read_bytes().split(b"\n", 1)[0].decode()
+    provider_id = OutboxEmailChannel(tmp_path, return_path=return_path_for(settings)).send(email)
+    first = (tmp_path / "birthday_M1_2027.eml").read_bytes().split(b"\n", 1)[0].decode()
     assert first == f"Return-Path: <{return_path_for(settings)('birthday:M1:2027')}>"
+    # its provider id is the Message-ID, as SMTP's, so a bounce's token finds the delivery on the outbox too
+    assert provider_id == message_id_for("birthday:M1:2027", settings.email_from)
 
 
 @pytest.mark.parametrize(("name", "value", "words"), [

@@ -50,14 +50,16 @@ class OutboxEmailChannel:
         self.return_path = return_path  # occurrence key -> bounce address, as SMTP would send it (VERP)
 
     def send(self, email: OutgoingEmail) -> str:
-        from workers.channels.email import build_message
+        from workers.channels.email import build_message, message_id_for
 
         path = self.directory / f"{_safe_name(email.occurrence_key)}.eml"
         data = build_message(email).as_bytes()
         if self.return_path is not None:  # what the receiving mailbox would write first
             data = f"Return-Path: <{self.return_path(email.occurrence_key)}>\n".encode() + data
         write_atomically(path, data)
-        return path.name
+        # The provider id is the Message-ID, as SMTP's: a bounce or complaint is traced by it (its token
+        # is the Message-ID's digest), so feedback about an outbox email finds its delivery too.
+        return message_id_for(email.occurrence_key, email.sender)
 
     def close(self) -> None:
         pass
