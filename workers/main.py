@@ -5,6 +5,7 @@ keys against stored members) and the broker, and moves the actors onto it. A pro
 is one sentence on stderr, as the CLI prints it, and the whole worker stops with exit code 2.
 """
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -45,7 +46,20 @@ def _start() -> dramatiq.Broker:
     logs.configure(settings.log_level)
     get_runtime()  # at start, not at the first message: a wrong key or an unmigrated database stops here
     pass_on_first_sigterm_only()
-    return install_broker(build_broker(settings))
+    broker = install_broker(build_broker(settings))
+    freeze_what_start_built()
+    return broker
+
+
+def freeze_what_start_built() -> None:
+    """Leave what start-up built (modules, the runtime, campaigns, SQLAlchemy's tables: about 150,000
+    objects that live as long as the process) out of the cycle collector's full collections.
+
+    Without it, each full collection walks them all again: 100-250 ms each on the benchmark's
+    machine, several in a run of a few thousand messages. Nothing is freed differently: these
+    objects are never garbage; what messages create is collected as before."""
+    gc.collect()
+    gc.freeze()
 
 
 try:
