@@ -79,9 +79,10 @@ def due_today(send_time: time, at: datetime, zones: Sequence[str]) -> dict[str, 
 
 
 class ZoneValues(dict):
-    """An instant's value per member zone (zone → value), bound by name: on PostgreSQL two array
-    parameters (``{name}_zones``, ``{name}_values``) and an ``array_position`` lookup, so that the
-    statement's shape does not depend on the zones or their values; on SQLite, inlined as a CASE."""
+    """An instant's value per member zone (zone → value), bound by name: on PostgreSQL an array
+    parameter ``{name}_values`` read at the member's zone's position in ``due_zones`` (one array of
+    zones shared by every :class:`ZoneValues` of an instant, which must all have the same zones), so
+    that the statement's shape does not depend on the zones or their values; on SQLite, a CASE."""
 
 
 def zone_value(ctx: PlanContext, due: dict[str, Any], name: str, type_: TypeEngine[Any] | None = None,
@@ -98,7 +99,7 @@ def zone_value(ctx: PlanContext, due: dict[str, Any], name: str, type_: TypeEngi
         return case({zone_name: literal(value, type_) for zone_name, value in values.items()}, value=zone, else_=null())
     item_type = DateTime(timezone=True) if isinstance(type_, UtcDateTime) else (type_ or String())
     array = Grouping(bindparam(f"{name}_values", type_=postgresql.ARRAY(item_type)))  # (param::type[])[i]
-    return array[func.array_position(bindparam(f"{name}_zones", type_=postgresql.ARRAY(String())), zone)]
+    return array[func.array_position(bindparam("due_zones", type_=postgresql.ARRAY(String())), zone)]
 
 
 def param(name: str, type_: TypeEngine[Any] | None = None) -> ColumnElement:
@@ -114,12 +115,17 @@ def zone_in(ctx: PlanContext, due: dict[str, Any], name: str) -> ColumnElement[b
 
 
 def bind_values(due: dict[str, Any]) -> dict[str, Any]:
-    """The statement parameters of an instant's values: a :class:`ZoneValues` becomes two arrays."""
+    """The statement parameters of an instant's values: a :class:`ZoneValues` becomes an array in
+    the order of ``due_zones`` (a few arrays fewer to send: each costs its conversion)."""
     params: dict[str, Any] = {}
+    zones: list[str] | None = None
     for name, value in due.items():
         if isinstance(value, ZoneValues):
-            params[f"{name}_zones"] = list(value)
-            params[f"{name}_values"] = list(value.values())
+            if zones is None:
+                zones = params["due_zones"] = list(value)
+            elif len(value) != len(zones) or any(zone not in value for zone in zones):
+                raise ValueError(f"{name}: an instant's ZoneValues must all have the same zones")
+            params[f"{name}_values"] = [value[zone] for zone in zones]
         else:
             params[name] = value
     return params

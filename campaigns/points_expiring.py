@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from sqlalchemy import Select, func, literal, select, union_all
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, aliased
 
 from campaigns.audience_sql import (
@@ -92,7 +93,7 @@ def _one_offset(campaign: PointsExpiringCampaign, ctx: PlanContext, offset: int,
                 .where(*in_widest_window,
                        PointEntry.expires_at >= zone_value(ctx, due, f"{prefix}starts", UtcDateTime()),
                        PointEntry.expires_at < zone_value(ctx, due, f"{prefix}ends", UtcDateTime()))
-                .distinct(Member.id))
+                .ext(postgresql.distinct_on(Member.id)))
     # SQLite: the same lots, their owner's zone read by a primary-key probe a lot.
     owner = aliased(Member, name="owner")
     expiring = select(PointEntry.member_id).join(owner, owner.id == PointEntry.member_id).where(
