@@ -55,9 +55,9 @@ def freeze_what_start_built() -> None:
     """Leave what start-up built (modules, the runtime, campaigns, SQLAlchemy's tables: about 150,000
     objects that live as long as the process) out of the cycle collector's full collections.
 
-    Without it, each full collection walks them all again: 100-250 ms each on the benchmark's
-    machine, several in a run of a few thousand messages. Nothing is freed differently: these
-    objects are never garbage; what messages create is collected as before."""
+    Without it, each full collection walks them all again: 110-320 ms of wall time each on the
+    loaded benchmark machine, one or more in a run of a few hundred messages. Nothing is freed
+    differently: these objects are never garbage; what messages create is collected as before."""
     gc.collect()
     gc.freeze()
 
