@@ -297,7 +297,7 @@ class _Sandbox(SandboxedEnvironment):
     ``__class__``) still go through the sandbox's own lookup and its safety checks."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+        if type(obj) is dict and type(attribute) is str and attribute not in _DICT_ATTRIBUTES:
             try:
                 return obj[attribute]
             except (TypeError, LookupError):

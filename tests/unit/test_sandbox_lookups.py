@@ -8,6 +8,7 @@ import types
 from pathlib import Path
 
 import pytest
+from jinja2 import Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from campaigns.context import sample_context
@@ -90,6 +91,20 @@ def render(renderer: Renderer, source: str) -> str:
 def test_each_kind_of_lookup_answers_as_jinja_s_own(source):
     ours, theirs = render(OURS, source), render(THEIRS, source)
     assert ours == theirs
+
+
+@pytest.mark.parametrize("attribute", ["name", "missing", "items", "__class__", "_hidden", 3, ("a",)])
+def test_the_lookup_itself_answers_as_jinja_s_own_whatever_the_attribute(attribute):
+    d = {"name": "Zoé", "_hidden": "h", 3: "three", ("a",): "tuple"}
+    answers = []
+    for env in (OURS.env, THEIRS.env):
+        try:
+            value = env.getattr(d, attribute)
+            answers.append(("undefined", value._undefined_name, value._undefined_hint)
+                           if isinstance(value, Undefined) else ("value", value))
+        except Exception as exc:  # noqa: BLE001
+            answers.append((type(exc).__name__, str(exc)))
+    assert answers[0] == answers[1]
 
 
 @pytest.mark.parametrize("source", ["{{ d.missing }}", "{{ d.nested.missing }}", "{{ d.missing.deeper }}"])
