@@ -25,7 +25,7 @@ Before timing, both are run for their member ids, at the measured instant and at
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
@@ -112,7 +112,7 @@ def _not_sent(key: sql.Composable) -> sql.Composable:
     return sql.SQL("NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.occurrence_key = {})").format(key)
 
 
-def _union(parts: list[sql.Composable]) -> sql.Composable:
+def _union(parts: Sequence[sql.Composable]) -> sql.Composable:
     return sql.SQL(" UNION ALL ").join(sql.SQL("({})").format(p) for p in parts)
 
 
@@ -382,6 +382,8 @@ def _measure_kind(bench: Bench, kind: str, campaign) -> Row:
             session.rollback()
 
         candidates = floor(campaign, at, zones)
+        if candidates is None:  # measure_instant chose an instant when something is due
+            raise RuntimeError(f"the {kind} floor has nothing due at {at.isoformat()}, the instant measured")
         raw = raw_connection(session)
 
         def run_ours():

@@ -466,7 +466,7 @@ def team_inputs(bench: Bench, campaign, batches: list[tuple[datetime, list[int]]
     from models.delivery import Delivery
     from models.member import Member
 
-    inputs = []
+    inputs: list[tuple] = []
     with bench.runtime.sessions() as session:
         for at, ids in batches:
             deliveries = session.scalars(select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id)).all()

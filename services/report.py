@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, case, distinct, exists, func, literal, select
+from sqlalchemy import SQLColumnExpression, and_, case, distinct, exists, func, literal, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -83,13 +83,14 @@ def points_figures(session: Session, period: Period) -> dict[str, int]:
     if period.end is not None:
         outstanding_query = outstanding_query.where(p.occurred_at < period.end)
     figures = {name: int(value) for name, value in row._mapping.items()}
-    figures["outstanding"] = int(session.scalar(outstanding_query))
+    figures["outstanding"] = int(session.scalar(outstanding_query) or 0)  # coalesce: never None
     return figures
 
 
 def _source_group(session: Session) -> ColumnElement:
     """``campaign:birthday`` stays whole; ``order:O123`` becomes ``order`` (one row per kind of source)."""
     source = func.coalesce(PointEntry.source, "unknown")
+    head: ColumnElement[Any]
     if session.get_bind().dialect.name == "postgresql":
         head = func.split_part(source, ":", 1)
     else:
@@ -141,7 +142,7 @@ def adoption(session: Session, period: Period) -> dict[str, int]:
     return {"earners": int(row.earners), "redeemers": int(row.redeemers)}
 
 
-def _converted(session: Session, since: ColumnElement, days: int) -> ColumnElement:
+def _converted(session: Session, since: SQLColumnExpression[Any], days: int) -> ColumnElement[bool]:
     """An order of the delivery's member placed in (since, since + days]."""
     if session.get_bind().dialect.name == "postgresql":
         window = and_(Order.placed_at > since, Order.placed_at <= since + func.make_interval(0, 0, 0, days))
@@ -175,7 +176,8 @@ def campaign_figures(session: Session, period: Period, conversion_days: int) -> 
         .group_by(name, d.reason).order_by(name, func.count().desc(), d.reason)
     ).all()
     skipped_by: dict[str, dict[str, int]] = {}
-    for campaign, reason, count in reasons:
+    # mypy reads these rows' items as object (SQLAlchemy's typed rows); they are (str, str | None, int)
+    for campaign, reason, count in cast(list[tuple[str, str | None, int]], reasons):
         skipped_by.setdefault(campaign, {})[reason or "unknown"] = int(count)
     return [_campaign_line(dict(r._mapping), skipped_by.get(r.campaign_name, {})) for r in rows]
 
@@ -204,7 +206,8 @@ def variant_figures(session: Session, period: Period, conversion_days: int) -> d
         .group_by(d.campaign, d.variant)
     ).all()
     figures: dict[str, dict[str, dict[str, int]]] = {}
-    for campaign, variant, sent, converted in rows:
+    # mypy reads these rows' items as object (SQLAlchemy's typed rows); they are (str, str, int, int)
+    for campaign, variant, sent, converted in cast(list[tuple[str, str, int, int]], rows):
         figures.setdefault(campaign, {})[str(variant)] = {"sent": int(sent), "converted": int(converted)}
     return figures
 

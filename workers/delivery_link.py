@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import functools
 import time
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import structlog
-from sqlalchemy import Connection, bindparam, cast, func, select, update
+from sqlalchemy import Connection, Engine, Executable, Row, Table, Update, bindparam, cast, func, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -54,9 +56,10 @@ log = structlog.get_logger("loyalty.delivery")
 #: Attempts to record an outcome while the database is away (the send already happened).
 RECORD_ATTEMPTS = 8
 
-_deliveries = Delivery.__table__
-_members = Member.__table__
-_points = PointEntry.__table__
+# a mapped class's __table__ is typed FromClause; these are Tables
+_deliveries = typing.cast(Table, Delivery.__table__)
+_members = typing.cast(Table, Member.__table__)
+_points = typing.cast(Table, PointEntry.__table__)
 
 CLAIM = (
     update(_deliveries)
@@ -82,7 +85,7 @@ RECENT_CAPPED = select(func.count()).where(
 
 
 @functools.lru_cache(maxsize=64)
-def move_statement(from_state: str, columns: frozenset[str], key: str = "delivery_id"):
+def move_statement(from_state: str, columns: frozenset[str], key: str = "delivery_id") -> Update:
     """``UPDATE deliveries SET <columns> WHERE id = :<key> AND state = <from_state> RETURNING id``;
     one statement per set of columns written (a handful in all)."""
     return (
@@ -93,14 +96,14 @@ def move_statement(from_state: str, columns: frozenset[str], key: str = "deliver
     )
 
 
-def _move_call(delivery_id: int, from_state: str, values: dict) -> tuple:
+def _move_call(delivery_id: int, from_state: str, values: dict[str, Any]) -> tuple[Executable, dict[str, Any]]:
     """The move's statement and its parameters (each new value as ``new_<column>``)."""
     parameters = {"delivery_id": delivery_id, **{f"new_{name}": value for name, value in values.items()}}
     return move_statement(from_state, frozenset(values)), parameters
 
 
 @functools.lru_cache(maxsize=32)
-def _move_and_credit_statement(from_state: str, columns: frozenset[str], lot_columns: tuple[str, ...]):
+def _move_and_credit_statement(from_state: str, columns: frozenset[str], lot_columns: tuple[str, ...]) -> Executable:
     """The move, and the ledger's INSERT of a lot only if the move happened (``lot_<column>``
     parameters), as one statement (PostgreSQL: a data-modifying CTE)."""
     moved = move_statement(from_state, columns).cte("moved")
@@ -113,7 +116,8 @@ def _move_and_credit_statement(from_state: str, columns: frozenset[str], lot_col
 
 
 @functools.lru_cache(maxsize=64)
-def _claim_after_record(from_state: str, columns: frozenset[str], lot_columns: tuple[str, ...] | None):
+def _claim_after_record(from_state: str, columns: frozenset[str],
+                        lot_columns: tuple[str, ...] | None) -> Executable:
     """One statement: the previous message's outcome (and its reward) as data-modifying CTEs, then
     the next message's claim. Parameters: the claim's, and the record's with ``done_id`` for its
     delivery (``new_<column>``, ``lot_<column>`` as in :func:`_move_and_credit_statement`).
@@ -135,7 +139,7 @@ def _claim_after_record(from_state: str, columns: frozenset[str], lot_columns: t
 
 
 @functools.cache
-def _postgres_sql(statement) -> tuple[str, dict, dict]:
+def _postgres_sql(statement: Any) -> tuple[str, dict[str, Any], dict[str, Callable[[Any], Any]]]:
     """A statement as PostgreSQL (psycopg) SQL text with ``%(name)s`` parameters, compiled once; the
     values of the parameters it made itself (its literals, such as the states), processed; and the
     bind processors of the others, by name.
@@ -158,7 +162,7 @@ def _postgres_sql(statement) -> tuple[str, dict, dict]:
     return str(compiled), literals, processors
 
 
-def _text_and_parameters(statement, parameters: dict) -> tuple[str, dict]:
+def _text_and_parameters(statement: Executable, parameters: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     sql, literals, processors = _postgres_sql(statement)
     values = dict(literals)
     for name, value in parameters.items():
@@ -173,10 +177,10 @@ class _Record:
 
     delivery_id: int
     from_state: str
-    values: dict
-    credit: dict | None
+    values: dict[str, Any]
+    credit: dict[str, Any] | None
 
-    def with_claim(self, claim_parameters: dict) -> tuple:
+    def with_claim(self, claim_parameters: dict[str, Any]) -> tuple[Executable, dict[str, Any]]:
         """The combined statement (PostgreSQL) and its parameters."""
         statement = _claim_after_record(self.from_state, frozenset(self.values),
                                         tuple(self.credit) if self.credit is not None else None)
@@ -196,7 +200,7 @@ class _Record:
 class Link:
     """The batch's database connection for claims and results, opened again after a failure."""
 
-    def __init__(self, engine):
+    def __init__(self, engine: Engine):
         self.engine = engine
         self.autocommit = engine.dialect.name == "postgresql"
         self._connection: Connection | None = None
@@ -279,7 +283,8 @@ class Link:
         self._pending = None
         return won
 
-    def record(self, delivery_id: int, from_state: str, values: dict, *, credit: dict | None = None) -> None:
+    def record(self, delivery_id: int, from_state: str, values: dict[str, Any], *,
+               credit: dict[str, Any] | None = None) -> None:
         """:meth:`move` (with its reward ``credit``), written with the next claim's commit or by
         :meth:`flush`, whichever comes first."""
         self.flush()
@@ -290,8 +295,10 @@ class Link:
         away: the send it records has happened)."""
         pending, self._pending = self._pending, None
         if pending is not None:
-            self.retried(lambda: self.move(pending.delivery_id, pending.from_state, pending.values,
-                                           credit=pending.credit))
+            def write() -> None:
+                self.move(pending.delivery_id, pending.from_state, pending.values, credit=pending.credit)
+
+            self.retried(write)
 
     def defer(self, delivery_id: int, send_at: datetime) -> None:
         """Put a planned delivery off to ``send_at``, unclaimed."""
@@ -303,7 +310,7 @@ class Link:
         with self.transaction() as connection:
             connection.execute(DEFER, parameters)
 
-    def move(self, delivery_id: int, from_state: str, values: dict, *, credit: dict | None = None,
+    def move(self, delivery_id: int, from_state: str, values: dict[str, Any], *, credit: dict[str, Any] | None = None,
              then: Callable[[Connection], None] | None = None) -> bool | None:
         """Set ``values`` on the delivery if it is still in ``from_state``; if it was, write the
         ledger lot ``credit`` (its columns) and run ``then(connection)``, all atomically. Returns
@@ -324,11 +331,11 @@ class Link:
                 then(connection)
             return moved
 
-    def move_in(self, connection: Connection, delivery_id: int, from_state: str, values: dict) -> bool:
+    def move_in(self, connection: Connection, delivery_id: int, from_state: str, values: dict[str, Any]) -> bool:
         """:meth:`move` within a transaction of the caller's (``connection`` from :meth:`transaction`)."""
         return self._execute(connection, *_move_call(delivery_id, from_state, values)).first() is not None
 
-    def _autocommit(self, statement, parameters: dict):
+    def _autocommit(self, statement: Executable, parameters: dict[str, Any]) -> Row[Any] | None:
         """One statement on its own (PostgreSQL, autocommit): its first row, if it returns rows."""
         connection = self.connection
         result = connection.exec_driver_sql(*_text_and_parameters(statement, parameters))
@@ -336,7 +343,7 @@ class Link:
         connection.commit()  # ends SQLAlchemy's own marker; the database committed already
         return row
 
-    def _execute(self, connection: Connection, statement, parameters: dict):
+    def _execute(self, connection: Connection, statement: Executable, parameters: dict[str, Any]) -> Any:
         if self.autocommit:  # the same text as outside a transaction: compiled once
             return connection.exec_driver_sql(*_text_and_parameters(statement, parameters))
         return connection.execute(statement, parameters)

@@ -38,9 +38,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, exists, func, or_, select, update
 
 from models.base import utcnow
 from models.db import only_one, transaction
@@ -49,6 +50,9 @@ from models.personal_data import installed
 from models.points import PointEntry
 from workers.channels.mailchimp import MailchimpCallError, call, lists_api, masked
 from workers.channels.mailchimp_fields import merge_fields
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
 
 log = structlog.get_logger("loyalty.mailchimp")
 
@@ -72,7 +76,7 @@ def digest(payload: dict[str, object]) -> str:
     return keyed.hexdigest()[:32]
 
 
-def candidates_condition():
+def candidates_condition() -> ColumnElement[bool]:
     """Members the sync looks at: reachable, not refused by Mailchimp, and changed since their sync."""
     since = Member.mailchimp_synced_at  # already OVERLAP before the sync's start (see _record)
     changed = or_(
@@ -118,7 +122,7 @@ class _Answer:
     error: MailchimpCallError | None = None
 
 
-def sync_members(runtime, *, progress: Callable[[int, int], None] | None = None,
+def sync_members(runtime: Runtime, *, progress: Callable[[int, int], None] | None = None,
                  retry_waits: Sequence[float] = RETRY_WAITS) -> SyncReport:
     """Send every changed member to the audience; returns what happened (see the module doc)."""
     target = runtime.settings.mailchimp
@@ -132,7 +136,8 @@ def sync_members(runtime, *, progress: Callable[[int, int], None] | None = None,
         started = utcnow()
         synced_at = started - OVERLAP  # what a member's row says: changes before it are in Mailchimp
         with runtime.sessions() as session:
-            report.candidates = session.scalar(select(func.count()).select_from(Member).where(candidates_condition()))
+            report.candidates = session.scalar(
+                select(func.count()).select_from(Member).where(candidates_condition())) or 0
         local = threading.local()
         sessions = []
 
@@ -174,7 +179,8 @@ def sync_members(runtime, *, progress: Callable[[int, int], None] | None = None,
     return report
 
 
-def _chunks(runtime, started: datetime, synced_at: datetime, report: SyncReport) -> Iterator[tuple[_Chunk | None, int]]:
+def _chunks(runtime: Runtime, started: datetime, synced_at: datetime,
+            report: SyncReport) -> Iterator[tuple[_Chunk | None, int]]:
     """Pages of candidates, in id order; yields (a chunk of up to 500 to send or None, unchanged count)."""
     last_id = 0
     pending = _Chunk({}, [])
@@ -194,6 +200,8 @@ def _chunks(runtime, started: datetime, synced_at: datetime, report: SyncReport)
                 if key == member.mailchimp_hash:
                     unchanged.append(member.id)
                     continue
+                if member.email is None:  # candidates_condition leaves them out
+                    continue
                 email = member.email.strip().lower()
                 if email in pending.members:  # two members share an address: the second waits a run
                     continue
@@ -212,7 +220,7 @@ def _chunks(runtime, started: datetime, synced_at: datetime, report: SyncReport)
         yield pending, 0
 
 
-def _post_with_retries(lists, list_id: str, chunk: _Chunk, retry_waits: Sequence[float]) -> _Answer:
+def _post_with_retries(lists: Any, list_id: str, chunk: _Chunk, retry_waits: Sequence[float]) -> _Answer:
     calls = 0
     body = {"members": chunk.payloads, "update_existing": True}
     for attempt in range(len(retry_waits) + 1):
@@ -239,7 +247,7 @@ _SET = (update(Member).where(Member.id == bindparam("member_id"))
                 updated_at=Member.updated_at))  # our own bookkeeping is not a change of the member
 
 
-def _record(runtime, answer: _Answer, synced_at: datetime, report: SyncReport) -> int:
+def _record(runtime: Runtime, answer: _Answer, synced_at: datetime, report: SyncReport) -> int:
     """Write what Mailchimp answered for a chunk; returns how many members it covered."""
     report.calls += answer.calls
     if answer.result is None:

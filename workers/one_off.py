@@ -68,7 +68,7 @@ class OneOffResult:
     variant: str | None = None  # the campaign's A/B variant the member gets
 
     def as_json(self) -> dict[str, Any]:
-        data = {
+        data: dict[str, Any] = {
             "campaign": self.campaign, "member": self.member, "channel": self.channel,
             "occurrence_key": self.occurrence_key, "state": self.state, "reason": self.reason,
             "reward": {"points": self.reward_points} if self.reward_points and not self.resend_of else {},
@@ -125,12 +125,14 @@ def send_one_off(
         preferred = [original.channel] if original is not None and original.channel in campaign.channels else []
         chosen, why_not = choose_channel(member, [channel] if channel else [*preferred, *campaign.channels])
         if chosen is None:
+            assert why_not is not None  # choose_channel gives the reason when there is no channel
             over = f"by {channel}" if channel else f"by any of its channels ({', '.join(campaign.channels)})"
             raise InputError(
                 f"{member.external_id} cannot be sent {campaign.id!r} {over}: {_WHY_NOT.get(why_not, why_not)} "
                 f"({why_not}); consent is never overridden."
             )
         number = _next_number(session, campaign.id, member.external_id, force or grant or original is not None)
+        payload: dict[str, Any] | None
         if original is not None:  # the same message again: the original's facts, coupon and (granted) reward
             occurrence_date = date.fromisoformat(original.occurrence_date) if original.occurrence_date else None
             payload = {**(original.payload or {}), "resend_of": original.stands_for}
@@ -152,7 +154,7 @@ def send_one_off(
             variant=variant,
         )
         result = OneOffResult(campaign.id, member.external_id, chosen, delivery.occurrence_key, "dry_run", None,
-                              delivery.reward_points, delivery.requested_by,
+                              delivery.reward_points, actor[:120],
                               resend_of=original.stands_for if original is not None else None, variant=variant)
         if dry_run:
             result.rendered = render_for(runtime, session, campaign, member, delivery, now)
@@ -173,6 +175,8 @@ def send_one_off(
     deliver(runtime, [result.delivery_id], as_of=now)
     with runtime.sessions() as session:
         final = session.get(Delivery, result.delivery_id)
+        if final is None:  # a delivery row is never deleted
+            raise LookupError(f"delivery {result.delivery_id} is not in the database")
         result.state, result.reason, result.due_at = final.state, final.reason, final.send_at
     return result
 

@@ -31,7 +31,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 import redis
@@ -163,7 +163,7 @@ def twilio_rate_key(account_sid: str) -> str:
 
 
 class ConnectionSlots(Protocol):
-    def held(self, lease: float) -> Iterator[None]:
+    def held(self, lease: float) -> AbstractContextManager[None]:
         """A context in which the caller holds one slot (for at most ``lease`` seconds). Raises
         :class:`RateLimited` when none frees up within the slots' ``max_wait``."""
 

@@ -6,6 +6,7 @@ import json
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import overload
 
 import click
 from rich.table import Table
@@ -13,6 +14,14 @@ from rich.table import Table
 from loyalty.cli import cli, runtime_for_cli
 from loyalty.cli import plain as console
 from core.errors import InputError
+
+
+@overload
+def parse_day(option: str, value: str) -> date: ...
+
+
+@overload
+def parse_day(option: str, value: str | None) -> date | None: ...
 
 
 def parse_day(option: str, value: str | None) -> date | None:

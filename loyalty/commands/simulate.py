@@ -175,7 +175,7 @@ def _print_simulation(campaigns, figures: dict, first: date, last: date) -> None
     console.print(table if table.row_count else "No campaign would send anything on these days.")
     for campaign in campaigns:
         rows = [f for (_, cid), f in figures.items() if cid == campaign.id]
-        skipped = sum((f.skipped for f in rows), Counter())
+        skipped: Counter[str] = sum((f.skipped for f in rows), Counter())
         state = "" if campaign.enabled else " (disabled)"
         console.print(f"{campaign.id}{state}: {sum(f.send for f in rows)} would be sent, "
                       f"{sum(f.held_out for f in rows)} held out, {sum(skipped.values())} skipped"

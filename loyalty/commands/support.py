@@ -66,6 +66,7 @@ def send(campaign: str, member_id: str, reason: str, channel: str | None, dry_ru
         _echo_json(result.as_json())
     elif dry_run:
         message = result.rendered
+        assert message is not None  # send_one_off renders every dry run
         again = f" (the same message as {result.resend_of}, no new reward)" if result.resend_of else ""
         if message.state == "planned":
             console.print(f"Dry run: {result.occurrence_key} would go to {result.member} by {result.channel} "
@@ -80,7 +81,7 @@ def send(campaign: str, member_id: str, reason: str, channel: str | None, dry_ru
             console.print(message.text)
     else:
         _print_send_outcome(result)
-    if dry_run and result.rendered.state != "planned":
+    if dry_run and result.rendered is not None and result.rendered.state != "planned":
         raise SystemExit(1)
     if not dry_run and result.state not in ("sent", "planned"):
         raise SystemExit(1)

@@ -74,14 +74,17 @@ def build_message(email: OutgoingEmail, *, now: datetime | None = None) -> Messa
     message = MIMEMultipart("alternative", policy=FILE_POLICY)
     message["From"] = _address(email.sender)
     message["To"] = _address(email.to)
-    message["Subject"] = email.subject if email.subject.isascii() else _EncodedWords(email.subject, "utf-8", header_name="Subject")
+    # compat32 takes a Header object as a value; typeshed says str
+    message["Subject"] = (email.subject if email.subject.isascii()  # type: ignore[assignment]
+                          else _EncodedWords(email.subject, "utf-8", header_name="Subject"))
     message["Date"] = format_datetime(now or datetime.now(timezone.utc))
     message["Message-ID"] = message_id_for(email.occurrence_key, email.sender)
     message["List-Unsubscribe"] = f"<{email.unsubscribe_url}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message["Auto-Submitted"] = "auto-generated"
     for body, subtype in ((email.text, "plain"), (email.html, "html")):
-        part = MIMEText(body, subtype, _BODY_CHARSET, policy=FILE_POLICY)
+        # a Charset works (MIMEText hands it to set_payload, which takes one); typeshed says str
+        part = MIMEText(body, subtype, _BODY_CHARSET, policy=FILE_POLICY)  # type: ignore[arg-type]
         del part["MIME-Version"]  # said once, at the top
         message.attach(part)
     return message
@@ -149,7 +152,9 @@ def _header_text(text: str) -> bytes:
 
 
 def _encoded_words(text: str) -> bytes:
-    words, chunk, size = [], [], 0
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
     for character in text:
         length = len(character.encode("utf-8", "surrogatepass"))
         if size + length > _WORD_BYTES:
@@ -213,7 +218,7 @@ class _EncodedWords(Header):
     """Non-ASCII header text as RFC 2047 encoded words, on lines of at most 76 characters whatever
     the policy's line length: an encoded word may not be longer than 75."""
 
-    def encode(self, splitchars=";, \t", maxlinelen=None, linesep="\n"):
+    def encode(self, splitchars: str = ";, \t", maxlinelen: int | None = None, linesep: str = "\n") -> str:
         return super().encode(splitchars, 76, linesep)
 
 
@@ -295,7 +300,7 @@ class SmtpEmailChannel:
         connection = self._connect()
         try:
             connection.ehlo_or_helo_if_needed()
-            options = ()
+            options: tuple[str, ...] = ()
             if needs_smtputf8(envelope_from, email.to):
                 if not connection.has_extn("smtputf8"):
                     raise PermanentFailure("email_address_needs_smtputf8",
@@ -347,7 +352,7 @@ class SmtpEmailChannel:
         self._connection = None
 
 
-def _sorted_failure(code: int, reply: bytes | str, what: str):
+def _sorted_failure(code: int, reply: bytes | str, what: str) -> RetryableFailure | PermanentFailure:
     text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
     detail = f"{what}: {code} {text}"[:500]
     if 400 <= code < 500:
