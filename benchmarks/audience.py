@@ -27,20 +27,29 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
-from functools import lru_cache
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
 from zoneinfo import ZoneInfo
 
 from psycopg import sql
 from sqlalchemy import func, select
 
 from benchmarks.common import (
-    Bench, Mismatch, Row, alternate, audience_query, audience_statement, median, plan_context, raw_connection, ratio,
+    Bench,
+    Mismatch,
+    Row,
+    alternate,
+    audience_query,
+    audience_statement,
+    median,
+    plan_context,
+    ratio,
+    raw_connection,
     timed,
 )
 from benchmarks.generate import AT
 
-UTC = timezone.utc
+UTC = UTC
 TARGET = 1.5
 
 
@@ -55,7 +64,7 @@ Floor = Callable[[object, datetime, list[str]], list[Candidate] | None]
 
 # --- due zones, computed here independently of core/calendar.py ------------------------------
 
-@lru_cache(maxsize=None)
+@cache
 def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from benchmarks import BENCH_DATABASE, BENCH_SECRET
 from benchmarks.generate import database_url
+
 REDIS_URL = os.environ.get("LOYALTY_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 
 

@@ -36,7 +36,7 @@ import os
 import random
 import time as _time
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import accumulate
 from operator import itemgetter
 from typing import Any
@@ -46,7 +46,7 @@ import psycopg
 
 from benchmarks import BENCH_DATABASE, BENCH_SECRET
 
-UTC = timezone.utc
+UTC = UTC
 
 #: The benchmark instant: Sunday 28 Feb 2027 at 18:00 UTC. A common year, so Feb 29 birthdays are
 #: celebrated today (rule ``feb28``); 09:00 has passed from Anchorage (UTC−9) to Kathmandu (+5:45),

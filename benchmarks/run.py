@@ -23,7 +23,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=170)  # a log or a pipe: keep the table's lines whole
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     info = machine()
     load_start = load_average()
     console.print(f"Benchmark instant {AT.isoformat()}; machine: {info.get('cpus')} cores, "

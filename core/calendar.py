@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import calendar
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -23,7 +23,7 @@ def local_instant(day: date, at_time: time, zone_name: str) -> datetime:
     aware = naive.replace(tzinfo=zone(zone_name))
     # A wall time inside a spring-forward gap does not exist; the round trip through UTC moves it
     # forward by the gap, which is what a person expects ("02:30" becomes 03:30).
-    return aware.astimezone(timezone.utc)
+    return aware.astimezone(UTC)
 
 
 def celebrated_birthdays(local_day: date, leap_rule: str) -> list[tuple[int, int]]:
@@ -43,8 +43,8 @@ def celebrated_birthdays(local_day: date, leap_rule: str) -> list[tuple[int, int
 def parse_instant(text: str) -> datetime:
     """An ISO 8601 instant; a value without an offset is taken as UTC."""
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def iso_utc(value: datetime) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -20,8 +20,8 @@ from rich.markup import escape
 from rich.segment import Segment
 from sqlalchemy.exc import OperationalError
 
-from core.calendar import parse_instant
 from core import logs
+from core.calendar import parse_instant
 from core.errors import InputError, LoyaltyError
 from core.settings import get_settings
 from models.base import utcnow

@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from core import calendar
 from campaigns.program import Program, load_program
+from core import calendar
 from core.settings import Settings
 from models import ledger
 from models.base import utcnow

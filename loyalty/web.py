@@ -38,17 +38,17 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from campaigns.rendering import locale_candidates
-from workers.channels import sms_feedback
+from core.settings import Settings, get_settings
+from core.tokens import read_unsubscribe_token
 from loyalty.feedback_webhooks import SnsTrust, feedback_routes
 from loyalty.member_api import member_routes
 from loyalty.shop_webhooks import shop_routes
-from core.settings import Settings, get_settings
-from core.tokens import read_unsubscribe_token
 from loyalty.web_limits import BodySizeLimit, TooManyFields, form_fields
 from models.base import utcnow
 from models.consent import record_consent
 from models.db import engine_for, make_sessionmaker, migrate, transaction
 from models.member import Member
+from workers.channels import sms_feedback
 from workers.inbox import notifier
 
 log = structlog.get_logger("loyalty.web")

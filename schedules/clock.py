@@ -9,15 +9,15 @@ reported at start and on every tick.
 from __future__ import annotations
 
 import signal
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import structlog
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from core.calendar import iso_utc
 from campaigns.loader import load_campaigns
+from core.calendar import iso_utc
 from core.settings import Settings
 
 log = structlog.get_logger("loyalty.clock")
@@ -25,7 +25,7 @@ log = structlog.get_logger("loyalty.clock")
 
 def tick_instant(now: datetime | None = None) -> datetime:
     """The tick's instant, to the minute, so two clocks at the same minute enqueue the same thing."""
-    return (now or datetime.now(timezone.utc)).replace(second=0, microsecond=0)
+    return (now or datetime.now(UTC)).replace(second=0, microsecond=0)
 
 
 def enqueue_tick(settings: Settings, at: datetime | None = None) -> list[str]:
@@ -100,33 +100,33 @@ def enqueue_shop_loyalty_sync() -> None:
 
 def build_scheduler(settings: Settings, *, tick_minutes: int, sweep_minutes: int = 5) -> BlockingScheduler:
     scheduler = BlockingScheduler(
-        timezone=timezone.utc,
+        timezone=UTC,
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 120},
     )
-    scheduler.add_job(enqueue_tick, IntervalTrigger(minutes=tick_minutes, timezone=timezone.utc),
-                      args=(settings,), id="campaigns.tick", replace_existing=True, next_run_time=datetime.now(timezone.utc))
-    scheduler.add_job(enqueue_sweep, IntervalTrigger(minutes=sweep_minutes, timezone=timezone.utc),
+    scheduler.add_job(enqueue_tick, IntervalTrigger(minutes=tick_minutes, timezone=UTC),
+                      args=(settings,), id="campaigns.tick", replace_existing=True, next_run_time=datetime.now(UTC))
+    scheduler.add_job(enqueue_sweep, IntervalTrigger(minutes=sweep_minutes, timezone=UTC),
                       id="deliveries.sweep", replace_existing=True)
     scheduler.add_job(enqueue_inbox_sweep, IntervalTrigger(seconds=settings.inbox_stale_after_seconds,
-                                                           timezone=timezone.utc),
+                                                           timezone=UTC),
                       id="inbox.sweep", replace_existing=True)
-    scheduler.add_job(enqueue_points_maintenance, IntervalTrigger(minutes=15, timezone=timezone.utc),
+    scheduler.add_job(enqueue_points_maintenance, IntervalTrigger(minutes=15, timezone=UTC),
                       id="points.maintain", replace_existing=True)
-    scheduler.add_job(enqueue_tier_recalculation, CronTrigger(hour=2, minute=30, timezone=timezone.utc),
+    scheduler.add_job(enqueue_tier_recalculation, CronTrigger(hour=2, minute=30, timezone=UTC),
                       id="tiers.recalculate", replace_existing=True)
-    scheduler.add_job(enqueue_webhook_pruning, CronTrigger(hour=3, minute=15, timezone=timezone.utc),
+    scheduler.add_job(enqueue_webhook_pruning, CronTrigger(hour=3, minute=15, timezone=UTC),
                       id="webhooks.prune", replace_existing=True)
     if settings.mailchimp is not None:
-        scheduler.add_job(enqueue_mailchimp_sync, IntervalTrigger(minutes=15, timezone=timezone.utc),
+        scheduler.add_job(enqueue_mailchimp_sync, IntervalTrigger(minutes=15, timezone=UTC),
                           id="mailchimp.sync", replace_existing=True)
     if settings.feedback.imap is not None:
-        scheduler.add_job(enqueue_bounce_mailbox_read, IntervalTrigger(minutes=5, timezone=timezone.utc),
+        scheduler.add_job(enqueue_bounce_mailbox_read, IntervalTrigger(minutes=5, timezone=UTC),
                           id="bounces.read_mailbox", replace_existing=True)
     if settings.shop.woocommerce is not None or settings.shop.prestashop is not None:
-        scheduler.add_job(enqueue_shop_poll, IntervalTrigger(minutes=settings.shop.poll_minutes, timezone=timezone.utc),
+        scheduler.add_job(enqueue_shop_poll, IntervalTrigger(minutes=settings.shop.poll_minutes, timezone=UTC),
                           id="shop.poll", replace_existing=True)
     if settings.shop.shopify is not None or settings.shop.woocommerce is not None:
-        scheduler.add_job(enqueue_shop_loyalty_sync, IntervalTrigger(minutes=15, timezone=timezone.utc),
+        scheduler.add_job(enqueue_shop_loyalty_sync, IntervalTrigger(minutes=15, timezone=UTC),
                           id="shop.loyalty_sync", replace_existing=True)
     return scheduler
 

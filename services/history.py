@@ -28,12 +28,12 @@ from core.errors import InputError
 from models.audit import AuditEntry
 from models.coupons import Coupon
 from models.delivery import Delivery, DeliveryState
-from services.imports.rows import locale_region
 from models.member import Member
 from models.order import Order, OrderStatus
 from models.personal_data import lookup
 from models.points import PointEntry
 from models.tier import TierChange
+from services.imports.rows import locale_region
 
 CONSENT_ACTIONS = ("optout.", "optin.", "consent.")
 SAME_CHANGE = timedelta(seconds=5)

@@ -15,8 +15,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from core import calendar
 from campaigns.program import Program
+from core import calendar
 from models import ledger
 from models import tier as tier_history
 from models.member import Member

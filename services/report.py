@@ -34,11 +34,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from core.calendar import iso_utc
-from services.deliverability import email_feedback_figures
 from models.delivery import Delivery, DeliveryState
 from models.member import Member
 from models.order import Order, OrderStatus
 from models.points import EntryKind, PointEntry
+from services.deliverability import email_feedback_figures
 from services.proportions import METHOD, difference_interval
 
 #: The confidence level of the report's intervals.

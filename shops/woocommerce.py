@@ -15,8 +15,18 @@ from decimal import Decimal
 from typing import Any
 
 from shops.common import (
-    ShopMapping, amount, country_timezone, instant, iso, locale_code, money_text, optional_instant,
-    phone_in_country, resource_id, text_or_empty, used_codes,
+    ShopMapping,
+    amount,
+    country_timezone,
+    instant,
+    iso,
+    locale_code,
+    money_text,
+    optional_instant,
+    phone_in_country,
+    resource_id,
+    text_or_empty,
+    used_codes,
 )
 from shops.events import EventKind, OrderState, PayloadProblem, ShopEvent
 

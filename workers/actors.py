@@ -19,12 +19,12 @@ import structlog
 from dramatiq.brokers.stub import StubBroker
 
 from core.calendar import iso_utc, parse_instant
-from workers.channels.sms_feedback import apply_early_statuses
 from models.base import utcnow
 from models.db import transaction
-from services.program_ops import apply_pending_orders, expire_due_lots, recalculate_all_tiers
 from models.webhooks import prune_processed_webhooks
+from services.program_ops import apply_pending_orders, expire_due_lots, recalculate_all_tiers
 from workers import shutdown
+from workers.channels.sms_feedback import apply_early_statuses
 from workers.delivery import deliver
 from workers.planning import plan_campaign, plan_context
 from workers.runtime import get_runtime

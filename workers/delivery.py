@@ -214,7 +214,7 @@ def _send(runtime: Runtime, link: Link, delivery: Delivery, message: Message, as
         finish(link, runtime, delivery, DeliveryState.UNKNOWN, exc.reason, exc.detail, as_of, report)
     except RetryableFailure as exc:
         retry_later(link, runtime, delivery, exc, as_of, report)
-    except Exception as exc:  # noqa: BLE001: a fault of ours inside the channel: whether it went out is not known
+    except Exception as exc:  # noqa: BLE001 (a fault of ours inside the channel: whether it went out is not known)
         # That message ends as unknown (never re-sent blindly); the others of the batch still go.
         log.error("delivery.send_crashed", delivery_id=delivery.id, campaign=delivery.campaign,
                   channel=delivery.channel, error=type(exc).__name__,

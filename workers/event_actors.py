@@ -17,9 +17,9 @@ from sqlalchemy import update
 from core.calendar import parse_instant
 from models.base import utcnow
 from models.db import rows_changed, transaction
+from models.order import Order, OrderStatus
 from services.imports import apply_record
 from services.imports.rows import RowProblem
-from models.order import Order, OrderStatus
 from services.program_ops import apply_pending_orders
 from workers.actors import _placeholder
 from workers.runtime import get_runtime

@@ -20,18 +20,18 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from core.settings import Settings
 from models.audit import AuditAction, AuditEntry
 from models.base import utcnow
 from models.consent import CHANNELS, apply_statement
 from models.db import transaction
-from services.imports import apply_record
-from services.imports.rows import RowProblem
 from models.inbox import ERASED_BODY, InboxEntry, InboxState, claim_once, claim_version, hold, settle, wake
-from core.settings import Settings
 from models.member import Member
 from models.order import Order, OrderStatus
 from models.personal_data import lookup
 from models.privacy import erase_member
+from services.imports import apply_record
+from services.imports.rows import RowProblem
 from services.program_ops import apply_pending_orders, recalculate_tier, reverse_refund
 from shops import api, prestashop, shopify, woocommerce
 from shops.common import ShopMapping, instant

@@ -37,7 +37,6 @@ from typing import Protocol
 import redis
 import structlog
 
-
 log = structlog.get_logger("loyalty.rate_limit")
 
 

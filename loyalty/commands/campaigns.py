@@ -10,8 +10,8 @@ import click
 from rich.table import Table
 
 from core.calendar import iso_utc
-from loyalty.cli import cli, console, errors, instant_option, runtime_for_cli
 from core.settings import get_settings
+from loyalty.cli import cli, console, errors, instant_option, runtime_for_cli
 
 
 @cli.command()

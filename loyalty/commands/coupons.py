@@ -11,10 +11,10 @@ import sys
 
 import click
 
+from core.errors import InputError
 from loyalty.cli import cli, runtime_for_cli
 from loyalty.cli import plain as console
 from loyalty.commands.shop import _since
-from core.errors import InputError
 
 
 @cli.group()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from loyalty.cli import cli, console, errors, plain, plain_errors, runtime_for_cli
 from core.settings import get_settings
+from loyalty.cli import cli, console, errors, plain, plain_errors, runtime_for_cli
 
 
 @cli.command(name="import")

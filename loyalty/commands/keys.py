@@ -6,8 +6,8 @@ import click
 from rich.progress import BarColumn, Progress, TextColumn
 from sqlalchemy import func, select, update
 
-from loyalty.cli import cli, console, errors
 from core.settings import get_settings
+from loyalty.cli import cli, console, errors
 
 
 @cli.group()

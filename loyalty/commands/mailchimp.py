@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from loyalty.cli import cli, console, errors, runtime_for_cli
 from core.errors import InputError
+from loyalty.cli import cli, console, errors, runtime_for_cli
 
 
 @cli.group()

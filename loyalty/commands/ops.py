@@ -6,8 +6,8 @@ import click
 
 from core import logs
 from core.errors import InputError
-from loyalty.cli import cli, console, instant_option
 from core.settings import get_settings
+from loyalty.cli import cli, console, instant_option
 
 
 @cli.command()

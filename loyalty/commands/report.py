@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import overload
@@ -11,9 +11,9 @@ from typing import overload
 import click
 from rich.table import Table
 
+from core.errors import InputError
 from loyalty.cli import cli, runtime_for_cli
 from loyalty.cli import plain as console
-from core.errors import InputError
 
 
 @overload
@@ -39,8 +39,8 @@ def period_for(start: date | None, end: date | None):
 
     if start and end and end < start:
         raise InputError(f"--to {end.isoformat()} is before --from {start.isoformat()}; swap them.")
-    begin = datetime.combine(start, time(0), timezone.utc) if start else None
-    finish = datetime.combine(end + timedelta(days=1), time(0), timezone.utc) if end else None
+    begin = datetime.combine(start, time(0), UTC) if start else None
+    finish = datetime.combine(end + timedelta(days=1), time(0), UTC) if end else None
     return Period(begin, finish)
 
 

@@ -13,10 +13,10 @@ from typing import Any
 import click
 from rich.table import Table
 
+from core.errors import InputError
 from loyalty.cli import cli, runtime_for_cli
 from loyalty.cli import plain as console
 from loyalty.commands.support import _echo_json, actor_option, json_option, member
-from core.errors import InputError
 from models.inbox import InboxState
 
 STATES = click.Choice([state.value for state in InboxState])
@@ -121,8 +121,8 @@ def member_erase(member_id: str, reason: str, actor: str) -> None:
     """
     from models.base import utcnow
     from models.db import transaction
-    from services.history import get_member
     from models.privacy import erase_member
+    from services.history import get_member
 
     runtime = runtime_for_cli()
     with transaction(runtime.sessions) as session:
@@ -148,8 +148,8 @@ def member_export(member_id: str, reason: str, output: str | None, actor: str) -
     """
     from models.base import utcnow
     from models.db import transaction
-    from services.history import get_member
     from models.privacy import export_member
+    from services.history import get_member
 
     runtime = runtime_for_cli()
     with transaction(runtime.sessions) as session:

@@ -22,10 +22,10 @@ from rich.table import Table
 from rich.text import Text
 
 from core import calendar
+from core.errors import InputError
 from loyalty.cli import cli, errors, runtime_for_cli
 from loyalty.cli import plain as console
 from loyalty.commands.report import parse_day
-from core.errors import InputError
 
 MAX_DAYS = 366
 END_OF_DAY = time(23, 59)

@@ -23,11 +23,11 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from models import ledger
-from services.imports.rows import MemberRow, OrderRow, PointRow, RowProblem, shown
-from models.personal_data import lookup, lookup_columns
 from models.member import ContactStatus, Member
 from models.order import Order
+from models.personal_data import lookup, lookup_columns
 from models.points import EntryKind, PointEntry
+from services.imports.rows import MemberRow, OrderRow, PointRow, RowProblem, shown
 
 #: Errors about the connection rather than a row (it dropped, the server is shutting down, a
 #: statement timed out): they stop the import instead of failing every row that follows.

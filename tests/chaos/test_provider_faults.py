@@ -19,18 +19,18 @@ import redis
 from sqlalchemy import select
 
 from core.calendar import iso_utc
-from models.delivery import Delivery
-from models.member import Member
-from tests.conftest import REDIS_URL, REPO_ROOT
-from tests.support.chaos import SENDER, CountingSmtp, drain, ledger, tally
 from loyalty.standins.fault import Faults
 from loyalty.standins.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
-from tests.support.providers import MERGE_FIELDS, bulk_members
 from loyalty.standins.twilio_server import (
     DEFAULT_AUTH_TOKEN,
     DEFAULT_MESSAGING_SERVICE_SID,
     TwilioServer,
 )
+from models.delivery import Delivery
+from models.member import Member
+from tests.conftest import REDIS_URL, REPO_ROOT
+from tests.support.chaos import SENDER, CountingSmtp, drain, ledger, tally
+from tests.support.providers import MERGE_FIELDS, bulk_members
 from workers.channels.email import message_id_for
 from workers.rate_limit import twilio_rate_key
 

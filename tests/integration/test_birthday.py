@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -17,7 +17,7 @@ from tests.support.members import add_members, make_member
 from workers.channels.email import message_id_for
 from workers.tick import run_tick
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def first_sent_tick(runtime, smtp_sink, start: datetime, hours: int, step_minutes: int = 30) -> dict[str, datetime]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -16,11 +16,11 @@ from tests import cli
 from tests.conftest import REPO_ROOT
 from tests.support.members import add_members, make_member
 from tests.support.program import give_lot, place_order, redeem
-from workers.runtime import build_runtime
 from workers.planning import plan_context, preview_campaign
+from workers.runtime import build_runtime
 from workers.tick import run_tick
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def ledger_rows(sessions, campaign: str) -> dict[str, tuple[str, str | None]]:

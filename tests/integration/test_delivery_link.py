@@ -7,7 +7,7 @@ reward; the connection is left usable (and, back in the pool, not in autocommit)
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import event, select
@@ -21,7 +21,7 @@ from models.points import EntryKind, PointEntry
 from tests.support.members import add_members, make_member
 from workers.delivery_link import RECENT_CAPPED, Link
 
-NOW = datetime(2027, 3, 1, 9, tzinfo=timezone.utc)
+NOW = datetime(2027, 3, 1, 9, tzinfo=UTC)
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

@@ -5,7 +5,7 @@ what their templates say, on PostgreSQL and the real SMTP sink."""
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import event
 
@@ -14,7 +14,7 @@ from tests.support.members import add_members, make_member
 from workers.runtime import build_runtime
 from workers.tick import run_tick
 
-BIRTHDAY_MORNING = datetime(2027, 6, 15, 8, 0, tzinfo=timezone.utc)  # 10:00 in Paris on their birthday
+BIRTHDAY_MORNING = datetime(2027, 6, 15, 8, 0, tzinfo=UTC)  # 10:00 in Paris on their birthday
 
 
 def _members_read(env: dict, members_sessions, overrides: dict | None = None) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -24,7 +24,7 @@ from tests.conftest import REPO_ROOT
 from tests.integration.test_support_commands import loyalty
 from tests.support.members import add_members, make_member
 
-UTC = timezone.utc
+UTC = UTC
 LONG_NAME = "Anna-Maria-Magdalena-" * 12  # the win-back SMS with this name is more than 2 segments
 
 

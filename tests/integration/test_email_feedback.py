@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -35,7 +35,7 @@ from workers.delivery import deliver
 from workers.planning import plan_campaign, plan_context
 from workers.tick import due_delivery_ids, run_tick
 
-UTC = timezone.utc
+UTC = UTC
 BIRTHDAY_2027 = datetime(2027, 6, 15, 7, 0, tzinfo=UTC)  # 09:00 in Paris
 BIRTHDAY_2028 = datetime(2028, 6, 15, 7, 0, tzinfo=UTC)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC
 
 import pytest
 from dramatiq import Worker
@@ -83,7 +84,7 @@ def test_two_first_orders_of_one_member_applied_at_once_neither_deadlock_nor_dou
     applying it under the member's row lock; a lock that conflicted with key-share made the two wait
     for each other (PostgreSQL's deadlock detector killed one)."""
     import threading
-    from datetime import datetime, timezone
+    from datetime import datetime
     from decimal import Decimal
 
     from models.db import transaction
@@ -101,10 +102,10 @@ def test_two_first_orders_of_one_member_applied_at_once_neither_deadlock_nor_dou
         try:
             with transaction(pg_sessions) as session:
                 session.add(Order(order_id=order_id, member_id=member_pk, total=Decimal("30"), currency="EUR",
-                                  placed_at=datetime(2027, 5, 1, 10, tzinfo=timezone.utc), status="placed"))
+                                  placed_at=datetime(2027, 5, 1, 10, tzinfo=UTC), status="placed"))
                 session.flush()
                 both_stored.wait()  # each holds its key-share lock on the member before applying
-                apply_pending_orders(session, runtime.program, now=datetime(2027, 5, 1, 11, tzinfo=timezone.utc))
+                apply_pending_orders(session, runtime.program, now=datetime(2027, 5, 1, 11, tzinfo=UTC))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 

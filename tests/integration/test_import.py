@@ -18,8 +18,8 @@ from sqlalchemy import func, select, text
 from campaigns.program import load_program
 from core.errors import InputError
 from models import AuditEntry, Member, Order, PointEntry
-from services.imports import ImportReport, RowError, import_file
 from models.ledger import balance
+from services.imports import ImportReport, RowError, import_file
 from tests import cli
 from tests.conftest import REPO_ROOT, TEST_SECRET
 

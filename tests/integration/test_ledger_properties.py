@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,7 +17,7 @@ from models.points import PointEntry
 from services.program_ops import apply_pending_orders, expire_due_lots
 from tests.support.members import make_member
 
-START = datetime(2027, 1, 1, tzinfo=timezone.utc)
+START = datetime(2027, 1, 1, tzinfo=UTC)
 _ids = itertools.count()
 
 events = st.lists(

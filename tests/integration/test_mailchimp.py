@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import mailchimp_marketing
 import pytest
@@ -15,23 +15,23 @@ import requests
 from sqlalchemy import func, select, text, update
 
 from core.settings import load_settings
+from loyalty.standins.http_server import BackgroundServer
+from loyalty.standins.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
 from models import ledger
+from models.base import utcnow
 from models.db import transaction
 from models.delivery import Delivery
 from models.member import Member
 from models.points import EntryKind
-from loyalty.standins.http_server import BackgroundServer
-from loyalty.standins.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
 from tests.support.members import add_members, make_member
 from tests.support.providers import AT, MERGE_FIELDS, bulk_members, deliver_until_done, provider_env
 from workers.channels.base import OutgoingMailchimp, PermanentFailure, RetryableFailure
 from workers.channels.mailchimp import MailchimpCallError, MailchimpChannel, call
-from models.base import utcnow
 from workers.channels.mailchimp_fields import merge_fields
 from workers.mailchimp_sync import payload_for, sync_members
 from workers.runtime import build_runtime, set_runtime
 
-UTC = timezone.utc
+UTC = UTC
 NO_WAIT = (0.0, 0.0, 0.0, 0.0)
 
 

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from core.settings import MailchimpTarget
-from tests.conftest import REDIS_URL, free_port
 from loyalty.standins.mailchimp_server import DEFAULT_API_KEY, MailchimpServer
+from tests.conftest import REDIS_URL, free_port
 from workers.channels.base import OutgoingMailchimp, RetryableFailure
 from workers.channels.mailchimp import MailchimpChannel
 from workers.rate_limit import LocalConnectionSlots, RateLimited, RedisConnectionSlots

@@ -8,7 +8,6 @@ import json
 import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -16,15 +15,15 @@ import pytest
 from sqlalchemy import func, select
 
 from core.settings import load_settings
+from loyalty.standins.http_server import BackgroundServer
+from loyalty.standins.shopify_server import ShopifyServer
 from loyalty.web import create_app
 from models import ledger
 from models.coupons import Coupon, Redemption
 from models.member import Member
 from models.points import PointEntry
-from loyalty.standins.http_server import BackgroundServer
 from tests.support.members import add_members, make_member
 from tests.support.program import give_lot
-from loyalty.standins.shopify_server import ShopifyServer
 from workers.runtime import build_runtime
 
 API_KEY = "k-live-0123456789abcdef"
@@ -159,8 +158,8 @@ def test_a_redemption_whose_discount_cannot_be_created_takes_nothing(api, pg_ses
 def test_a_crash_between_taking_and_creating_is_finished_by_the_sweep(api, pg_sessions, shop):
     """The crash window: the points were taken (pending) but the request died before the shop answered.
     The sweep creates the code if the shop answers, else gives the points back, recorded."""
-    from workers.redemptions import _take, finish_pending
     from models.db import transaction
+    from workers.redemptions import _take, finish_pending
 
     http, member, _, runtime = api
     with transaction(runtime.sessions) as session:

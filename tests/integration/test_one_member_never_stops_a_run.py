@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import structlog
@@ -24,7 +24,7 @@ from tests.support.smtp import SmtpSink
 from workers.runtime import build_runtime
 from workers.tick import run_tick
 
-UTC = timezone.utc
+UTC = UTC
 BIRTHDAY_MORNING = datetime(2027, 6, 15, 8, 0, tzinfo=UTC)  # 10:00 in Paris on the members' birthday
 INES = "inès.x@example.com"
 

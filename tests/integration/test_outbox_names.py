@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email import message_from_bytes
 
 from core.settings import load_settings
@@ -10,7 +10,7 @@ from tests.support.members import add_members, make_member
 from workers.runtime import build_runtime
 from workers.tick import run_tick
 
-BIRTHDAY_MORNING = datetime(2027, 6, 15, 8, 0, tzinfo=timezone.utc)  # 10:00 in Paris on the members' birthday
+BIRTHDAY_MORNING = datetime(2027, 6, 15, 8, 0, tzinfo=UTC)  # 10:00 in Paris on the members' birthday
 
 
 def test_members_z_slash_1_and_z_underscore_1_get_a_file_each_inside_the_outbox(env, pg_engine, pg_sessions, tmp_path):

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from cryptography.fernet import Fernet
 from sqlalchemy import select, text
@@ -18,7 +18,7 @@ from tests import cli
 from tests.conftest import REDIS_URL, REPO_ROOT
 from tests.support.members import add_members, make_member
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def loyalty(env: dict, *args: str) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -95,7 +95,7 @@ def test_the_procfile_runs_delivers_and_stops_cleanly_on_sigterm(fresh_database,
     assert release.returncode == 0, release.stderr
     assert "Schema upgraded to the newest revision." in release.stdout
 
-    zone = zone_in_daytime(datetime.now(timezone.utc))
+    zone = zone_in_daytime(datetime.now(UTC))
     today = datetime.now(ZoneInfo(zone)).date()
     engine = make_engine(fresh_database.replace("postgresql://", "postgresql+psycopg://"))
     sessions = make_sessionmaker(engine)

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dramatiq import Worker
 from sqlalchemy import func, select
@@ -19,7 +19,7 @@ from tests.conftest import REDIS_URL, REPO_ROOT
 from tests.support.members import add_members, make_member
 from workers.broker import build_broker, install_broker
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def loyalty(env: dict, *args: str, **kwargs) -> subprocess.Popen:

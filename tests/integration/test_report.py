@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from models import ledger
@@ -16,7 +16,7 @@ from models.points import EntryKind
 from tests.integration.test_support_commands import loyalty, member_id, one_sentence, row
 from tests.support.members import add_members, make_member
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def at(day: int, hour: int = 10, month: int = 6) -> datetime:

@@ -19,6 +19,10 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import func, select, text
 
 from core.settings import load_settings
+from loyalty.standins.http_server import BackgroundServer
+from loyalty.standins.prestashop_server import PrestaShopServer
+from loyalty.standins.shopify_server import ShopifyServer
+from loyalty.standins.woocommerce_server import WooCommerceServer
 from loyalty.web import create_app
 from models.base import Base
 from models.inbox import InboxEntry, InboxState
@@ -28,12 +32,8 @@ from models.points import PointEntry
 from models.shop_cursors import ShopCursor
 from tests import cli
 from tests.conftest import REPO_ROOT
-from loyalty.standins.http_server import BackgroundServer
-from loyalty.standins.prestashop_server import PrestaShopServer
-from loyalty.standins.shopify_server import ShopifyServer
-from loyalty.standins.woocommerce_server import WooCommerceServer
-from workers.runtime import build_runtime, set_runtime
 from workers.broker import install_broker
+from workers.runtime import build_runtime, set_runtime
 from workers.shop_sync import ShopSyncError, backfill, open_client, poll, poll_shops
 
 

@@ -11,16 +11,16 @@ import pytest
 from sqlalchemy import select
 
 from core.settings import load_settings
+from loyalty.standins.prestashop_server import PrestaShopServer
+from loyalty.standins.shop_discounts import CheckoutRefused
+from loyalty.standins.shopify_server import ShopifyServer
+from loyalty.standins.woocommerce_server import WooCommerceServer
 from models.coupons import Coupon
 from models.db import transaction
 from models.delivery import Delivery
 from models.inbox import receive
 from tests.support.members import add_members, make_member
-from loyalty.standins.prestashop_server import PrestaShopServer
 from tests.support.program import place_order
-from loyalty.standins.shop_discounts import CheckoutRefused
-from loyalty.standins.shopify_server import ShopifyServer
-from loyalty.standins.woocommerce_server import WooCommerceServer
 from workers.delivery import deliver
 from workers.inbox import apply_entry, envelope
 from workers.runtime import build_runtime

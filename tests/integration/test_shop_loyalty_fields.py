@@ -11,13 +11,13 @@ from contextlib import contextmanager
 from sqlalchemy import select
 
 from core.settings import load_settings
+from loyalty.standins.shopify_server import ShopifyServer
+from loyalty.standins.woocommerce_server import WooCommerceServer
 from models.db import transaction
 from models.member import Member
 from models.shop_customers import ShopCustomer, ShopCustomerState
 from schedules.clock import build_scheduler
 from tests import cli
-from loyalty.standins.shopify_server import ShopifyServer
-from loyalty.standins.woocommerce_server import WooCommerceServer
 from workers.runtime import build_runtime, set_runtime
 from workers.shop_loyalty import sync_shops
 from workers.shop_sync import backfill

@@ -13,15 +13,15 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from shops import prestashop, shopify, woocommerce
-from shops.common import ShopMapping
-from shops.events import EventKind
-from shops.signatures import valid_body_signature
 from loyalty.standins.fault import read_body
 from loyalty.standins.http_server import BackgroundServer, send_response
 from loyalty.standins.prestashop_server import PrestaShopServer
 from loyalty.standins.shopify_server import ShopifyServer
 from loyalty.standins.woocommerce_server import WooCommerceServer
+from shops import prestashop, shopify, woocommerce
+from shops.common import ShopMapping
+from shops.events import EventKind
+from shops.signatures import valid_body_signature
 
 MAPPING = ShopMapping(default_timezone="Europe/Paris")
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)

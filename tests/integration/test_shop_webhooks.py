@@ -12,14 +12,14 @@ import pytest
 from sqlalchemy import func, select
 
 from core.settings import load_settings
+from loyalty.standins.http_server import BackgroundServer
+from loyalty.standins.shopify_server import ShopifyServer
+from loyalty.standins.woocommerce_server import WooCommerceServer
 from loyalty.web import create_app
 from models.inbox import InboxEntry, InboxState
 from models.member import Member
 from models.order import Order
 from models.points import PointEntry
-from loyalty.standins.http_server import BackgroundServer
-from loyalty.standins.shopify_server import ShopifyServer
-from loyalty.standins.woocommerce_server import WooCommerceServer
 from workers.runtime import set_runtime
 
 API_KEY = "k-live-0123456789abcdef"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
@@ -12,7 +12,7 @@ from tests.conftest import REPO_ROOT
 from tests.integration.test_support_commands import loyalty, one_sentence, row
 from tests.support.members import add_members, make_member
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def seed_birthdays(sessions) -> None:

@@ -16,13 +16,13 @@ from sqlalchemy import select
 from twilio.base.exceptions import TwilioRestException
 
 from core.settings import load_settings
+from loyalty.standins.twilio_server import DEFAULT_ACCOUNT_SID, TwilioServer
 from models.audit import AuditEntry
 from models.delivery import Delivery
 from models.member import Member
 from tests.conftest import REDIS_URL
 from tests.support.members import add_members, make_member
 from tests.support.providers import AT, bulk_members, deliver_until_done, provider_env
-from loyalty.standins.twilio_server import DEFAULT_ACCOUNT_SID, TwilioServer
 from workers.channels.base import OutgoingSms
 from workers.rate_limit import RateLimited, twilio_rate_key
 from workers.runtime import build_runtime, set_runtime

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -24,7 +24,7 @@ from tests import cli
 from tests.conftest import REPO_ROOT
 from tests.support.members import add_members, make_member
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def loyalty(env: dict, *args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from workers.channels.sms_feedback import apply_inbound
 from models import ledger
 from models.audit import AuditEntry
 from models.delivery import Delivery
 from models.member import Member
 from tests.integration.test_support_commands import loyalty, member_id, one_sentence
 from tests.support.members import add_members, make_member
+from workers.channels.sms_feedback import apply_inbound
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def balance(sessions, external_id: str) -> int:

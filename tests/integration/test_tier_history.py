@@ -8,7 +8,7 @@ those orders make are history, so the tier-upgrade notice (upgrades of the last
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -18,7 +18,7 @@ from models.member import Member
 from models.tier import TierChange
 from tests.integration.test_cli import loyalty
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def iso(moment: datetime) -> str:

@@ -10,16 +10,16 @@ import pytest
 from sqlalchemy import func, select
 
 from core.settings import load_settings
+from loyalty.standins.http_server import BackgroundServer
+from loyalty.standins.twilio_server import DEFAULT_AUTH_TOKEN, TwilioServer, twilio_signature
 from loyalty.web import create_app
 from models.audit import AuditEntry
 from models.delivery import Delivery
 from models.member import Member
 from models.webhooks import EarlyStatusCallback, ProcessedWebhook
 from tests.conftest import free_port
-from loyalty.standins.http_server import BackgroundServer
 from tests.support.members import add_members, make_member
 from tests.support.providers import AT, deliver_until_done, provider_env
-from loyalty.standins.twilio_server import DEFAULT_AUTH_TOKEN, TwilioServer, twilio_signature
 from workers.runtime import build_runtime, set_runtime
 
 PHONE = "+33612345678"

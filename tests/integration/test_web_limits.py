@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from core.settings import load_settings
+from loyalty.standins.http_server import BackgroundServer
 from loyalty.web import create_app
 from tests.conftest import REPO_ROOT, free_port
-from loyalty.standins.http_server import BackgroundServer
 from tests.support.providers import provider_env
 
 LIMIT = 64 * 1024

@@ -12,11 +12,11 @@ from sqlalchemy import select
 
 from core.settings import load_settings
 from core.tokens import unsubscribe_token
+from loyalty.standins.http_server import BackgroundServer
 from loyalty.web import create_app
 from models.audit import AuditEntry
 from models.member import Member
 from tests.conftest import TEST_SECRET
-from loyalty.standins.http_server import BackgroundServer
 from tests.support.members import add_members, make_member
 
 PUBLIC = "https://club.example.com"  # the env fixture's LOYALTY_PUBLIC_URL

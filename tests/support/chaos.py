@@ -334,8 +334,8 @@ def _clock_main(start: str, minutes: int, pause: float) -> None:
     """Tick every simulated minute, as ``loyalty clock`` does every LOYALTY_TICK_MINUTES."""
     from datetime import timedelta
 
-    from core.calendar import parse_instant
     from core import logs
+    from core.calendar import parse_instant
     from core.settings import load_settings
     from schedules.clock import enqueue_tick
     from workers.broker import build_broker, install_broker

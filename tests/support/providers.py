@@ -5,18 +5,18 @@ left to deliver (time moved on past each retry's delay)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
+from loyalty.standins.mailchimp_server import DEFAULT_API_KEY
+from loyalty.standins.twilio_server import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DEFAULT_MESSAGING_SERVICE_SID
 from models.delivery import Delivery, DeliveryState
 from models.member import ContactStatus, Member
-from loyalty.standins.mailchimp_server import DEFAULT_API_KEY
 from tests.support.members import LONG_AGO
-from loyalty.standins.twilio_server import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DEFAULT_MESSAGING_SERVICE_SID
 
-UTC = timezone.utc
+UTC = UTC
 #: 14:00 in Paris on the default test birthday (June 15): inside the SMS send hours.
 AT = datetime(2027, 6, 15, 12, 0, tzinfo=UTC)
 

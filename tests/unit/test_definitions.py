@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from campaigns import yaml_source
-from campaigns.loader import load_campaign_file, load_campaigns
 from campaigns.birthday import BirthdayCampaign
+from campaigns.loader import load_campaign_file, load_campaigns
 from campaigns.validation import validate_all
 from core.errors import DefinitionError
 from core.settings import DEFAULT_CAMPAIGNS_DIR, DEFAULT_PROGRAM_FILE, DEFAULT_TEMPLATES_DIR

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 import pytest
@@ -98,7 +98,7 @@ def test_the_feedback_variables_read():
 
 def _certificate(key) -> bytes:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
                    .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
                    .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
@@ -228,7 +228,7 @@ def test_sendgrid_bounce_blocked_and_spam_report_events_become_notices():
     assert [(n.kind, n.key) for n in notices] == [(fb.HARD, "sendgrid:ZGVsaXZlcmVk-1"), (fb.SOFT, "sendgrid:ZGVsaXZlcmVk-2"),
                                                   (fb.COMPLAINT, "sendgrid:ZGVsaXZlcmVk-3")]
     assert notices[0].message_id == "<abc@shop.example>" and notices[0].status == "5.1.1"
-    assert notices[0].occurred_at == datetime.fromtimestamp(1781506800, timezone.utc)
+    assert notices[0].occurred_at == datetime.fromtimestamp(1781506800, UTC)
     with pytest.raises(fb.FeedbackProblem, match="not a list"):
         fb.sendgrid_notices(b'{"event": "bounce"}')
 
@@ -257,7 +257,7 @@ POSTMARK_BOUNCE = {
 def test_postmark_bounce_and_spam_complaint_webhooks_become_notices():
     [hard] = fb.postmark_notices(json.dumps(POSTMARK_BOUNCE).encode())
     assert (hard.kind, hard.key, hard.token) == (fb.HARD, "postmark:Bounce:4323372036854775807", "b" * 44)
-    assert hard.occurred_at == datetime(2027, 6, 15, 7, 1, 54, 907025, tzinfo=timezone.utc)
+    assert hard.occurred_at == datetime(2027, 6, 15, 7, 1, 54, 907025, tzinfo=UTC)
     soft = {**POSTMARK_BOUNCE, "Type": "SoftBounce", "TypeCode": 4096}
     assert fb.postmark_notices(json.dumps(soft).encode())[0].kind == fb.SOFT
     complaint = {**POSTMARK_BOUNCE, "RecordType": "SpamComplaint", "Type": "SpamComplaint", "TypeCode": 512}
@@ -312,7 +312,7 @@ def test_a_dsn_names_each_failed_recipient_with_hard_or_soft_by_its_status():
         ("dee@members.example", fb.SOFT, "4.4.7")]
     assert {n.token for n in notices} == {token} and notices[0].message_id == "<abc@shop.example>"
     assert len({n.key for n in notices}) == 3 and fb.mailbox_notices(raw)[0].key == notices[0].key
-    assert notices[0].occurred_at == datetime(2027, 6, 15, 7, 2, tzinfo=timezone.utc)
+    assert notices[0].occurred_at == datetime(2027, 6, 15, 7, 2, tzinfo=UTC)
 
 
 def test_the_token_is_also_found_in_the_returned_headers():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +22,7 @@ from core.settings import DEFAULT_CAMPAIGNS_DIR, DEFAULT_PROGRAM_FILE, DEFAULT_T
 from workers.channels.base import OutgoingEmail
 from workers.channels.email import message_id_for, wire_bytes
 
-NOW = datetime(2027, 3, 1, 9, 30, tzinfo=timezone.utc)
+NOW = datetime(2027, 3, 1, 9, 30, tzinfo=UTC)
 CAMPAIGNS = load_campaigns(DEFAULT_CAMPAIGNS_DIR).campaigns
 PROGRAM = load_program(DEFAULT_PROGRAM_FILE)
 RENDERER = Renderer(DEFAULT_TEMPLATES_DIR)

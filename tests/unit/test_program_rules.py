@@ -1,6 +1,6 @@
 """The pure rules: earning, tiers, quiet hours, holdout, coupons, member days."""
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -14,7 +14,7 @@ from core.settings import DEFAULT_PROGRAM_FILE
 from models.points import allocate_oldest_first
 
 PROGRAM = load_program(DEFAULT_PROGRAM_FILE)
-UTC = timezone.utc
+UTC = UTC
 
 
 def test_a_point_per_whole_currency_unit():

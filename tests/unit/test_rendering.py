@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from campaigns.loader import load_campaigns
-from campaigns.rendering import RenderError, Renderer, locale_candidates
+from campaigns.rendering import Renderer, RenderError, locale_candidates
 from core.settings import DEFAULT_CAMPAIGNS_DIR, DEFAULT_TEMPLATES_DIR
 
 BIRTHDAY = load_campaigns(DEFAULT_CAMPAIGNS_DIR).get("birthday")

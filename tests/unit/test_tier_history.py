@@ -1,6 +1,6 @@
 """The spend over time: which upgrades orders make and when, and when a spend fell below its tier."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from campaigns.program import load_program
@@ -8,7 +8,7 @@ from core.settings import DEFAULT_PROGRAM_FILE
 from models.tier import PlacedOrder, Upgrade, fell_below, upgrades
 
 RULES = load_program(DEFAULT_PROGRAM_FILE).tiers  # bronze 0, silver 500, gold 2000 over 365 days
-UTC = timezone.utc
+UTC = UTC
 DAY = timedelta(days=1)
 T0 = datetime(2025, 1, 1, 12, tzinfo=UTC)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from workers.channels.sms_feedback import signature_is_valid
 from loyalty.standins.twilio_server import twilio_signature
+from workers.channels.sms_feedback import signature_is_valid
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 URL = "https://club.example.com/twilio/status"

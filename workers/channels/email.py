@@ -8,10 +8,9 @@ import functools
 import hashlib
 import re
 import smtplib
-import socket
 import ssl
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
@@ -77,7 +76,7 @@ def build_message(email: OutgoingEmail, *, now: datetime | None = None) -> Messa
     # compat32 takes a Header object as a value; typeshed says str
     message["Subject"] = (email.subject if email.subject.isascii()  # type: ignore[assignment]
                           else _EncodedWords(email.subject, "utf-8", header_name="Subject"))
-    message["Date"] = format_datetime(now or datetime.now(timezone.utc))
+    message["Date"] = format_datetime(now or datetime.now(UTC))
     message["Message-ID"] = message_id_for(email.occurrence_key, email.sender)
     message["List-Unsubscribe"] = f"<{email.unsubscribe_url}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
@@ -111,7 +110,7 @@ def wire_bytes(email: OutgoingEmail, *, now: datetime | None = None, extra: dict
         b"From: " + _address_bytes(email.sender),
         b"To: " + _address_bytes(email.to),
         b"Subject: " + _header_text(email.subject),
-        b"Date: " + format_datetime(now or datetime.now(timezone.utc)).encode(),
+        b"Date: " + format_datetime(now or datetime.now(UTC)).encode(),
         b"Message-ID: " + message_id_for(email.occurrence_key, email.sender).encode(),
         b"List-Unsubscribe: <" + _ascii_line(email.unsubscribe_url, "the unsubscribe link") + b">",
         b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
@@ -328,7 +327,7 @@ class SmtpEmailChannel:
         except smtplib.SMTPDataError as exc:
             self._reset()
             raise _sorted_failure(exc.smtp_code, exc.smtp_error, "message refused") from None
-        except (OSError, smtplib.SMTPServerDisconnected, socket.timeout) as exc:
+        except (TimeoutError, OSError, smtplib.SMTPServerDisconnected) as exc:
             self._reset()
             raise AmbiguousFailure("smtp_no_answer_after_data", type(exc).__name__) from None
         if code != 250:
