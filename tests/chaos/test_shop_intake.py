@@ -26,9 +26,9 @@ from decimal import ROUND_FLOOR, Decimal
 import httpx
 from sqlalchemy import func, select
 
+from loyalty.standins.shopify_server import ShopifyServer
 from tests.conftest import REDIS_URL
 from tests.support.chaos import VENV_BIN, ChaosRun, Process, Tally, free_port, spawn, wait_for
-from loyalty.standins.shopify_server import ShopifyServer
 
 CUSTOMERS = 100  # ~320 inbox entries (each webhook sent twice); the Redis-flush scenario takes half
 SECRET = "shpss_chaos_secret"
