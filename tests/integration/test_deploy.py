@@ -59,7 +59,7 @@ def worker(env: dict) -> subprocess.CompletedProcess:
     """The Procfile's worker, as it runs: two processes of dramatiq importing workers.main."""
     return run({**env, "REDIS_URL": REDIS_URL}, str(VENV_BIN / "dramatiq"), "workers.main", "--processes", "2",
                "--threads", "2", "--queues", "campaigns", "deliveries", "events", "--skip-logging",
-               "--worker-shutdown-timeout", "25000", "--worker-fork-timeout", "1000", timeout=60)
+               "--worker-shutdown-timeout", "25000", "--worker-fork-timeout", "10000", timeout=60)
 
 
 def one_sentence(result: subprocess.CompletedProcess) -> str:

@@ -39,7 +39,7 @@ VENV_BIN = Path(sys.executable).parent
 
 #: The worker as the Procfile runs it (``--processes`` and ``--threads`` are added per scenario).
 WORKER_ARGS = ["workers.main", "--queues", "campaigns", "deliveries", "events", "--skip-logging",
-               "--worker-shutdown-timeout", "25000", "--worker-fork-timeout", "1000"]
+               "--worker-shutdown-timeout", "25000", "--worker-fork-timeout", "10000"]
 
 #: The tallies printed during the session, repeated in pytest's terminal summary (tests/chaos/conftest.py).
 REPORTED: list[str] = []
