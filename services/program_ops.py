@@ -49,7 +49,9 @@ def apply_order(session: Session, program: Program, order: Order, *, now: dateti
     )
     member.last_order_at = last
     member.last_order_local_date = calendar.local_datetime(last, member.timezone).date().isoformat() if last else None
-    at = max(now, order.placed_at)
+    # Up to the member's latest order: an order applied after a later one (webhooks out of order, a
+    # shop's clock a little ahead of ours) must still count toward the later one's spend.
+    at = max(now, order.placed_at, last or order.placed_at)
     if order.status == OrderStatus.PLACED:
         _upgrade_as_orders_were_placed(session, program, member, since=order.placed_at, until=at)
     recalculate_tier(session, program, member, now=at, cause=f"order:{order.order_id}")

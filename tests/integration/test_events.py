@@ -118,3 +118,30 @@ def test_two_first_orders_of_one_member_applied_at_once_neither_deadlock_nor_dou
     assert errors == []
     with pg_sessions() as session:
         assert ledger.balance(session, member_pk) == 30 + 30 + 50  # the first-order bonus once
+
+
+def test_an_earlier_order_applied_after_a_later_one_still_counts_toward_its_tier(runtime, pg_sessions):
+    """Webhooks out of order, with the shop's clock a little ahead of ours: the later order (99.99) is
+    applied first, then the earlier one (420.50); together they reach silver (500), and the upgrade
+    must not be lost because the earlier order's own instant does not see the later one."""
+    from datetime import datetime
+    from decimal import Decimal
+
+    from models.db import transaction
+    from models.order import Order
+    from services.program_ops import apply_pending_orders
+    from tests.support.members import add_members, make_member
+
+    add_members(pg_sessions, make_member("LATE"))
+    with pg_sessions() as session:
+        member_pk = session.scalar(select(Member.id).where(Member.external_id == "LATE"))
+    now = datetime(2027, 5, 1, 9, 59, 58, tzinfo=UTC)  # our clock, two seconds behind the shop's
+    for order_id, placed, total in (("L2", datetime(2027, 5, 1, 10, 0, 5, tzinfo=UTC), "99.99"),
+                                    ("L1", datetime(2027, 5, 1, 10, 0, 0, tzinfo=UTC), "420.50")):
+        with transaction(pg_sessions) as session:
+            session.add(Order(order_id=order_id, member_id=member_pk, total=Decimal(total), currency="EUR",
+                              placed_at=placed, status="placed"))
+            session.flush()
+            apply_pending_orders(session, runtime.program, now=now)
+    member, _, changes = member_state(pg_sessions, "LATE")
+    assert member.tier == "silver" and changes == ["silver"]
