@@ -37,7 +37,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from campaigns.brand import Brand
+from campaigns.program import load_program
 from campaigns.rendering import locale_candidates
+from core.errors import LoyaltyError
 from core.settings import Settings, get_settings
 from core.tokens import read_unsubscribe_token
 from loyalty.feedback_webhooks import SnsTrust, feedback_routes
@@ -53,7 +56,6 @@ from workers.inbox import notifier
 
 log = structlog.get_logger("loyalty.web")
 TWIML = "application/xml"
-HELP_TEXT = "Loyalty Club: reply STOP to stop our text messages, START to get them again. More: {url}"
 
 #: The unsubscribe token of a proof's dummy link (workers/proof.py): it unsubscribes nobody.
 PROOF_UNSUBSCRIBE = "proof"
@@ -84,6 +86,18 @@ def create_app(settings: Settings | None = None, *, sns_trust: SnsTrust | None =
     if settings.embedded:
         migrate(engine)  # on the embedded default, the process creates or migrates its SQLite file
     sessions = make_sessionmaker(engine)
+    brands: list[Brand] = []
+
+    def brand() -> Brand:
+        """The program's brand, read once (HELP names the shop the texts come from); the default
+        brand, with one warning, when the program file cannot be read."""
+        if not brands:
+            try:
+                brands.append(load_program(settings.program_file).brand)
+            except LoyaltyError as exc:
+                log.warning("web.program_unreadable", error=str(exc), using="the default brand")
+                brands.append(Brand())
+        return brands[0]
 
     def database_answers() -> str | None:
         """None when the database answers, else the error's type (run in a thread: it blocks)."""
@@ -176,7 +190,8 @@ def create_app(settings: Settings | None = None, *, sns_trust: SnsTrust | None =
         log.info("twilio.inbound", message_sid=form.get("MessageSid"), keyword=keyword, members_changed=changed)
         reply = ""
         if keyword == "HELP":
-            reply = f"<Message>{escape(HELP_TEXT.format(url=settings.public_base_url))}</Message>"
+            text = sms_feedback.help_reply(await run_in_threadpool(brand), settings.public_base_url)
+            reply = f"<Message>{escape(text)}</Message>"
         return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response>{reply}</Response>', media_type=TWIML)
 
     inbox_notifier = notifier(settings)

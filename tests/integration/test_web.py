@@ -137,12 +137,25 @@ def test_start_and_its_synonyms_give_consent_back(client, pg_sessions, body):
     assert consent(pg_sessions) == (True, "sms:START")
 
 
+@pytest.mark.parametrize("program", ["points:\n  per_currency_unit: 1\n", "brand: [unclosed\n"])
+def test_help_without_a_brand_or_a_readable_program_names_the_default_and_the_public_url(
+        web_env, pg_engine, tmp_path, program):
+    (tmp_path / "program.yaml").write_text(program)
+    with serving(load_settings({**web_env, "LOYALTY_PROGRAM_FILE": str(tmp_path / "program.yaml")})) as client:
+        response = signed_post(client, "/twilio/inbound", inbound("HELP"))
+    assert response.status_code == 200
+    assert (f"<Message>The Loyalty Club: reply STOP to stop our text messages, START to get them again. "
+            f"More: {PUBLIC}</Message>") in response.text
+
+
 def test_help_answers_a_help_text_and_changes_nothing(client, pg_sessions):
     add_members(pg_sessions, texter())
     for body in ("HELP", "info"):
         response = signed_post(client, "/twilio/inbound", inbound(body, sid="SM" + body.upper().ljust(32, "0")))
         assert response.status_code == 200
-        assert "<Message>Loyalty Club: reply STOP" in response.text and PUBLIC in response.text
+        # the shipped program's brand: the name its texts carry, its support address and site
+        assert ("<Message>Maison Lumière: reply STOP to stop our text messages, START to get them again. "
+                "Help: help@shop.example.com. More: https://shop.example.com</Message>") in response.text
     assert signed_post(client, "/twilio/inbound", inbound("Stop sending me birthday stuff?")).status_code == 200
     assert consent(pg_sessions) == (True, None)  # only the keyword alone counts, as Twilio does
     assert count(pg_sessions, AuditEntry) == 0

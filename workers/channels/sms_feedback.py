@@ -27,7 +27,8 @@ fields cost 20,000² comparisons).
 Inbound messages, by Twilio's keywords (the whole message, any case; or Twilio's ``OptOutType``):
 STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT withdraw SMS consent (source
 ``sms:STOP``); START, YES, UNSTOP give it (``sms:START``); HELP, INFO change nothing and get a
-help text back. Every member with that phone number is changed, and audited; nothing else is.
+help text back naming the brand (the program's ``brand.shop_name``, its support address and
+web site: :func:`help_reply`). Every member with that phone number is changed, and audited; nothing else is.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from twilio.request_validator import RequestValidator
 
+from campaigns.brand import Brand
 from models.audit import AuditAction, AuditEntry
 from models.base import utcnow
 from models.consent import record_consent
@@ -71,6 +73,16 @@ def signature_is_valid(auth_token: str, url: str, fields: Iterable[tuple[str, st
     for name, value in fields:
         grouped.setdefault(name, []).append(value)
     return RequestValidator(auth_token).validate(url, grouped, signature)
+
+
+def help_reply(brand: Brand, public_url: str) -> str:
+    """What a member who texts HELP gets back: who sends the texts (the name the texts carry), how to
+    stop and restart them, and where to get help (the support address, the shop's site)."""
+    parts = [f"{brand.shop_name}: reply STOP to stop our text messages, START to get them again."]
+    if brand.support_email:
+        parts.append(f"Help: {brand.support_email}.")
+    parts.append(f"More: {brand.url or public_url}")
+    return " ".join(parts)
 
 
 def keyword_of(form: Mapping[str, str]) -> str | None:
