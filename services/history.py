@@ -126,7 +126,8 @@ def _deliveries(session: Session, member: Member) -> list[Event]:
         at = max(d.send_at, d.planned_at)  # when it was (or is) due: the ledger's own clock, as for its reward
         one_off = d.occurrence_key.startswith("oneoff:")
         resend_of = (d.payload or {}).get("resend_of")
-        what = f"{'one-off ' if one_off else ''}{d.campaign}" + (f" by {d.channel}" if d.channel else "")
+        what = (f"{'one-off ' if one_off else ''}{d.campaign}" + (f" by {d.channel}" if d.channel else "")
+                + (f", variant {d.variant}" if d.variant else ""))
         outcome = d.state + (f" ({d.reason})" if d.reason else "")
         if d.state == DeliveryState.PLANNED:
             outcome += f", due {iso_utc(d.send_at)}"
@@ -144,7 +145,7 @@ def _deliveries(session: Session, member: Member) -> list[Event]:
             extras.append(f"asked by {d.requested_by}")
         summary = f"{what}: {outcome}" + (f"; {', '.join(extras)}" if extras else "")
         events.append(Event(at, "delivery", summary, {
-            "delivery_id": d.id, "campaign": d.campaign, "channel": d.channel, "state": d.state,
+            "delivery_id": d.id, "campaign": d.campaign, "variant": d.variant, "channel": d.channel, "state": d.state,
             "reason": d.reason, "occurrence_key": d.occurrence_key, "reward_points": points or None,
             "coupon_code": d.coupon_code, "resend_of": resend_of,
             "requested_by": d.requested_by, "finished_at": iso_utc(d.finished_at) if d.finished_at else None,

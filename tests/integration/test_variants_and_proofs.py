@@ -94,6 +94,16 @@ def test_a_tick_records_each_members_variant_and_sends_its_message_and_gift(env,
     sent = [variant for _, state, variant, _ in rows if state == "sent"]
     assert {"control", "bigger"} <= set(sent)  # 60 members: both variants have some
 
+    # support sees which variant a member got (which subject, which gift), and no variant when held out
+    member = next(m for m in MEMBERS if not is_held_out("birthday", m, 0.2) and variant_name(campaign, m) == "bigger")
+    history = loyalty(env, "history", "--member", member, "--json")
+    [delivery] = [json.loads(line) for line in history.stdout.splitlines() if json.loads(line)["type"] == "delivery"]
+    assert (delivery["summary"], delivery["variant"]) == ("birthday by email, variant bigger: sent; 300 points", "bigger")
+    held_out = next(m for m in MEMBERS if is_held_out("birthday", m, 0.2))
+    history = loyalty(env, "history", "--member", held_out, "--json")
+    [delivery] = [json.loads(line) for line in history.stdout.splitlines() if json.loads(line)["type"] == "delivery"]
+    assert (delivery["summary"].split(":")[0], delivery["variant"]) == ("birthday by email", None)
+
 
 def test_preview_json_and_simulate_show_each_members_variant_and_the_split(env, pg_sessions, tmp_path):
     env = {**env, **birthday_with_variants(tmp_path)}
