@@ -32,6 +32,7 @@ from jinja2 import Environment, FileSystemLoader
 from sqlalchemy import select, text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -214,7 +215,21 @@ def create_app(settings: Settings | None = None, *, sns_trust: SnsTrust | None =
         return JSONResponse({"error": "Something went wrong on our side; it was logged, try again later."},
                             status_code=500)
 
-    app = Starlette(lifespan=lifespan, middleware=[limits], exception_handlers={Exception: crashed}, routes=[
+    async def refused(request: Request, exc: Exception) -> Response:
+        """Starlette's 404 and 405, said in one sentence as JSON like every other refusal here."""
+        assert isinstance(exc, HTTPException)
+        path = request.url.path[:200]
+        if exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"{request.method[:10]} is not accepted at {path}: send {' or '.join(sorted(allowed.split(', ')))}."
+        elif exc.status_code == 404:
+            message = f"There is no endpoint at {path}; the README's HTTP API lists them."
+        else:
+            message = str(exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+    app = Starlette(lifespan=lifespan, middleware=[limits],
+                    exception_handlers={Exception: crashed, HTTPException: refused}, routes=[
         Route("/healthz", healthz),
         Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
         Route("/twilio/status", twilio_status, methods=["POST"]),

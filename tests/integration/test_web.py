@@ -358,3 +358,15 @@ def test_kept_status_callbacks_never_matched_are_forgotten_after_thirty_days(cli
     with pg_sessions() as session:
         kept = [(c.message_sid, c.status, c.error_code) for c in session.scalars(select(EarlyStatusCallback))]
     assert kept == [("SM" + "d" * 32, "failed", 30003)]
+
+
+def test_a_wrong_method_or_path_is_refused_in_one_json_sentence(client):
+    for path in ("/feedback/ses", "/twilio/inbound", "/webhooks/shopify", "/api/events"):
+        response = client.get(path)
+        assert response.status_code == 405 and response.headers["allow"] == "POST", path
+        assert response.json() == {"error": f"GET is not accepted at {path}: send POST."}
+    response = client.delete("/healthz")
+    assert response.status_code == 405 and response.json() == {"error": "DELETE is not accepted at /healthz: send GET or HEAD."}
+    response = client.get("/nothing/here")
+    assert response.status_code == 404
+    assert response.json() == {"error": "There is no endpoint at /nothing/here; the README's HTTP API lists them."}
