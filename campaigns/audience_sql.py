@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement, Grouping
-from sqlalchemy.sql.selectable import CTE
+from sqlalchemy.sql.selectable import Subquery
 from sqlalchemy.sql.type_api import TypeEngine
 
 from campaigns.eligibility import Reason, channel_choice_sql
@@ -156,12 +156,12 @@ def zone_condition(dues: dict[str, Any], condition_for: Callable[[str, Any], Col
     return or_(*(and_(Member.timezone == zone, condition_for(zone, due)) for zone, due in dues.items()))
 
 
-def capped_members(ctx: PlanContext) -> CTE:
+def capped_members(ctx: PlanContext) -> Subquery:
     """The members who have reached the frequency cap at ``ctx.at``: one ``GROUP BY ... HAVING`` over
-    the window's range of the ``send_at`` index, as a CTE, read once per statement (a count per
-    member, in a subquery per column and per part of a multi-step kind, read the window four times
-    and cost 1.3 s of a 2.5 s win-back at 1,000,000 members). The window's start is the parameter
-    ``cap_since`` (:func:`cap_values`)."""
+    the window's range of the ``send_at`` index. The window's start is the parameter ``cap_since``
+    (:func:`cap_values`). (A count per member, in a subquery per column and per part of a
+    multi-step kind, read the window four times and cost 1.3 s of a 2.5 s win-back at 1,000,000
+    members.)"""
     since = param("cap_since", UtcDateTime())
     return (
         select(Delivery.member_id)
@@ -172,7 +172,7 @@ def capped_members(ctx: PlanContext) -> CTE:
         )
         .group_by(Delivery.member_id)
         .having(func.count() >= ctx.program.frequency_cap.max_messages)
-        .cte("capped_members")
+        .subquery("capped_members")
     )
 
 
@@ -180,20 +180,22 @@ def with_frequency_cap(campaign: CampaignBase, ctx: PlanContext, query: Select) 
     """The kind's audience with the frequency cap applied: a row the kind left planned becomes
     ``skipped`` / ``frequency_cap`` when its member has reached the cap (see :func:`capped_members`).
 
-    The cap is applied around the kind's statement, once for all of its parts, rather than inside
-    each row's columns: a reference to the CTE makes an expression parallel-restricted, and inside
-    the columns it pulled the computation of every column of every row out of PostgreSQL's parallel
-    workers into the leader. The ``OFFSET 0`` keeps the kind's statement from being flattened into
-    this one, so that its columns are still computed below the ``Gather``."""
+    The cap is a left join of the kind's rows (all of its parts) to the capped members, so that
+    every expression stays parallel-safe: PostgreSQL computes the rows, the join and the two
+    ``CASE``s in its parallel workers (a CTE of the capped members, as before, is
+    parallel-restricted: the cap and everything above it ran in the leader, after the ``Gather``,
+    which also had to pass every row's columns from the workers to the leader)."""
     if campaign.frequency_cap_exempt:
         return query
-    due = (query.offset(0) if ctx.dialect == "postgresql" else query).subquery("due")
-    capped = and_(due.c.reason.is_(None), due.c.member_id.in_(select(capped_members(ctx).c.member_id)))
+    due = query.subquery("due")
+    capped_rows = capped_members(ctx)
+    capped = and_(due.c.reason.is_(None), capped_rows.c.member_id.is_not(None))
     replaced = {
         "reason": case((capped, literal(Reason.FREQUENCY_CAP)), else_=due.c.reason).label("reason"),
         "state": case((capped, literal(DeliveryState.SKIPPED)), else_=due.c.state).label("state"),
     }
-    return select(*(replaced.get(column.name, column) for column in due.c))
+    return select(*(replaced.get(column.name, column) for column in due.c)).select_from(
+        due.outerjoin(capped_rows, capped_rows.c.member_id == due.c.member_id))
 
 
 def delivery_columns(
