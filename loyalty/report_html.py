@@ -9,7 +9,9 @@ from html import escape
 BAR_COLOURS = ("#2f6fb3", "#e08a1e", "#3a9a5b", "#b3402f", "#7a5bb3", "#5b8fa8")
 
 _STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 75em; color: #222;
+       padding: 0 1em; }
+.wide { overflow-x: auto; max-width: 100%; } td.n { white-space: nowrap; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: .5em 0 1em; } td, th { padding: .25em .8em; border-bottom: 1px solid #eee; }
 th { text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
@@ -22,7 +24,10 @@ def bar_chart(items: list[tuple[str, float]], *, unit: str = "", decimals: int =
     """A horizontal bar chart as inline SVG: one labelled bar per item, its value at the end."""
     if not items:
         return "<p>Nothing to show.</p>"
-    label_width, row, value_width = 180, 26, 90
+    row, value_width = 26, 90
+    longest = max(len(str(label)) for label, _ in items)  # 12px text: about 7px a character
+    label_width = min(max(120, 7 * longest + 16), 360)
+    width = max(width, label_width + value_width + 200)
     biggest = max((value for _, value in items), default=0) or 1
     plot = width - label_width - value_width
     height = row * len(items) + 10
@@ -39,7 +44,7 @@ def bar_chart(items: list[tuple[str, float]], *, unit: str = "", decimals: int =
             f'<text x="{label_width + length + 6:.1f}" y="{y + 16}">{shown}{escape(unit)}</text>'
         )
     parts.append("</svg>")
-    return "".join(parts)
+    return '<div class="wide">' + "".join(parts) + "</div>"  # on a phone the chart scrolls, the page does not
 
 
 def _table(headers: list[str], rows: list[list[object]]) -> str:
@@ -47,11 +52,17 @@ def _table(headers: list[str], rows: list[list[object]]) -> str:
     body = "".join(
         "<tr>" + "".join(
             f'<td class="n">{escape(_fmt(cell))}</td>' if isinstance(cell, (int, float)) and not isinstance(cell, bool)
-            else f"<td>{escape(_fmt(cell))}</td>" for cell in row
+            else f"<td>{_breakable(_fmt(cell))}</td>" for cell in row
         ) + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _breakable(text: str) -> str:
+    """Escaped, with a line-break opportunity after each ``_`` (``points_<wbr>expiring``): a long
+    campaign id or reason wraps at its words instead of widening its table."""
+    return escape(text).replace("_", "_<wbr>")
 
 
 def _fmt(value: object) -> str:
@@ -97,13 +108,13 @@ def _samples_section(samples: list[dict]) -> str:
     if not samples:
         return ""
     rows = "".join(
-        f"<tr><td>{escape(s['campaign'])}</td><td>{escape(s['variant'] or '-')}</td><td>{escape(s['locale'])}</td>"
+        f"<tr><td>{_breakable(s['campaign'])}</td><td>{_breakable(s['variant'] or '-')}</td><td>{escape(s['locale'])}</td>"
         f"<td>{escape(s['channel'])}</td><td><a href=\"{escape(s['href'])}\">{escape(s['title'] or s['href'])}</a>"
         + (f" (<a href=\"{escape(s['text_href'])}\">text</a>)" if s.get("text_href") else "") + "</td></tr>"
         for s in samples)
     return ("<h2>Sample messages</h2><p>Each campaign's message as the sample member would get it, rendered to a "
-            "file next to this page.</p><table><thead><tr><th>campaign</th><th>variant</th><th>locale</th>"
-            f"<th>channel</th><th>message</th></tr></thead><tbody>{rows}</tbody></table>")
+            "file next to this page.</p><div class=\"wide\"><table><thead><tr><th>campaign</th><th>variant</th>"
+            f"<th>locale</th><th>channel</th><th>message</th></tr></thead><tbody>{rows}</tbody></table></div>")
 
 
 def _feedback_section(data: dict) -> str:
@@ -162,5 +173,6 @@ def render_report(data: dict) -> str:
                                                [[c["campaign"], reason, n] for c in campaigns
                                                 for reason, n in c["skipped_by_reason"].items()]),
     ]
-    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Loyalty program report</title>"
+    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Loyalty program report</title>"
             f"<style>{_STYLE}</style></head><body>" + "\n".join(sections) + "</body></html>\n")

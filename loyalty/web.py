@@ -73,11 +73,24 @@ def page_locale(member_locale: str | None, default_locale: str) -> str:
     return "en"
 
 
-def unsubscribe_page(locale: str, page: str, *, channel: str = "", action: str = "", status_code: int = 200) -> HTMLResponse:
-    """``page``: ``ask`` (the button), ``done``, ``invalid`` or ``proof`` (a proof's dummy link)."""
+def unsubscribe_page(locale: str, page: str, *, brand: Brand | None = None, channel: str = "", action: str = "",
+                     status_code: int = 200) -> HTMLResponse:
+    """``page``: ``ask`` (the button), ``done``, ``invalid`` or ``proof`` (a proof's dummy link); in the
+    brand's name and colours (the program's ``brand:``), as the email the member clicked from."""
     template = _pages.get_template(f"{locale}/unsubscribe.html")
-    html = template.render(lang=locale.replace("_", "-"), page=page, channel=channel, action=action)
+    html = template.render(lang=locale.replace("_", "-"), page=page, channel=channel, action=action,
+                           brand=brand or Brand())
     return HTMLResponse(html, status_code=status_code)
+
+
+def program_brand(settings: Settings) -> Brand:
+    """The program's brand, read once when the app is made (the pages and HELP replies name the shop
+    the messages come from); the default brand, with one warning, when the program cannot be read."""
+    try:
+        return load_program(settings.program_file).brand
+    except LoyaltyError as exc:
+        log.warning("web.program_unreadable", error=str(exc), using="the default brand")
+        return Brand()
 
 
 def create_app(settings: Settings | None = None, *, sns_trust: SnsTrust | None = None) -> Starlette:
@@ -87,18 +100,7 @@ def create_app(settings: Settings | None = None, *, sns_trust: SnsTrust | None =
     if settings.embedded:
         migrate(engine)  # on the embedded default, the process creates or migrates its SQLite file
     sessions = make_sessionmaker(engine)
-    brands: list[Brand] = []
-
-    def brand() -> Brand:
-        """The program's brand, read once (HELP names the shop the texts come from); the default
-        brand, with one warning, when the program file cannot be read."""
-        if not brands:
-            try:
-                brands.append(load_program(settings.program_file).brand)
-            except LoyaltyError as exc:
-                log.warning("web.program_unreadable", error=str(exc), using="the default brand")
-                brands.append(Brand())
-        return brands[0]
+    brand = program_brand(settings)
 
     def database_answers() -> str | None:
         """None when the database answers, else the error's type (run in a thread: it blocks)."""
@@ -135,11 +137,11 @@ def create_app(settings: Settings | None = None, *, sns_trust: SnsTrust | None =
 
     async def unsubscribe(request: Request):
         def invalid() -> HTMLResponse:
-            return unsubscribe_page(page_locale(None, settings.default_locale), "invalid", status_code=404)
+            return unsubscribe_page(page_locale(None, settings.default_locale), "invalid", brand=brand, status_code=404)
 
         token = request.path_params["token"]
         if token == PROOF_UNSUBSCRIBE:  # a proof's dummy link, clicked by the marketer who got it
-            return unsubscribe_page(page_locale(None, settings.default_locale), "proof")
+            return unsubscribe_page(page_locale(None, settings.default_locale), "proof", brand=brand)
         scope = read_unsubscribe_token(settings.secret, token)
         if scope is None or scope[1] not in ("email", "sms"):
             return invalid()
@@ -150,12 +152,13 @@ def create_app(settings: Settings | None = None, *, sns_trust: SnsTrust | None =
             known, locale = await run_in_threadpool(withdraw, member_external_id, channel, how)
             if not known:
                 return invalid()
-            return unsubscribe_page(page_locale(locale, settings.default_locale), "done", channel=channel)
+            return unsubscribe_page(page_locale(locale, settings.default_locale), "done", brand=brand, channel=channel)
         known, locale = await run_in_threadpool(member_locale, member_external_id)
         if not known:
             return invalid()
         action = f"{settings.public_base_url}/unsubscribe/{token}"  # never the Host the request names
-        return unsubscribe_page(page_locale(locale, settings.default_locale), "ask", channel=channel, action=action)
+        return unsubscribe_page(page_locale(locale, settings.default_locale), "ask", brand=brand, channel=channel,
+                                action=action)
 
     async def twilio_form(request: Request) -> dict[str, str] | Response:
         """The form Twilio posted, or the answer to give: 413 past the field limit, 403 when its
@@ -191,7 +194,7 @@ def create_app(settings: Settings | None = None, *, sns_trust: SnsTrust | None =
         log.info("twilio.inbound", message_sid=form.get("MessageSid"), keyword=keyword, members_changed=changed)
         reply = ""
         if keyword == "HELP":
-            text = sms_feedback.help_reply(await run_in_threadpool(brand), settings.public_base_url)
+            text = sms_feedback.help_reply(brand, settings.public_base_url)
             reply = f"<Message>{escape(text)}</Message>"
         return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response>{reply}</Response>', media_type=TWIML)
 

@@ -160,7 +160,7 @@ SLOW_MODULES = {
     "test_benchmark_intake", "test_benchmark_smoke",  # a benchmark database of 2,000 members
     "test_demo_shop",  # the shop demo: a store, its webhooks, twice
     "test_deploy",  # a fresh virtualenv from requirements.txt; the Procfile's processes refusing to start
-    "test_email_layout_in_chromium",  # every email in Chromium at two widths
+    "test_email_layout_in_chromium", "test_pages_in_chromium",  # every email, the report and the pages in Chromium
     "test_procfile",  # the Procfile under honcho
     "test_queue_and_processes",  # worker and `loyalty run` processes at once
     "test_web_limits",  # a real `loyalty web` process

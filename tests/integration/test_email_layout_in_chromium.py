@@ -11,11 +11,10 @@ draws, and every other request is refused: an email must not need the network to
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from campaigns.context import sample_context
 from campaigns.loader import load_campaigns
@@ -23,6 +22,7 @@ from campaigns.program import load_program
 from campaigns.rendering import Renderer
 from campaigns.variants import as_variant
 from tests.conftest import REPO_ROOT
+from tests.support.browser import box_inside, chromium
 
 ARTIFACTS = REPO_ROOT / "artifacts" / "emails"
 WIDTHS = (375, 800)
@@ -58,18 +58,10 @@ def _render(campaign_id: str, case: str, locale: str):
     return RENDERER.render_email(campaign, locale, context, member_locale=locale), context
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert found, "Chromium is not installed; run `apt-get install -y chromium` (`.ci/run` does)."
-    return found
-
-
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=_chromium(), args=["--disable-gpu"])
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -98,16 +90,6 @@ def _open(browser: Browser, html: str, width: int, logo: bytes) -> Page:
     return page
 
 
-def _inside(page: Page, selector: str, width: int) -> dict:
-    """The element's box, asserted visible, with a size, and within the window's width."""
-    element = page.locator(selector).first
-    assert element.count() == 1 and element.is_visible(), f"{selector} is not visible"
-    box = element.bounding_box()
-    assert box and box["width"] > 0 and box["height"] > 0, f"{selector} has no size"
-    assert box["x"] >= 0 and box["x"] + box["width"] <= width + 0.5, f"{selector} sticks out: {box}"
-    return box
-
-
 @pytest.mark.parametrize(("campaign_id", "case", "locale"), _cases(),
                          ids=lambda value: value or "-")
 def test_each_shipped_email_lays_out_in_chromium_at_phone_and_desktop_widths(browser, logo_png, campaign_id, case,
@@ -126,11 +108,11 @@ def test_each_shipped_email_lays_out_in_chromium_at_phone_and_desktop_widths(bro
             assert page.evaluate("document.characterSet") == "UTF-8"
             assert page.title().strip(), f"{name}: no title"
 
-            button = _inside(page, "a.button-link", width)
+            button = box_inside(page, "a.button-link", width)
             assert button["height"] >= 40, f"{name}: the button is {button['height']}px high, too small to tap"
             assert page.locator("a.button-link").get_attribute("href") == PROGRAM.brand.url
-            _inside(page, f"a[href='{context['unsubscribe_url']}']", width)
-            _inside(page, f"td.footer a[href='{PROGRAM.brand.url}']", width)
+            box_inside(page, f"a[href='{context['unsubscribe_url']}']", width)
+            box_inside(page, f"td.footer a[href='{PROGRAM.brand.url}']", width)
 
             images = page.evaluate("[...document.images].map(i => [i.alt, i.naturalWidth, i.getBoundingClientRect().right])")
             assert images, f"{name}: no logo"
@@ -160,6 +142,6 @@ def test_an_email_without_a_logo_or_shop_address_still_lays_out(browser, logo_pn
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
         assert page.locator("img").count() == 0 and page.locator("a.button-link").count() == 0
         assert page.locator(".shop-name").inner_text() == "The Loyalty Club"
-        _inside(page, f"a[href='{context['unsubscribe_url']}']", 375)
+        box_inside(page, f"a[href='{context['unsubscribe_url']}']", 375)
     finally:
         page.close()
