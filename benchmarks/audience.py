@@ -12,7 +12,7 @@ What is timed, warm, median of several runs taking turns:
 - ours: what planning does to select an audience: the plan context (zones in use), the kind's
   statement as planning gets it (``audience_statement``: built once per campaign on PostgreSQL,
   the instant's values computed and bound), SQLAlchemy's compiled-statement cache and the
-  statement's execution in the server, wrapped in ``SELECT count(q) FROM (...) q`` so that every
+  statement's execution in the server as planning runs it (``execute_audience``), wrapped in ``SELECT count(q) FROM (...) q`` so that every
   column is computed (the rows stay in the server, as they do in ``INSERT ... SELECT``; the wrapper
   is built once per statement, as planning builds its ``INSERT`` once);
 - the floor: the hand-written statement wrapped the same way, on the same connection.
@@ -289,12 +289,20 @@ def _zones(session) -> list[str]:
     return zones_in_use(session)
 
 
+def _execute(session, campaign, statement, params):
+    """Run an audience statement as planning runs it (``workers.planning.execute_audience``: planned
+    for the instant's values when the kind asks)."""
+    from workers.planning import execute_audience
+
+    return execute_audience(session, campaign, statement, params)
+
+
 def our_ids(session, bench: Bench, campaign, at: datetime) -> list[int] | None:
     statement = audience_statement(campaign, plan_context(session, bench, at))
     if statement is None:
         return None
     query, params = statement
-    return list(session.scalars(select(query.subquery("q").c.member_id), params))
+    return list(_execute(session, campaign, select(query.subquery("q").c.member_id), params).scalars())
 
 
 _COUNTS: dict[int, tuple[object, object]] = {}
@@ -398,7 +406,7 @@ def _measure_kind(bench: Bench, kind: str, campaign) -> Row:
         def run_ours():
             ctx = plan_context(session, bench, at)
             query, params = audience_statement(campaign, ctx)
-            session.execute(counted(query), params).scalar()
+            _execute(session, campaign, counted(query), params).scalar()
 
         def run_floor(candidate: Candidate):
             statement = sql.SQL("SELECT count(q) FROM ({}) q").format(candidate.statement)
@@ -416,7 +424,7 @@ def _measure_kind(bench: Bench, kind: str, campaign) -> Row:
         prebuilt = counted(prebuilt_query)
 
         def run_statement():  # ours without the context and the instant's values: the statement itself
-            session.execute(prebuilt, prebuilt_params).scalar()
+            _execute(session, campaign, prebuilt, prebuilt_params).scalar()
 
         functions = {"ours": run_ours, "context": run_context, "statement": run_statement}
         functions.update({c.name: run_floor(c) for c in candidates})

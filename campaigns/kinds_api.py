@@ -79,6 +79,9 @@ class Kind(Generic[C]):
       :mod:`campaigns.audience_sql`: on PostgreSQL its shape must not depend on the instant, so
       that planning builds it once per campaign and binds each instant's values
       (:meth:`audience` is the two together, built afresh);
+    - ``plan_per_instant``: PostgreSQL plans the kind's statement for each instant's values (planning
+      runs it without a server-side prepared statement): set when a plan made for any values (a
+      generic plan) is much slower, e.g. a range whose width the generic plan cannot know;
     - ``facts(check)``: what the re-check and the template context both need, read once per message
       (say, the points expiring on the occurrence's day); ``None`` by default;
     - ``recheck(check, facts)``: a :class:`Reason` when it is no longer right to send, else ``None``
@@ -100,6 +103,7 @@ class Kind(Generic[C]):
     one_off_occurrence: Callable[[C, Member, date, Session], Occurrence]
     recheck: Callable[[SendCheck[C], Any], Reason | None] = _still_due
     facts: Callable[[SendCheck[C]], Any] = _no_facts
+    plan_per_instant: bool = False
 
     def audience(self, campaign: C, ctx: PlanContext) -> Select[Any] | None:
         """Who is due at ``ctx.at``, built afresh with the instant's values bound (``None``: nobody)."""

@@ -161,4 +161,5 @@ def one_off_occurrence(campaign: PointsExpiringCampaign, member: Member, today: 
 
 
 KIND = Kind(PointsExpiringCampaign, due=due, shape=shape, facts=expiring_points, recheck=recheck,
-            template_context=template_context, sample_context=sample_context, one_off_occurrence=one_off_occurrence)
+            template_context=template_context, sample_context=sample_context, one_off_occurrence=one_off_occurrence,
+            plan_per_instant=True)  # the widest window's bounds: a generic plan was 4x slower at 100,000 members

@@ -8,6 +8,8 @@ campaign's holdout are then marked ``held_out`` in the same transaction, and the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -42,7 +44,50 @@ _ZONES_SQL = text(
 
 
 def zones_in_use(session: Session) -> list[str]:
-    return list(session.scalars(_ZONES_SQL))
+    """The distinct zones of the members, read again on every call (a zone a member was just given is
+    never missed). On PostgreSQL through the driver's connection (the session's transaction): a
+    third of the read's client time was SQLAlchemy's result handling, for 40 one-column rows."""
+    driver = _driver(session)
+    if driver is None:
+        return list(session.scalars(_ZONES_SQL))
+    return [row[0] for row in driver.execute(_ZONES_QUERY).fetchall()]
+
+
+_ZONES_QUERY = _ZONES_SQL.text
+
+
+def _driver(session: Session) -> Any:
+    """The psycopg connection under the session's (``None`` on another database)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    return session.connection().connection.driver_connection
+
+
+@contextmanager
+def _unprepared(session: Session) -> Iterator[None]:
+    """Statements run in the block are planned by PostgreSQL for their own values: psycopg prepares
+    a statement run five times on a connection (the threshold is the connection's), and PostgreSQL
+    may then run one plan made for any values (at 100,000 members, points expiring's audience took
+    4x as long on that generic plan)."""
+    driver = _driver(session)
+    threshold = getattr(driver, "prepare_threshold", None)
+    if threshold is None:
+        yield
+        return
+    driver.prepare_threshold = None
+    try:
+        yield
+    finally:
+        driver.prepare_threshold = threshold
+
+
+def execute_audience(session: Session, campaign: CampaignBase, statement: Any, params: dict[str, Any]) -> Result[Any]:
+    """Run a campaign's audience statement (or one built on it, such as planning's ``INSERT``) as
+    planning does: planned for the instant's values when the kind asks (``Kind.plan_per_instant``)."""
+    if kind_of(campaign).plan_per_instant:
+        with _unprepared(session):
+            return session.execute(statement, params)
+    return session.execute(statement, params)
 
 
 @dataclass
@@ -142,7 +187,7 @@ def plan_campaign(session: Session, campaign: CampaignBase, ctx: PlanContext) ->
     if shape is None:
         return result
     statement = _insert(shape, session.get_bind().dialect.name)
-    rows = cast("Result[int, str]", session.execute(statement, {**params, "planned_at": ctx.at}))
+    rows = cast("Result[int, str]", execute_audience(session, campaign, statement, {**params, "planned_at": ctx.at}))
     for delivery_id, state in rows:  # a Row unpacks (Result.tuples() is deprecated in SQLAlchemy 2.1)
         if state == DeliveryState.PLANNED:
             result.planned_ids.append(delivery_id)
@@ -200,7 +245,7 @@ def preview_campaign(session: Session, campaign: CampaignBase, ctx: PlanContext)
     if statement is None:
         return []
     query, params = statement
-    rows = [dict(row._mapping) for row in session.execute(query.order_by(text("occurrence_key")), params)]
+    rows = [dict(row._mapping) for row in execute_audience(session, campaign, query.order_by(text("occurrence_key")), params)]
     for row in rows:
         if row["state"] == DeliveryState.PLANNED and is_held_out(campaign.id, row["member"], campaign.holdout):
             row["state"], row["reason"] = DeliveryState.HELD_OUT, Reason.HOLDOUT
