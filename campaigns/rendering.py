@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
+import time
 import traceback
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -46,8 +48,10 @@ from jinja2 import (
     nodes,
     pass_context,
 )
-from jinja2.runtime import Context
+from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.utils import missing
+from jinja2.visitor import NodeTransformer
 
 from campaigns import brand as brand_rules
 from campaigns.schema import CampaignBase
@@ -152,12 +156,37 @@ class InliningLoader(FileSystemLoader):
     silently lose its logic is worse.
     Lines of errors are reported in the template as written (the loader keeps the mapping)."""
 
+    #: A loaded template's file is looked at again (has it changed?) at most this often: Jinja asks
+    #: on every render of it and of each layout it extends, a ``stat`` each (six an email).
+    recheck_seconds = 1.0
+
     def __init__(self, searchpath: str):
         super().__init__(searchpath)
         self._css: str | None = None
         self.line_maps: dict[str, list[tuple[int, int]]] = {}  # filename → (inlined line, written line)
 
     def get_source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = self._source(environment, template)
+        return source, filename, self._rechecked(uptodate)
+
+    def _rechecked(self, uptodate: Callable[[], bool]) -> Callable[[], bool]:
+        """``uptodate``, asked at most once per :attr:`recheck_seconds` (True in between: a
+        template edited on disk is read again within that time)."""
+        next_check = time.monotonic() + self.recheck_seconds
+
+        def rechecked() -> bool:
+            nonlocal next_check
+            now = time.monotonic()
+            if now < next_check:
+                return True
+            if not uptodate():
+                return False
+            next_check = now + self.recheck_seconds
+            return True
+
+        return rechecked
+
+    def _source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
         source, filename, uptodate = super().get_source(environment, template)
         if not template.endswith(".html.j2"):
             return source, filename, uptodate
@@ -290,11 +319,33 @@ _DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 class _Sandbox(SandboxedEnvironment):
-    """The sandbox, with ``member.first_name`` on a plain ``dict`` (every template variable is one)
-    looked up directly: Jinja's sandbox first tries ``getattr`` (an ``AttributeError`` raised and
-    caught for each of the 70 or so such lookups of an email), then the key. An exact ``dict``
-    has no attribute outside ``dir(dict)``, so the answer is the same: those names (``items``,
-    ``__class__``) still go through the sandbox's own lookup and its safety checks."""
+    """The sandbox, with two shortcuts that give the same text as Jinja's own sandbox.
+
+    ``member.first_name`` on a plain ``dict`` (every template variable is one) is looked up
+    directly: Jinja's sandbox first tries ``getattr`` (an ``AttributeError`` raised and caught for
+    each of the 70 or so such lookups of an email), then the key. An exact ``dict`` has no
+    attribute outside ``dir(dict)``, so the answer is the same: those names (``items``,
+    ``__class__``) still go through the sandbox's own lookup and its safety checks.
+
+    **The brand is written into the templates when they are compiled.** The globals named in
+    :attr:`constant_globals` (``brand``: the program's, fixed for the renderer's life) are the
+    same for every message, so each ``brand.colors.primary``, ``brand.shop_name``... whose value
+    is a string, a number or None becomes that value in the compiled template (:class:`_FoldBrand`),
+    and Jinja joins it with the text around it: the layout's header, footer and styles cost one
+    string where they cost some thirty lookups and escapes an email. Only where the name is sure
+    to be the global: a template that binds it itself (``{% set brand = ... %}``, a loop variable,
+    a macro argument, an import) is compiled as written, and from the first such template, or the
+    first render given its own ``brand`` (which would hide the global), on, nothing is folded any
+    more and the templates compiled so far are compiled again (such a binding reaches the layouts
+    a template extends and the templates it includes). Also left as written: a template with an
+    ``{% autoescape %}`` block (whose escaping may be decided at render time)."""
+
+    constant_globals: frozenset[str] = frozenset()
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.folding = True
+        self._fold_lock = threading.Lock()
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict and type(attribute) is str and attribute not in _DICT_ATTRIBUTES:
@@ -304,6 +355,88 @@ class _Sandbox(SandboxedEnvironment):
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as one plain ``dict``: Jinja's ``ChainMap`` over the environment's
+        is copied and iterated on every render (``Template.new_context``: three an email). The
+        renderer sets the globals once, before any template is loaded."""
+        return {**self.globals, **d} if d else dict(self.globals)
+
+    def stop_folding(self) -> None:
+        """Compile every template as written from now on, those compiled so far again."""
+        with self._fold_lock:
+            self.folding = False
+            if self.cache is not None:
+                self.cache.clear()
+
+    def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
+                  defer_init: bool = False) -> str:
+        if self.folding and self.constant_globals:
+            if _binds_any(source, self.constant_globals):
+                self.stop_folding()
+            elif not any(source.find_all(nodes.EvalContextModifier)):
+                source = _FoldBrand(self).visit(source)
+        return super()._generate(source, name, filename, defer_init=defer_init)
+
+
+def _binds_any(tree: nodes.Template, names: frozenset[str]) -> bool:
+    """Whether the template gives one of ``names`` a value of its own anywhere (set, for, with,
+    macro and call arguments, import)."""
+    for node in tree.find_all((nodes.Name, nodes.Import, nodes.FromImport)):
+        if isinstance(node, nodes.Name):
+            if node.ctx != "load" and node.name in names:
+                return True
+        elif isinstance(node, nodes.Import):
+            if node.target in names:
+                return True
+        elif isinstance(node, nodes.FromImport) and any(
+                (item if isinstance(item, str) else item[-1]) in names for item in node.names):
+            return True
+    return False
+
+
+_FOLDED_TYPES = (str, int, float, bool, type(None))
+
+
+class _FoldBrand(NodeTransformer):
+    """Each ``brand.a.b`` (attributes or constant keys of a constant global) whose value is a
+    string, a number, a boolean or None, made that value, looked up as the sandbox would."""
+
+    def __init__(self, environment: _Sandbox):
+        self.environment = environment
+
+    def _value(self, node: nodes.Node) -> Any:
+        if isinstance(node, nodes.Name):
+            if node.ctx == "load" and node.name in self.environment.constant_globals:
+                return self.environment.globals.get(node.name, missing)
+            return missing
+        if isinstance(node, nodes.Getattr | nodes.Getitem):
+            base = self._value(node.node)
+            if base is missing or isinstance(base, Undefined):
+                return missing
+            try:
+                if isinstance(node, nodes.Getattr):
+                    value = self.environment.getattr(base, node.attr)
+                elif isinstance(node.arg, nodes.Const):
+                    value = self.environment.getitem(base, node.arg.value)
+                else:
+                    return missing
+            except Exception:  # noqa: BLE001 (left to fail, or not, at render time as written)
+                return missing
+            return missing if isinstance(value, Undefined) else value
+        return missing
+
+    def visit_Getattr(self, node: nodes.Getattr) -> nodes.Node:  # noqa: N802 (Jinja's visitor names)
+        return self._folded(node)
+
+    def visit_Getitem(self, node: nodes.Getitem) -> nodes.Node:  # noqa: N802
+        return self._folded(node)
+
+    def _folded(self, node: nodes.Getattr | nodes.Getitem) -> nodes.Node:
+        value = self._value(node)
+        if value is not missing and type(value) in _FOLDED_TYPES:
+            return nodes.Const(value, lineno=node.lineno, environment=self.environment)
+        return self.generic_visit(node)
+
 
 class Renderer:
     """``program``: the brand and the tier names every template sees (the defaults without one)."""
@@ -311,6 +444,7 @@ class Renderer:
     def __init__(self, templates_dir: Path, program: Any = None):
         self.templates_dir = templates_dir
         self._strings: dict[str, Any] = {}  # inline templates (subjects, Mailchimp properties), compiled
+        self._strings_folded = True  # compiled with the brand written in (see _Sandbox)
         self.loader = InliningLoader(str(templates_dir))
         self.env = _Sandbox(
             loader=self.loader,
@@ -319,7 +453,9 @@ class Renderer:
             keep_trailing_newline=True,
         )
         self.env.filters.update(number=_number, date=_date, money=_money, **_tier_filters(program))
-        self.env.globals.update(brand_rules.template_globals(program))
+        constants = brand_rules.template_globals(program)
+        self.env.globals.update(constants)
+        self.env.constant_globals = frozenset(constants)  # written into the templates (see _Sandbox)
 
     def choose_locale(self, campaign: CampaignBase, member_locale: str | None) -> str:
         """The member's locale if the campaign has it, else its language, else the campaign's default."""
@@ -395,7 +531,17 @@ class Renderer:
                                   "this is outside every {% block %}, so it is never shown (the template extends a "
                                   "layout); move it into a block, such as content")
 
+    def _hidden_constants(self, context: dict[str, Any]) -> None:
+        """A context giving its own ``brand`` hides the global the templates were compiled with."""
+        env = self.env
+        if env.folding and not env.constant_globals.isdisjoint(context):
+            env.stop_folding()
+        if self._strings_folded and not env.folding:  # compiled again, as written
+            self._strings.clear()
+            self._strings_folded = False
+
     def render_file(self, name: str, context: dict[str, Any]) -> str:
+        self._hidden_constants(context)
         shown = str(self.templates_dir / name)
         try:
             template = self.env.get_template(name)
@@ -408,6 +554,7 @@ class Renderer:
         return self._render(template, context, shown)
 
     def _render_string(self, source: str, context: dict[str, Any], shown: str) -> str:
+        self._hidden_constants(context)
         template = self._strings.get(source)  # compiling costs milliseconds: once per source and process
         if template is None:
             try:
