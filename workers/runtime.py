@@ -35,7 +35,7 @@ from workers.rate_limit import (
 if TYPE_CHECKING:
     from workers.channels.base import Channel
     from workers.channels.mailchimp import MailchimpChannel
-    from workers.channels.sms import TwilioSmsChannel
+    from workers.channels.sms import TwilioApi, TwilioSmsChannel
 
 #: Where Twilio posts message status changes (served by ``loyalty/web.py``).
 TWILIO_STATUS_PATH = "/twilio/status"
@@ -51,6 +51,7 @@ class Runtime:
     renderer: Renderer
     _sms_limiter: RateLimiter | None = field(default=None, repr=False)
     _mailchimp_slots: ConnectionSlots | None = field(default=None, repr=False)
+    _twilio_api: TwilioApi | None = field(default=None, repr=False)
     _limiter_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def email_channel(self) -> SmtpEmailChannel | OutboxEmailChannel:
@@ -66,7 +67,21 @@ class Runtime:
         from workers.channels.sms import TwilioSmsChannel
 
         return TwilioSmsChannel(twilio, self.sms_limiter(),
-                                status_callback_url=self.settings.public_base_url + TWILIO_STATUS_PATH)
+                                status_callback_url=self.settings.public_base_url + TWILIO_STATUS_PATH,
+                                api=self.twilio_api())
+
+    def twilio_api(self) -> TwilioApi | None:
+        """The SDK's client for the configured account, one per process: its connections are shared
+        by the threads and kept from one delivery batch to the next (None without Twilio)."""
+        twilio = self.settings.twilio
+        if twilio is None:
+            return None
+        with self._limiter_lock:
+            if self._twilio_api is None:
+                from workers.channels.sms import TwilioApi
+
+                self._twilio_api = TwilioApi(twilio)
+            return self._twilio_api
 
     def sms_limiter(self) -> RateLimiter:
         """Twilio's pace: one per process, shared by its threads; on Redis, by every process and dyno."""
@@ -107,7 +122,7 @@ class Runtime:
 
     def channel(self, name: str) -> Channel[Any]:
         """A new channel object (each delivery batch keeps its own, so threads share nothing but
-        the SMS rate limiter and the Mailchimp connection slots)."""
+        the SMS rate limiter, the Twilio client's connections and the Mailchimp connection slots)."""
         if name == "email":
             return self.email_channel()
         if name == "sms":
@@ -117,6 +132,8 @@ class Runtime:
         raise LookupError(f"no channel named {name!r} is configured")
 
     def close(self) -> None:
+        if self._twilio_api is not None:
+            self._twilio_api.close()
         if isinstance(self._sms_limiter, RedisRateLimiter):
             self._sms_limiter.client.close()
         if isinstance(self._mailchimp_slots, RedisConnectionSlots):
