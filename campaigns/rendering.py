@@ -290,7 +290,7 @@ def plain_spaces(text: str) -> str:
 def format_locale(template_locale: str, member_locale: str | None) -> str:
     """The locale numbers and dates are written in: the member's own when it is a regional variant
     of the template's language (``en_AU`` on an ``en`` template), else the template's."""
-    candidates = locale_candidates(member_locale)
+    candidates = _locale_candidates(member_locale)
     if candidates and "_" in candidates[0]:
         try:
             if _babel_locale(candidates[0]).language == _babel_locale(template_locale).language:
@@ -302,17 +302,22 @@ def format_locale(template_locale: str, member_locale: str | None) -> str:
 
 def locale_candidates(member_locale: str | None) -> list[str]:
     """``fr_CA`` → ``["fr_CA", "fr"]``: the member's locale, then its language."""
+    return list(_locale_candidates(member_locale))
+
+
+@functools.lru_cache(maxsize=1024)
+def _locale_candidates(member_locale: str | None) -> tuple[str, ...]:
+    """Babel parses the name on each call (``Locale.parse``): a few distinct names, every message."""
     if not member_locale:
-        return []
+        return ()
     normalised = member_locale.replace("-", "_")
     try:
         parsed = Locale.parse(normalised)
     except (UnknownLocaleError, ValueError):
-        return []
-    candidates = [str(parsed)]
+        return ()
     if parsed.territory:
-        candidates.append(parsed.language)
-    return candidates
+        return (str(parsed), parsed.language)
+    return (str(parsed),)
 
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
@@ -445,6 +450,7 @@ class Renderer:
         self.templates_dir = templates_dir
         self._strings: dict[str, Any] = {}  # inline templates (subjects, Mailchimp properties), compiled
         self._strings_folded = True  # compiled with the brand written in (see _Sandbox)
+        self._shown: dict[str, str] = {}  # a template's name → its path as errors show it
         self.loader = InliningLoader(str(templates_dir))
         self.env = _Sandbox(
             loader=self.loader,
@@ -459,7 +465,7 @@ class Renderer:
 
     def choose_locale(self, campaign: CampaignBase, member_locale: str | None) -> str:
         """The member's locale if the campaign has it, else its language, else the campaign's default."""
-        for candidate in locale_candidates(member_locale):
+        for candidate in _locale_candidates(member_locale):
             if candidate in campaign.locales:
                 return candidate
         return campaign.default_locale
@@ -542,7 +548,7 @@ class Renderer:
 
     def render_file(self, name: str, context: dict[str, Any]) -> str:
         self._hidden_constants(context)
-        shown = str(self.templates_dir / name)
+        shown = self._shown.get(name) or self._shown.setdefault(name, str(self.templates_dir / name))
         try:
             template = self.env.get_template(name)
         except TemplateNotFound:
