@@ -21,6 +21,7 @@ from campaigns.audience_sql import (
     ZoneValues,
     due_rows,
     due_today,
+    join_zone_values,
     ledger_values,
     param,
     zone_value,
@@ -70,6 +71,7 @@ def due(campaign: BirthdayCampaign, ctx: PlanContext) -> dict[str, Any] | None:
 
 def shape(campaign: BirthdayCampaign, ctx: PlanContext, due: dict[str, Any]) -> Select:
     """Members whose birthday is celebrated today in their zone, not yet in the send ledger."""
+    join_zone_values(ctx, due)
     key = literal(f"{campaign.id}:") + Member.external_id + zone_value(ctx, due, "key_year")
     recently_changed = case((Member.birthday_updated_at > param("known_since", UtcDateTime()),
                              literal(Reason.BIRTHDAY_RECENTLY_CHANGED)), else_=None)

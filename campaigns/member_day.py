@@ -16,7 +16,16 @@ from pydantic import Field, field_validator
 from sqlalchemy import Select, literal
 from sqlalchemy.orm import Session
 
-from campaigns.audience_sql import PlanContext, ZoneValues, due_rows, due_today, ledger_values, zone_in, zone_value
+from campaigns.audience_sql import (
+    PlanContext,
+    ZoneValues,
+    due_rows,
+    due_today,
+    join_zone_values,
+    ledger_values,
+    zone_in,
+    zone_value,
+)
 from campaigns.kinds_api import Kind, Occurrence, SendCheck
 from campaigns.program import Program
 from campaigns.schema import CampaignBase, StrictModel
@@ -62,7 +71,11 @@ def due(campaign: MemberDayCampaign, ctx: PlanContext) -> dict[str, Any] | None:
 
 
 def shape(campaign: MemberDayCampaign, ctx: PlanContext, due: dict[str, Any]) -> Select:
-    key = literal(f"{campaign.id}:") + Member.external_id + zone_value(ctx, due, "key_date")
+    join_zone_values(ctx, due)
+    # The key's date read by the member's own zone (an array lookup), not from the joined zone table:
+    # the ledger check is then an index probe a member, as the floor's (with the table's column in
+    # the key, PostgreSQL hashed the whole send ledger instead: 1.5-2x slower at 100,000 members).
+    key = literal(f"{campaign.id}:") + Member.external_id + zone_value(ctx, due, "key_date", zone=Member.timezone)
     return due_rows(campaign, ctx, key=key, dues=due).where(zone_in(ctx, due, "zones"))
 
 

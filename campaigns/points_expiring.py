@@ -24,6 +24,7 @@ from campaigns.audience_sql import (
     ZoneValues,
     due_rows,
     due_today,
+    join_zone_values,
     ledger_values,
     param,
     zone_in,
@@ -116,6 +117,7 @@ def due(campaign: PointsExpiringCampaign, ctx: PlanContext) -> dict[str, Any] | 
 
 
 def shape(campaign: PointsExpiringCampaign, ctx: PlanContext, due: dict[str, Any]) -> Select:
+    join_zone_values(ctx, due)
     parts = [_one_offset(campaign, ctx, offset, due) for offset in campaign.points_expiring.days_before]
     return select(union_all(*parts).subquery()) if len(parts) > 1 else parts[0]
 

@@ -20,7 +20,15 @@ from sqlalchemy import Select, String, and_, any_, literal, or_, select, union_a
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from campaigns.audience_sql import PlanContext, due_rows, due_today, ledger_values, param, zone_condition
+from campaigns.audience_sql import (
+    PlanContext,
+    due_rows,
+    due_today,
+    join_zone_values,
+    ledger_values,
+    param,
+    zone_condition,
+)
 from campaigns.kinds_api import Kind, Occurrence, SendCheck
 from campaigns.program import Program
 from campaigns.schema import CampaignBase, Channel, Coupon, StrictModel
@@ -127,6 +135,7 @@ def _step_query(campaign: WinbackCampaign, ctx: PlanContext, step: WinbackStep, 
 
 
 def shape(campaign: WinbackCampaign, ctx: PlanContext, due: dict[str, Any]) -> Select:
+    join_zone_values(ctx, due)
     parts = [_step_query(campaign, ctx, step, due) for step in campaign.winback.steps]
     return select(union_all(*parts).subquery()) if len(parts) > 1 else parts[0]
 
