@@ -25,6 +25,36 @@ class Mismatch(AssertionError):
     """Ours and the floor did not do the same work: the ratio would mean nothing."""
 
 
+def compare_accepted(what: str, accepted: list[str], sent: dict[int, str | None]) -> dict[str, int]:
+    """What a provider server accepted (each message's id, in order) against the ledger's ``sent``
+    rows (delivery id -> the provider's id the ledger recorded): the same set, each once, or a
+    :class:`Mismatch` that says which deliveries differ. Returns the counts compared."""
+    counted: dict[str, int] = {}
+    for message_id in accepted:
+        counted[message_id] = counted.get(message_id, 0) + 1
+    recorded = {provider_id: delivery for delivery, provider_id in sent.items() if provider_id}
+    missing = sorted(delivery for provider_id, delivery in recorded.items() if provider_id not in counted)
+    unrecorded = sorted(delivery for delivery, provider_id in sent.items() if not provider_id)
+    extra = sorted(message_id for message_id in counted if message_id not in recorded)
+    twice = sorted(message_id for message_id, times in counted.items() if times > 1)
+    if missing or unrecorded or extra or twice:
+        def some(items: list) -> str:
+            return ", ".join(str(i) for i in items[:8]) + (", ..." if len(items) > 8 else "")
+
+        problems = []
+        if missing:
+            problems.append(f"{len(missing):,} the ledger says sent never reached the server (deliveries {some(missing)})")
+        if unrecorded:
+            problems.append(f"{len(unrecorded):,} sent without the provider's id recorded (deliveries {some(unrecorded)})")
+        if extra:
+            problems.append(f"{len(extra):,} accepted that the ledger does not say sent ({some(extra)})")
+        if twice:
+            problems.append(f"{len(twice):,} accepted more than once ({some(twice)})")
+        raise Mismatch(f"{what}: the ledger says {len(sent):,} sent, the server accepted {len(accepted):,} "
+                       f"messages: " + "; ".join(problems))
+    return {"ledger_sent": len(sent), "server_accepted": len(accepted)}
+
+
 @dataclass
 class Row:
     """One line of the results table."""

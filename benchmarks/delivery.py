@@ -8,7 +8,11 @@ Deliveries are planned by the product (``plan_campaign``, one birthday tick a da
 benchmark instant until there are enough; for SMS, a birthday campaign on the ``sms`` channel
 written for the benchmark, since the shipped ones send email), then enqueued as the actor does
 (``workers.actors.enqueue_deliveries``); the clock runs from the first enqueue to the moment the
-server accepted the last message.
+server accepted the last message. The SMTP server keeps the Message-ID of every message it accepted:
+after our run (and after the in-process sample), each delivery the ledger says sent must have been
+accepted once, under the Message-ID the ledger recorded, and nothing else (``Mismatch`` otherwise,
+naming the deliveries). Two runs on one database at once break each other (each empties the send
+ledger when it starts a channel): give each its own ``--database``.
 
 Two floors, both printed (issue 16):
 
@@ -49,7 +53,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from benchmarks.common import REDIS_URL, Bench, Mismatch, Row, plan_campaign, plan_context, worker_env
+from benchmarks.common import (
+    REDIS_URL,
+    Bench,
+    Mismatch,
+    Row,
+    compare_accepted,
+    plan_campaign,
+    plan_context,
+    worker_env,
+)
 from benchmarks.generate import AT
 from benchmarks.memory import TreeSampler
 
@@ -73,17 +86,25 @@ def repo_root() -> Path:
 # --- the provider servers, each in a process of its own, counting what they accepted ------------
 
 def _serve_smtp(port: int, count, last, ready, control) -> None:
+    """aiosmtpd answering at once. It keeps the Message-ID of every message it accepted, in order,
+    before answering 250 (so a message the client was told is accepted is always in the list), and
+    ``count`` is that list's length: written by this process's one event loop thread only, after
+    ``last``, so a reader that sees a count also sees the time of the message that made it."""
     from aiosmtpd.controller import Controller
+
+    accepted: list[str] = []  # the Message-ID of every accepted message ("" when it had none)
 
     class Handler:
         keep = False
         kept: list = []
 
         async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+            content = envelope.original_content or envelope.content
             if self.keep:
-                self.kept.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or envelope.content))
-            count.value += 1
+                self.kept.append((envelope.mail_from, list(envelope.rcpt_tos), content))
+            accepted.append(message_id_of(content))
             last.value = time.monotonic()
+            count.value = len(accepted)
             return "250 OK"
 
     handler = Handler()
@@ -98,8 +119,19 @@ def _serve_smtp(port: int, count, last, ready, control) -> None:
     def keep(on):
         handler.keep = on
 
-    _control_loop(control, keep, dump)
+    _control_loop(control, keep, dump, ids=lambda since: accepted[since:])
     controller.stop()
+
+
+def message_id_of(content: bytes) -> str:
+    """The Message-ID header's value (``<...>``) of a message as it came over the wire, or "" when
+    it has none."""
+    end = content.find(b"\r\n\r\n")
+    for line in (content if end < 0 else content[:end]).split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == b"message-id":
+            return value.strip().decode("ascii", "replace")
+    return ""
 
 
 def _serve_twilio(port: int, count, last, ready, control) -> None:
@@ -135,7 +167,7 @@ def _serve_twilio(port: int, count, last, ready, control) -> None:
     server.stop()
 
 
-def _control_loop(control, keep, dump) -> None:
+def _control_loop(control, keep, dump, ids=None) -> None:
     while True:
         command, argument = control.recv()
         if command == "keep":
@@ -143,6 +175,10 @@ def _control_loop(control, keep, dump) -> None:
         elif command == "dump":
             with open(argument, "wb") as f:
                 pickle.dump(dump(), f)
+        elif command == "ids":  # (path, since): the ids of the messages accepted from the since-th on
+            path, since = argument
+            with open(path, "wb") as f:
+                pickle.dump(ids(since) if ids else None, f)
         elif command == "stop":
             control.send("ok")
             return
@@ -188,10 +224,21 @@ class ProviderProcess:
         self._ask("keep", on)
 
     def take_kept(self) -> list:
+        return self._load("dump")
+
+    def accepted_ids(self, since: int = 0) -> list[str]:
+        """The Message-ID of every message the server accepted from the ``since``-th on (its
+        count at that moment), in the order accepted; SMTP only."""
+        ids = self._load("ids", since)
+        if ids is None:
+            raise NotImplementedError(f"the benchmark's {self.kind} server keeps no message ids")
+        return ids
+
+    def _load(self, command: str, *argument):
         with tempfile.NamedTemporaryFile(suffix=".pickle", delete=False) as f:
             path = f.name
         try:
-            self._ask("dump", path)
+            self._ask(command, (path, *argument) if argument else path)
             with open(path, "rb") as f:
                 return pickle.load(f)
         finally:
@@ -402,6 +449,32 @@ def _wait_count(server: ProviderProcess, target: int, bench: Bench, ids: list[in
     raise RuntimeError(f"delivery did not finish in {timeout:.0f} s ({server.count} of {target} accepted)")
 
 
+def _final_states(bench: Bench, ids: list[int], timeout: float = 60) -> dict[str, int]:
+    """The deliveries' states once none is ``planned`` or ``sending`` (or after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = _states(bench, ids)
+        if not states.get("planned") and not states.get("sending") or time.monotonic() > deadline:
+            return states
+        time.sleep(0.1)
+
+
+def ledger_sent(bench: Bench, ids: list[int]) -> dict[int, str | None]:
+    """The deliveries among ``ids`` the ledger says sent: delivery id -> the provider's id recorded
+    (for email, the Message-ID the server was given)."""
+    from sqlalchemy import select
+
+    from models.delivery import Delivery, DeliveryState
+
+    sent: dict[int, str | None] = {}
+    with bench.runtime.sessions() as session:
+        for start in range(0, len(ids), 10_000):
+            sent.update(session.execute(
+                select(Delivery.id, Delivery.provider_message_id)
+                .where(Delivery.id.in_(ids[start:start + 10_000]), Delivery.state == DeliveryState.SENT)).all())
+    return sent
+
+
 def _in_threads(work, shares: list[list]) -> None:
     errors: list[BaseException] = []
 
@@ -580,6 +653,9 @@ def statements_in_process(bench: Bench, campaign, server: ProviderProcess, kind_
         for at, ids in batches:
             report = deliver(runtime, ids, as_of=at)
             messages += report.outcomes.get("sent", 0)
+        if server.kind == "smtp":
+            compare_accepted("the in-process sample", server.accepted_ids(base),
+                             ledger_sent(bench, [i for _, ids in batches for i in ids]))
     finally:
         event.remove(runtime.engine, "before_cursor_execute", statement)
         event.remove(runtime.engine, "commit", commit)
@@ -688,11 +764,14 @@ def run_channel(bench: Bench, kind: str, campaign, wanted: int, log_path: Path, 
         accepted = _wait_count(server, base + len(ids), bench, ids, timeout=3600, worker=worker) - base
         ours_seconds = server.last_accepted - started
         worker_cpu = sampler.cpu_seconds() - cpu_before
-        states = _states(bench, ids)
+        states = _final_states(bench, ids)  # the worker records an outcome after the server's answer
         memory = sampler.stop()
         sampler = None
         kept = server.take_kept()
         server.keep(False)
+        compared = None
+        if kind == "smtp":  # each message the ledger says sent, accepted by the server once, and no other
+            compared = compare_accepted(f"delivery {kind}", server.accepted_ids(base), ledger_sent(bench, ids))
         if not accepted or states.get("sent", 0) != accepted or len(kept) != accepted:
             raise Mismatch(f"delivery {kind}: the server accepted {accepted} messages, the ledger says {states}")
 
@@ -751,7 +830,7 @@ def run_channel(bench: Bench, kind: str, campaign, wanted: int, log_path: Path, 
     return ChannelRun(
         ours_rate=accepted / ours_seconds, floor_rate=len(kept) / floor_seconds, messages=accepted, memory=memory,
         team_rate=team[1] / team[0] if team else None, database=database,
-        details={"team_runs_s": [t for t, _ in team_runs], "database": database,"messages": accepted, "ours_s": ours_seconds, "floor_s": floor_seconds, "enqueue_s": enqueue_seconds,
+        details={"team_runs_s": [t for t, _ in team_runs], "database": database, "accepted_compared": compared,"messages": accepted, "ours_s": ours_seconds, "floor_s": floor_seconds, "enqueue_s": enqueue_seconds,
                  "floor_runs_s": floor_runs, "worker_cpu_s": worker_cpu, "worker_cpu_ms_per_message": worker_cpu * 1000 / max(accepted, 1),
                  "worker_tick": tick, "states": states, "command": worker_command(), "log": str(log_path)},
     )
@@ -799,7 +878,7 @@ def measure(bench: Bench, results_dir: Path, *, deliveries: int | None = None) -
     else:
         wanted = deliveries or (2_000 if bench.quick else 20_000)
         try:
-            run = run_channel(bench, "smtp", campaigns[0], wanted, results_dir / f"worker-smtp-{bench.members}.log",
+            run = run_channel(bench, "smtp", campaigns[0], wanted, results_dir / f"worker-smtp-{bench.database}.log",
                               extra_env={}, worker_tick_first=True)
         except Exception as exc:  # noqa: BLE001 - the SMS run still gets its turn
             rows.append(_failed("email (SMTP)", exc))
