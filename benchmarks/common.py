@@ -10,7 +10,8 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -53,6 +54,29 @@ def compare_accepted(what: str, accepted: list[str], sent: dict[int, str | None]
         raise Mismatch(f"{what}: the ledger says {len(sent):,} sent, the server accepted {len(accepted):,} "
                        f"messages: " + "; ".join(problems))
     return {"ledger_sent": len(sent), "server_accepted": len(accepted)}
+
+
+class DatabaseInUse(RuntimeError):
+    """Another benchmark run is measuring on this database."""
+
+
+@contextmanager
+def alone_on(database: str) -> Iterator[None]:
+    """Held for a run on ``database``: a PostgreSQL advisory lock named after it (on the server's
+    ``postgres`` database, so it outlives a regenerated benchmark database). A run starting a
+    channel or restoring a reused database empties the send ledger, so a second run on the same
+    database at once would wipe the first one's deliveries mid-measure (its count then disagrees
+    with its ledger, or it waits for rows that are gone): the second one refuses instead."""
+    import psycopg
+
+    from benchmarks.generate import PG_ROOT
+
+    with psycopg.connect(f"{PG_ROOT}/postgres", autocommit=True) as conn:
+        row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (f"loyalty-bench:{database}",)).fetchone()
+        if not row or not row[0]:
+            raise DatabaseInUse(f"another benchmark run is measuring on the database {database}; wait for it to "
+                                f"end, or give this run a database of its own with --database")
+        yield  # closing the connection releases the lock
 
 
 @dataclass

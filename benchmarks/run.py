@@ -31,7 +31,7 @@ from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from benchmarks import BENCH_DATABASE
-from benchmarks.common import Mismatch, Row
+from benchmarks.common import DatabaseInUse, Mismatch, Row, alone_on
 from benchmarks.generate import AT, DEFAULT_SEED, describe, mark_dirty, prepare
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -213,8 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     generation: dict[int, dict] = {}
     for members in args.members:
         database = f"{args.database}_{members}"  # one per size, so that --reuse can keep each
-        rows, memory, facts = run_size(members, measures=measures, quick=args.quick, reuse=args.reuse,
-                                       database=database, console=console, deliveries=args.deliveries)
+        try:
+            with alone_on(database):
+                rows, memory, facts = run_size(members, measures=measures, quick=args.quick, reuse=args.reuse,
+                                               database=database, console=console, deliveries=args.deliveries)
+        except DatabaseInUse as exc:
+            console.print(str(exc))
+            return 2
         by_size[members] = rows
         generation[members] = facts
         if "delivery" in measures:
