@@ -80,11 +80,17 @@ MOST_PERMITS = 8
 class RedisRateLimiter:
     """At most ``rate`` acquisitions a second across every process sharing ``key`` on Redis.
 
-    One round trip reserves ``permits`` consecutive slots (by default what the rate spends in
+    One round trip reserves up to ``permits`` consecutive slots (by default what the rate spends in
     :data:`PERMIT_HORIZON`); the ones after the first are kept in the process, at their times on
     its monotonic clock (placed from the moment Redis's answer arrived, so never earlier than Redis
     scheduled them), and handed to the next callers. A kept slot more than one interval in the past
-    is dropped, not used late: a late slot would bunch with the next process's."""
+    is dropped, not used late: a late slot would bunch with the next process's.
+
+    How many a round trip reserves follows the demand: halved (down to one) each time kept slots go
+    stale unused, doubled (up to ``permits``) each time Redis answers with a wait (the schedule is
+    busy: the rate is what holds the senders back). Below the rate, sends then take a slot each
+    instead of reserving ``permits`` and dropping all but one, which pushed the shared schedule
+    ahead by ``permits`` intervals a send and made the other senders wait for slots nobody used."""
 
     def __init__(self, client: redis.Redis, key: str, rate: float, *, max_wait: float = 30.0,
                  permits: int | None = None):
@@ -95,6 +101,7 @@ class RedisRateLimiter:
         self.interval_us = max(int(1_000_000 / rate), 1)
         self.max_wait_us = int(max_wait * 1_000_000)
         self.permits = permits or max(1, min(MOST_PERMITS, int(rate * PERMIT_HORIZON)))
+        self._wanted = self.permits  # what the next round trip reserves (see the class's docstring)
         self._reserve = client.register_script(_RESERVE)
         self._kept: list[float] = []  # monotonic times of reserved slots not handed out yet, soonest last
         self._lock = threading.Lock()
@@ -112,22 +119,29 @@ class RedisRateLimiter:
         interval = self.interval_us / 1_000_000
         with self._lock:
             now = time.monotonic()
+            stale = False
             while self._kept:
                 slot = self._kept.pop()
                 if slot >= now - interval:
                     return slot
+                stale = True
+            if stale:
+                self._wanted = max(1, self._wanted // 2)
         return None
 
     def _reserve_slots(self) -> float:
-        wait_us = int(self._reserve(keys=[self.key], args=[self.interval_us, self.max_wait_us, self.permits]))
+        wanted = self._wanted
+        wait_us = int(self._reserve(keys=[self.key], args=[self.interval_us, self.max_wait_us, wanted]))
         answered = time.monotonic()
         if wait_us < 0:
             raise RateLimited(self.max_wait_us / 1_000_000)
         first = answered + wait_us / 1_000_000
-        if self.permits > 1:
-            interval = self.interval_us / 1_000_000
-            with self._lock:
-                self._kept.extend(first + n * interval for n in range(self.permits - 1, 0, -1))
+        interval = self.interval_us / 1_000_000
+        with self._lock:
+            if wait_us > 0:
+                self._wanted = min(self.permits, self._wanted * 2)
+            if wanted > 1:
+                self._kept.extend(first + n * interval for n in range(wanted - 1, 0, -1))
                 self._kept.sort(reverse=True)
         return first
 
