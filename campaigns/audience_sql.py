@@ -225,10 +225,12 @@ def with_frequency_cap(campaign: CampaignBase, ctx: PlanContext, query: Select) 
         return query
     due = query.subquery("due")
     capped_rows = capped_members(ctx)
-    capped = and_(due.c.reason.is_(None), capped_rows.c.member_id.is_not(None))
+    # The kind's reason first, then the cap's; the state follows the reason as in delivery_columns
+    # (PostgreSQL inlines the kind's reason, a nest of CASEs, each time it is named: twice a row here).
+    reason = func.coalesce(due.c.reason, case((capped_rows.c.member_id.is_not(None), literal(Reason.FREQUENCY_CAP))))
     replaced = {
-        "reason": case((capped, literal(Reason.FREQUENCY_CAP)), else_=due.c.reason).label("reason"),
-        "state": case((capped, literal(DeliveryState.SKIPPED)), else_=due.c.state).label("state"),
+        "reason": reason.label("reason"),
+        "state": case((reason.is_(None), literal(DeliveryState.PLANNED)), else_=literal(DeliveryState.SKIPPED)).label("state"),
     }
     return select(*(replaced.get(column.name, column) for column in due.c)).select_from(
         due.outerjoin(capped_rows, capped_rows.c.member_id == due.c.member_id))
@@ -256,10 +258,10 @@ def delivery_columns(
     if reward is None and campaign.reward is not None:
         reward = case(campaign.reward.points_by_tier, value=Member.tier, else_=None)
     channel, no_channel_reason = channel_choice_sql(channels)
-    whens = [(no_channel_reason.is_not(None), no_channel_reason)]
-    if kind_reason is not None:
-        whens.append((kind_reason.is_not(None), kind_reason))
-    reason = case(*whens, else_=None)
+    # The first reason not to send: COALESCE evaluates each CASE once (a CASE testing each for NULL
+    # before returning it evaluated them twice). The state follows the reason (with_frequency_cap
+    # relies on it).
+    reason = func.coalesce(no_channel_reason, kind_reason) if kind_reason is not None else no_channel_reason
     state = case((reason.is_(None), literal(DeliveryState.PLANNED)), else_=literal(DeliveryState.SKIPPED))
 
     send_at = zone_value(ctx, dues, f"{prefix}send_at", UtcDateTime())
