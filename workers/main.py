@@ -44,7 +44,8 @@ def _start() -> dramatiq.Broker:
 
     settings = get_settings()
     logs.configure(settings.log_level)
-    get_runtime()  # at start, not at the first message: a wrong key or an unmigrated database stops here
+    runtime = get_runtime()  # at start, not at the first message: a wrong key or an unmigrated database stops here
+    runtime.twilio_api()  # with Twilio configured: the SDK imported and its client built now, not by the first texts
     pass_on_first_sigterm_only()
     broker = install_broker(build_broker(settings))
     freeze_what_start_built()
