@@ -32,7 +32,9 @@ deliveries in this process (``pg_stat_statements`` is not preloaded on the bench
 
 Before the email run, the worker plans and delivers the birthday tick at the benchmark instant
 itself (``evaluate_campaign`` through Redis), so that its peak memory (d) covers planning at this
-size; memory is read during the email run.
+size; memory is read during the email run. Before the SMS run, the worker delivers 100 texts
+untimed (the first days after the instant), for the same reason: a fresh worker's first batches
+compile templates and statements and open pools.
 """
 
 from __future__ import annotations
@@ -393,6 +395,27 @@ def worker_tick(bench: Bench, campaign, timeout: float = 900) -> dict:
     raise RuntimeError(f"the worker's tick did not finish in {timeout:.0f} s: {_states(bench)}")
 
 
+def worker_warm_up(bench: Bench, campaign, wanted: int, server: ProviderProcess, batch_size: int,
+                   worker: WorkerProcess) -> dict:
+    """The worker delivers ``wanted`` due deliveries (the first days after the benchmark instant),
+    untimed, before the measured ones: its templates compiled, its statements cached, its pools open."""
+    from workers.actors import enqueue_deliveries
+
+    started = time.monotonic()
+    batches = plan_for_delivery(bench, campaign, wanted)
+    ids = [i for _, day_ids in batches for i in day_ids]
+    base = server.count
+    for at, day_ids in batches:
+        enqueue_deliveries(day_ids, as_of=at, batch_size=batch_size)
+    _wait_count(server, base + len(ids), bench, ids, timeout=900, worker=worker)
+    deadline = time.monotonic() + 60
+    states = _states(bench, ids)
+    while (states.get("planned") or states.get("sending")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the worker records each outcome after the server's answer
+        states = _states(bench, ids)
+    return {"seconds": time.monotonic() - started, "states": states, "accepted": server.count - base}
+
+
 def plan_for_delivery(bench: Bench, campaign, wanted: int) -> list[tuple[datetime, list[int]]]:
     """Plan one tick a day after the benchmark instant until ``wanted`` ids are due at their tick.
 
@@ -457,6 +480,16 @@ def _final_states(bench: Bench, ids: list[int], timeout: float = 60) -> dict[str
         if not states.get("planned") and not states.get("sending") or time.monotonic() > deadline:
             return states
         time.sleep(0.1)
+
+
+def _same_messages(what: str, accepted: list[str], sent: list[str]) -> None:
+    """A floor's messages (their Message-IDs) were each accepted once, and nothing else."""
+    from collections import Counter
+
+    missing, extra = Counter(sent) - Counter(accepted), Counter(accepted) - Counter(sent)
+    if missing or extra:
+        raise Mismatch(f"{what}: {len(sent):,} messages sent, the server accepted {len(accepted):,}: "
+                       f"{sum(missing.values()):,} missing, {sum(extra.values()):,} not sent or accepted twice")
 
 
 def ledger_sent(bench: Bench, ids: list[int]) -> dict[int, str | None]:
@@ -746,6 +779,8 @@ def run_channel(bench: Bench, kind: str, campaign, wanted: int, log_path: Path, 
         if worker_tick_first:
             tick = worker_tick(bench, campaign)
             tick["accepted"] = server.count
+        if warm_up:
+            tick = worker_warm_up(bench, campaign, warm_up, server, settings.delivery_batch_size, worker)
 
         batches = plan_for_delivery(bench, campaign, wanted)
         ids = [i for _, day_ids in batches for i in day_ids]
@@ -795,12 +830,16 @@ def run_channel(bench: Bench, kind: str, campaign, wanted: int, log_path: Path, 
             (floor_smtp if kind == "smtp" else floor_twilio)(server, kept, PROCESSES * THREADS)
             _wait_count(server, base + len(kept), bench, [], timeout=900)
             floor_runs.append(server.last_accepted - started)
+            if kind == "smtp":
+                _same_messages("the wire floor", server.accepted_ids(base), [message_id_of(c) for _, _, c in kept])
         floor_seconds = min(floor_runs)
 
         # The second floor: the loop a team writes without us (email: render, build, send), the
         # same deliveries, the same concurrency; the fastest of FLOOR_RUNS, its read included.
         team_runs = []
         if kind == "smtp":
+            from workers.channels.email import message_id_for
+
             for _ in range(FLOOR_RUNS):
                 base = server.count
                 started = time.monotonic()
@@ -808,6 +847,9 @@ def run_channel(bench: Bench, kind: str, campaign, wanted: int, log_path: Path, 
                 floor_render_send_smtp(bench, server, campaign, inputs, THREADS)
                 _wait_count(server, base + len(inputs), bench, [], timeout=900)
                 team_runs.append((server.last_accepted - started, len(inputs)))
+                _same_messages("the render-and-send loop", server.accepted_ids(base),
+                               [message_id_for(d.occurrence_key, bench.runtime.settings.email_from)
+                                for _, d, _, _ in inputs])
 
         # What a message costs PostgreSQL, counted on the same code in this process (a small sample).
         sample = plan_for_delivery(bench, campaign, SAMPLE)
@@ -904,7 +946,8 @@ def measure(bench: Bench, results_dir: Path, *, deliveries: int | None = None) -
             run = run_channel(bench, "twilio", loaded.campaigns["bench_sms"], wanted,
                               results_dir / f"worker-twilio-{bench.members}.log",
                               extra_env={"LOYALTY_CAMPAIGNS_DIR": str(campaigns_dir),
-                                         "LOYALTY_TEMPLATES_DIR": str(templates_dir)})
+                                         "LOYALTY_TEMPLATES_DIR": str(templates_dir)},
+                              warm_up=SMS_WARM_UP)
         except Exception as exc:  # noqa: BLE001
             rows.append(_failed("sms (Twilio)", exc))
         else:
