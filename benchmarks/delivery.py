@@ -743,11 +743,16 @@ class ChannelRun:
 
 
 SAMPLE = 200  # deliveries sent in this process to count statements and commits
+SMS_WARM_UP = 100  # texts the worker delivers untimed first (the email run's worker delivers its tick first)
 
 
 def run_channel(bench: Bench, kind: str, campaign, wanted: int, log_path: Path, *, extra_env: dict[str, str],
-                worker_tick_first: bool = False) -> ChannelRun:
-    """Ours against the floor on one channel: plan, enqueue, time to the last accepted message."""
+                worker_tick_first: bool = False, warm_up: int = 0) -> ChannelRun:
+    """Ours against the floor on one channel: plan, enqueue, time to the last accepted message.
+
+    ``warm_up``: that many deliveries (a few days) planned and delivered through the worker first,
+    untimed, as the email run's tick does (the SMS campaign's tick cannot: some of its texts wait
+    for the end of their members' quiet hours)."""
     from workers.actors import enqueue_deliveries
 
     namespace = f"loyalty-bench-{secrets.token_hex(4)}"
