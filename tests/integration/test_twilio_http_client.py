@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -209,3 +210,31 @@ values = st.one_of(st.text(), st.integers(), st.none(), st.lists(st.one_of(st.te
 def test_the_form_is_the_one_requests_encodes(data):
     prepared = requests.Request("POST", "https://api.twilio.com/x", data=data).prepare()
     assert form_body(data) == (prepared.body or "")  # requests sends no body for an empty form
+
+
+def local_port_of_kept_connection(http: PooledHttpClient, url: str) -> int:
+    pool, _ = http._target(url)
+    [conn] = [c for c in pool.pool.queue if c is not None]  # one thread: one connection kept between requests
+    return conn.sock.getsockname()[1]
+
+
+def test_a_kept_connection_is_reused_and_one_idle_too_long_is_opened_again(twilio, monkeypatch):
+    """The stand-in (uvicorn) closes a connection idle for 5 s; the client never reuses one idle for
+    longer than IDLE_LIMIT, so it never sends on a connection the server may be closing."""
+    import workers.channels.sms as sms
+
+    monkeypatch.setattr(sms, "IDLE_LIMIT", 0.3)
+    http = PooledHttpClient(twilio.url, 1)
+    client = sdk_client(http, twilio.url)
+    url = f"{twilio.url}/2010-04-01/Accounts/{DEFAULT_ACCOUNT_SID}/Messages.json"
+    try:
+        create(client)
+        first = local_port_of_kept_connection(http, url)
+        create(client)
+        assert local_port_of_kept_connection(http, url) == first  # reused at once
+        time.sleep(0.5)
+        create(client)
+        assert local_port_of_kept_connection(http, url) != first  # idle too long: a new connection
+    finally:
+        http.close()
+    assert len(twilio.accepted) == 3

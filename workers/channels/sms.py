@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -44,6 +45,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     DecodeError,
@@ -128,6 +130,54 @@ def _environment_read_once(http: TwilioHttpClient, base_url: str) -> None:
 #: Connections kept open to the API per process (the worker's threads share them; more threads
 #: than this still send, over connections opened for the occasion).
 POOL_CONNECTIONS = 32
+#: A kept connection idle for longer than this is closed and opened again before it is used: a
+#: server closes idle connections after a while (the stand-in's uvicorn after 5 s), and a close
+#: that crossed a request on the wire would leave that text unknown. urllib3 already drops a
+#: connection the server closed before it is reused; this keeps clear of the moment it closes.
+IDLE_LIMIT = 4.0
+
+
+class _IdleLimited:
+    """A urllib3 pool that does not reuse a connection idle for more than :data:`IDLE_LIMIT`: it
+    closes it and hands it out closed, as urllib3 does with a connection the server dropped (it
+    connects again, and a connection that cannot be opened is one the request never left on)."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        since = getattr(conn, "idle_since", None)
+        if since is not None and time.monotonic() - since > IDLE_LIMIT:
+            conn.close()
+        return conn
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            conn.idle_since = time.monotonic()
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class _IdleLimitedHTTPPool(_IdleLimited, HTTPConnectionPool):
+    pass
+
+
+class _IdleLimitedHTTPSPool(_IdleLimited, HTTPSConnectionPool):
+    pass
+
+
+class _IdleLimitedAdapter(HTTPAdapter):
+    """``requests``' adapter whose pools (direct, or through an HTTP proxy) are idle-limited."""
+
+    POOLS = {"http": _IdleLimitedHTTPPool, "https": _IdleLimitedHTTPSPool}
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(self.POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        known = proxy in self.proxy_manager
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not known and not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = dict(self.POOLS)
+        return manager
 
 
 class PooledHttpClient(TwilioHttpClient):
@@ -156,7 +206,7 @@ class PooledHttpClient(TwilioHttpClient):
         super().__init__(timeout=timeout)
         session = self.session
         assert session is not None
-        self._adapter = HTTPAdapter(pool_maxsize=connections)
+        self._adapter = _IdleLimitedAdapter(pool_maxsize=connections)
         session.mount("https://", self._adapter)
         session.mount("http://", self._adapter)
         _environment_read_once(self, base_url)
