@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from sqlalchemy import and_, case, literal, or_, true
 from sqlalchemy.sql.elements import ColumnElement
 
+from campaigns.send_views import MemberView
 from models.delivery import Reason
 from models.member import ContactStatus, MailchimpStatus, Member
 
@@ -52,17 +53,17 @@ def channel_choice_sql(channels: Sequence[str]) -> tuple[ColumnElement, ColumnEl
 EMAIL_CHANNELS = ("email", "mailchimp")
 
 
-def _undeliverable(member: Member, channel: str) -> bool:
+def _undeliverable(member: MemberView, channel: str) -> bool:
     return channel in EMAIL_CHANNELS and bool(member.email_opt_in) and member.email_status == ContactStatus.UNDELIVERABLE
 
 
-def not_ready_reason(member: Member, channel: str | None) -> Reason:
+def not_ready_reason(member: MemberView, channel: str | None) -> Reason:
     """Why a planned delivery's channel is no longer ready at send time (``channel_ready`` is False):
     its address bounced for good since, or the consent was withdrawn."""
     return Reason.EMAIL_UNDELIVERABLE if channel and _undeliverable(member, channel) else Reason.CONSENT_WITHDRAWN
 
 
-def channel_ready(member: Member, channel: str) -> bool:
+def channel_ready(member: MemberView, channel: str) -> bool:
     if channel == "email":
         return bool(member.email_opt_in) and member.email_status == ContactStatus.OK
     if channel == "sms":

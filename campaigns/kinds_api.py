@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from campaigns.audience_sql import PlanContext, bind_values
 from campaigns.program import Program
 from campaigns.schema import CampaignBase
-from models.delivery import Delivery, Reason
+from campaigns.send_views import DeliveryView, MemberView
+from models.delivery import Reason
 from models.member import Member
 
 C = TypeVar("C", bound=CampaignBase)
@@ -33,8 +34,8 @@ class SendCheck(Generic[C]):
     """
 
     campaign: C
-    member: Member
-    delivery: Delivery
+    member: MemberView
+    delivery: DeliveryView
     at: datetime
     session: Session
     program: Program

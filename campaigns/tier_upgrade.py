@@ -20,9 +20,10 @@ from campaigns.audience_sql import PlanContext, ZoneDue, ZoneValues, due_rows, l
 from campaigns.kinds_api import Kind, Occurrence, SendCheck
 from campaigns.program import Program
 from campaigns.schema import CampaignBase, StrictModel
+from campaigns.send_views import DeliveryView
 from core import calendar
 from models.base import UtcDateTime
-from models.delivery import Delivery, Reason
+from models.delivery import Reason
 from models.member import Member
 from models.tier import TierChange
 
@@ -42,7 +43,7 @@ def tier_of_key(occurrence_key: str) -> str:
     return occurrence_key.rsplit(":", 2)[1]
 
 
-def announced_tier(delivery: Delivery) -> str:
+def announced_tier(delivery: DeliveryView) -> str:
     """The tier a notice announces: in the payload for a one-off send, else in the occurrence key."""
     return (delivery.payload or {}).get("tier") or tier_of_key(delivery.occurrence_key)
 

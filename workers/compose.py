@@ -39,6 +39,7 @@ from campaigns.kinds import kind_of
 from campaigns.kinds_api import SendCheck
 from campaigns.rendering import RenderError
 from campaigns.schema import CampaignBase
+from campaigns.send_views import DeliveryView, MemberView
 from campaigns.sms_segments import measure
 from campaigns.variants import as_variant
 from core import calendar
@@ -75,20 +76,20 @@ class Message:
     offer: Offer | None = None
 
 
-def message_campaign(campaign: CampaignBase, delivery: Delivery) -> CampaignBase:
+def message_campaign(campaign: CampaignBase, delivery: DeliveryView) -> CampaignBase:
     """The campaign whose messages are rendered for ``delivery``: the one place an A/B variant
     replaces the subject or templates (the campaign itself when it has no experiment, or when the
     delivery's variant is no longer one of its variants)."""
     return as_variant(campaign, delivery.variant)
 
 
-def is_deliberate(delivery: Delivery) -> bool:
+def is_deliberate(delivery: DeliveryView) -> bool:
     """A support send (``oneoff:...``): the kind's re-check does not apply (support chose to send it)."""
     return delivery.occurrence_key.startswith("oneoff:")
 
 
-def compose(runtime: Runtime, session: Session, campaign: CampaignBase | None, member: Member, delivery: Delivery,
-            at: datetime, *, balance: int, merge_fields: dict[int, dict[str, Any]] | None = None,
+def compose(runtime: Runtime, session: Session, campaign: CampaignBase | None, member: MemberView,
+            delivery: DeliveryView, at: datetime, *, balance: int, merge_fields: dict[int, dict[str, Any]] | None = None,
             deliberate: bool | None = None) -> Message | Skip:
     """The message of ``delivery`` for ``member`` at ``at``, or why there is none.
 
@@ -160,7 +161,7 @@ def compose(runtime: Runtime, session: Session, campaign: CampaignBase | None, m
     return message(email)
 
 
-def _offer(runtime: Runtime, campaign: CampaignBase, member: Member, coupon: dict[str, Any]) -> Offer | None:
+def _offer(runtime: Runtime, campaign: CampaignBase, member: MemberView, coupon: dict[str, Any]) -> Offer | None:
     """The coupon a message carries (``percent_off`` until the end of ``valid_until``, the member's day)."""
     if coupon.get("percent_off") is None or coupon.get("valid_until") is None:
         return None

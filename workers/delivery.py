@@ -44,15 +44,13 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import select
-from sqlalchemy.orm import defer
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import bindparam, func, select
 
 from campaigns.template_fields import member_fields
-from models import ledger
 from models.base import utcnow
 from models.delivery import Delivery, DeliveryState, Reason
 from models.member import Member
+from models.points import PointEntry
 from workers.channels.base import AmbiguousFailure, PermanentFailure, RetryableFailure
 from workers.channels.mailchimp_fields import merge_fields
 from workers.compose import Message, Skip, compose
@@ -73,12 +71,59 @@ PREPARE_CHUNK = 20
 SHOP_DISCOUNTS = "shop:discounts"  # the shop's discount client, kept with the batch's channels
 
 
-@dataclass
+@dataclass(slots=True)
+class _Planned:
+    """A planned delivery as read for its send (a :class:`campaigns.send_views.DeliveryView`)."""
+
+    id: int
+    occurrence_key: str
+    campaign: str
+    member_id: int
+    channel: str | None
+    reward_points: int | None
+    occurrence_date: str | None
+    payload: dict[str, Any] | None
+    variant: str | None
+    attempts: int
+
+    @property
+    def stands_for(self) -> str:
+        """As :attr:`models.delivery.Delivery.stands_for`: a support resend's original occurrence, else its own."""
+        return (self.payload or {}).get("resend_of") or self.occurrence_key
+
+
+@dataclass(slots=True)
+class _Recipient:
+    """A member as read for a chunk's messages (a :class:`campaigns.send_views.MemberView`): the
+    personal fields no message of the chunk needs are None, never read nor decrypted."""
+
+    id: int
+    external_id: str
+    email_status: str
+    phone_status: str
+    email_opt_in: bool
+    sms_opt_in: bool
+    mailchimp_status: str | None
+    locale: str
+    timezone: str
+    tier: str
+    birth_month: int | None
+    birth_day: int | None
+    birthday_updated_at: datetime | None
+    last_order_local_date: str | None
+    balance: int
+    email: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+@dataclass(slots=True)
 class _Item:
     """One due delivery of a chunk and what :func:`workers.compose.compose` made of it."""
 
-    delivery: Delivery
-    member: Member
+    delivery: _Planned
+    member: _Recipient
     composed: Message | Skip
 
 
@@ -114,44 +159,72 @@ def deliver(runtime: Runtime, delivery_ids: list[int], *, as_of: datetime | None
     return report
 
 
+_DELIVERIES = Delivery.__table__
+_MEMBERS = Member.__table__
+_POINTS = PointEntry.__table__
+#: What the sender reads of a delivery: its state and due time (is it still to send now?) and
+#: what composing, claiming and recording read (``_Planned``).
+_READ_DELIVERIES = (
+    select(_DELIVERIES.c.state, _DELIVERIES.c.send_at, *(_DELIVERIES.c[f] for f in _Planned.__slots__))
+    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True))).order_by(_DELIVERIES.c.id)
+)
+_PERSONAL = ("email", "phone", "first_name", "last_name")  # encrypted at rest (models/personal_data.py)
+_PLAIN = tuple(f for f in _Recipient.__slots__ if f not in _PERSONAL and f != "balance")
+_read_members: dict[frozenset[str], Any] = {}  # the personal fields left out -> the statement
+
+
+def _members_statement(unread: frozenset[str]) -> Any:
+    """The chunk's members: the plain columns, the personal ones a message needs (decrypted by
+    their column type), and the points balance (the sum of the member's ledger entries)."""
+    statement = _read_members.get(unread)
+    if statement is None:
+        balance = (select(func.coalesce(func.sum(_POINTS.c.points), 0))
+                   .where(_POINTS.c.member_id == _MEMBERS.c.id).scalar_subquery().label("balance"))
+        personal = [f for f in _PERSONAL if f not in unread]
+        statement = _read_members[unread] = (
+            select(*(_MEMBERS.c[f] for f in (*_PLAIN, *personal)), balance)
+            .where(_MEMBERS.c.id.in_(bindparam("ids", expanding=True)))
+        )
+    return statement
+
+
 def _compose_chunk(runtime: Runtime, ids: list[int], as_of: datetime, report: DeliveryReport) -> list[_Item]:
-    """The chunk's due deliveries, each composed (a message, or a skip), in id order."""
+    """The chunk's due deliveries, each composed (a message, or a skip), in id order.
+
+    Read as plain rows (two SELECTs through the session's connection, no ORM objects): the
+    deliveries, then their members with their balances."""
     with runtime.sessions() as session:  # read-only; closed (connection released) before any send
-        deliveries = session.scalars(select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id)).all()
-        due = []
-        for delivery in deliveries:
-            if delivery.state != DeliveryState.PLANNED:
+        connection = session.connection()
+        due: list[_Planned] = []
+        for row in connection.execute(_READ_DELIVERIES, {"ids": ids}):
+            if row.state != DeliveryState.PLANNED:
                 continue  # someone else has it, or it is already final: nothing to do
-            if delivery.send_at > as_of:
-                report.later[delivery.id] = delivery.send_at
+            if row.send_at > as_of:
+                report.later[row.id] = row.send_at
                 continue
-            due.append(delivery)
+            due.append(_Planned(*row[2:]))
         if not due:
             return []
-        member_ids = {d.member_id for d in due}
         unread = _unread_member_fields(runtime, due)
-        members = {m.id: m for m in session.scalars(
-            select(Member).where(Member.id.in_(member_ids)).options(*(defer(getattr(Member, f)) for f in unread)))}
-        for member in members.values():  # names no template of the chunk reads: never read, never decrypted
-            for name in unread & NAMES:
-                set_committed_value(member, name, None)
-        balances = ledger.balances(session, member_ids)
+        members = {row.id: _Recipient(**row._mapping) for row in connection.execute(
+            _members_statement(unread), {"ids": sorted({d.member_id for d in due})})}
         on_mailchimp = [members[d.member_id] for d in due if d.channel == "mailchimp"]
         fields = merge_fields(session, on_mailchimp, as_of) if on_mailchimp else {}
         campaigns = runtime.campaigns.campaigns
-        return [
-            _Item(delivery, members[delivery.member_id],
-                  compose(runtime, session, campaigns.get(delivery.campaign), members[delivery.member_id], delivery,
-                          as_of, balance=balances.get(delivery.member_id, 0), merge_fields=fields))
-            for delivery in due
-        ]
+        items = []
+        for delivery in due:
+            member = members[delivery.member_id]
+            items.append(_Item(delivery, member, compose(
+                runtime, session, campaigns.get(delivery.campaign), member, delivery, as_of,
+                balance=member.balance, merge_fields=fields)))
+        return items
 
 
 NAMES = frozenset({"first_name", "last_name"})
 _names_used: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # renderer -> {(campaign, channel): names}
 
 
-def _unread_member_fields(runtime: Runtime, due: list[Delivery]) -> frozenset[str]:
+def _unread_member_fields(runtime: Runtime, due: list[_Planned]) -> frozenset[str]:
     """The personal fields (encrypted at rest) the chunk's messages do not need: the phone without
     an SMS, the email without an email or Mailchimp message, the names when no template of the
     chunk's campaigns and channels can reach them (``campaigns.template_fields``)."""
@@ -193,7 +266,7 @@ def _templates_names(runtime: Runtime, campaign_id: str, channel: str | None) ->
     return NAMES if fields is None else NAMES & fields
 
 
-def _send(runtime: Runtime, link: Link, delivery: Delivery, message: Message, as_of: datetime,
+def _send(runtime: Runtime, link: Link, delivery: _Planned, message: Message, as_of: datetime,
           channels: dict[str, Any], report: DeliveryReport) -> None:
     """A claimed message: its coupon made in the shop, then sent; its outcome recorded."""
     channel = channels.get(message.channel) or channels.setdefault(message.channel, runtime.channel(message.channel))

@@ -28,11 +28,12 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, insert, update
 
+from campaigns.send_views import DeliveryView, MemberView
 from core.redact import redact
 from models import ledger
 from models.audit import AuditAction, AuditEntry
 from models.base import utcnow
-from models.delivery import FINAL_STATES, Delivery, DeliveryState, Reason
+from models.delivery import FINAL_STATES, DeliveryState, Reason
 from models.member import Member
 from models.points import EntryKind
 from workers.channels.base import ChannelFailure, RetryableFailure
@@ -70,7 +71,7 @@ class DeliveryReport:
             self.reasons[reason] += 1
 
 
-def end_unclaimed(link: Link, delivery: Delivery, skip: Skip, report: DeliveryReport) -> None:
+def end_unclaimed(link: Link, delivery: DeliveryView, skip: Skip, report: DeliveryReport) -> None:
     """Record an outcome reached before the send (a skip, a template error) straight from ``planned``."""
     now = utcnow()
     detail = redact(skip.detail)
@@ -83,7 +84,7 @@ def end_unclaimed(link: Link, delivery: Delivery, skip: Skip, report: DeliveryRe
                  state=skip.state, reason=skip.reason, detail=detail, attempt=delivery.attempts)
 
 
-def claim(runtime: Runtime, link: Link, delivery: Delivery, member: Member, as_of: datetime,
+def claim(runtime: Runtime, link: Link, delivery: DeliveryView, member: MemberView, as_of: datetime,
           report: DeliveryReport) -> bool:
     """Claim ``delivery`` for its send (``planned → sending``, committed before anything goes out).
 
@@ -101,7 +102,7 @@ def claim(runtime: Runtime, link: Link, delivery: Delivery, member: Member, as_o
     return True
 
 
-def _frequency_cap_gate(runtime: Runtime, link: Link, delivery: Delivery, as_of: datetime,
+def _frequency_cap_gate(runtime: Runtime, link: Link, delivery: DeliveryView, as_of: datetime,
                         report: DeliveryReport) -> Callable[[Connection], bool] | None:
     """For a capped campaign, the check run in the claim's transaction: the member's row is locked
     while their recent marketing messages are counted; at the cap the delivery is skipped. None for
@@ -129,7 +130,7 @@ def _frequency_cap_gate(runtime: Runtime, link: Link, delivery: Delivery, as_of:
     return gate
 
 
-def retry_later(link: Link, runtime: Runtime, delivery: Delivery, exc: RetryableFailure, as_of: datetime,
+def retry_later(link: Link, runtime: Runtime, delivery: DeliveryView, exc: RetryableFailure, as_of: datetime,
                 report: DeliveryReport) -> None:
     """Back to ``planned`` for a later attempt, or ``failed`` once the attempts are spent."""
     if delivery.attempts >= runtime.settings.max_delivery_attempts:
@@ -143,7 +144,7 @@ def retry_later(link: Link, runtime: Runtime, delivery: Delivery, exc: Retryable
 def finish(
     link: Link,
     runtime: Runtime,
-    delivery: Delivery,
+    delivery: DeliveryView,
     state: DeliveryState,
     reason: str | None,
     detail: str | None,
@@ -195,7 +196,7 @@ def where(exc: BaseException) -> str:
     return f"{type(exc).__name__}{place}"
 
 
-def _member_updates(delivery: Delivery, failure: ChannelFailure, now: datetime) -> Callable[[Connection], None]:
+def _member_updates(delivery: DeliveryView, failure: ChannelFailure, now: datetime) -> Callable[[Connection], None]:
     """Writes what the provider told us about the member (e.g. an opted-out number), audited."""
 
     def write(connection: Connection) -> None:
@@ -208,7 +209,7 @@ def _member_updates(delivery: Delivery, failure: ChannelFailure, now: datetime) 
     return write
 
 
-def _reward_lot(runtime: Runtime, delivery: Delivery, as_of: datetime) -> dict[str, Any]:
+def _reward_lot(runtime: Runtime, delivery: DeliveryView, as_of: datetime) -> dict[str, Any]:
     """The ledger lot of a sent message's reward; its key is the occurrence's, so it is written once
     (a support resend stands for the original occurrence, whose reward is already in the ledger)."""
     campaign = runtime.campaigns.campaigns[delivery.campaign]

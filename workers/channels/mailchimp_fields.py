@@ -14,13 +14,13 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from campaigns.send_views import MemberView
 from core import calendar
 from models import ledger
-from models.member import Member
 from models.points import PointEntry
 
 
-def merge_fields(session: Session, members: Sequence[Member], now: datetime) -> dict[int, dict[str, object]]:
+def merge_fields(session: Session, members: Sequence[MemberView], now: datetime) -> dict[int, dict[str, object]]:
     """The merge fields of each member, by member id (two queries for the whole list)."""
     ids = [m.id for m in members]
     balances = ledger.balances(session, ids)
