@@ -30,10 +30,26 @@ def refuse_to_start(sentence: str, code: int = 2) -> NoReturn:
     under_dramatiq = multiprocessing.parent_process() is not None and "dramatiq.cli" in sys.modules
     first = not under_dramatiq or multiprocessing.current_process()._identity[:1] in ((), (1,))
     if under_dramatiq:
+        # The parent answers each SIGTERM with a SIGTERM to every worker process, and dramatiq's handler
+        # in a worker prints "Killing worker process..." at the second: a worker that refuses hears no more.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         os.kill(os.getppid(), signal.SIGTERM)
+        _tell_dramatiq_this_process_booted()  # after the SIGTERM: the parent takes it before it goes on
     if first:
         os.write(2, f"error: {sentence}\n".encode())
     os._exit(code)  # nothing of dramatiq's start-up may print more
+
+
+def _tell_dramatiq_this_process_booted() -> None:
+    """Set the event dramatiq's parent waits on, up to ``--worker-fork-timeout`` (10 s in the Procfile),
+    before it goes on: dramatiq sets it in a ``finally`` that ``os._exit`` skips, so a refused start
+    took the whole time-out to end. The event is an argument of the worker process's target
+    (``dramatiq.cli.worker_process``); nothing is set when none is there."""
+    from multiprocessing.synchronize import Event
+
+    for argument in getattr(multiprocessing.current_process(), "_args", ()):
+        if isinstance(argument, Event):
+            argument.set()
 
 
 def _start() -> dramatiq.Broker:
