@@ -18,7 +18,8 @@ import os
 import subprocess
 import sys
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import dramatiq
@@ -30,6 +31,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Variables a test's environment replaces; those it leaves out are unset for the command, as for a
 #: subprocess given ``{**clean, **env}``.
 SERVICE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SMTP_URL")
+
+
+@contextmanager
+def logging_kept() -> Iterator[None]:
+    """Logging put back as it was (the root logger's handlers and level, structlog's configuration)
+    after code that configures it for the stream of the moment: a command's captured stderr, or a
+    test's ``capsys``, is closed once done, and every later log line would fail writing to it."""
+    root = logging.getLogger()
+    handlers, level, config = root.handlers[:], root.level, structlog.get_config()
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.configure(**config)
 
 
 def loyalty(env: Mapping[str, str], *args: str, cwd: Path | str = REPO_ROOT,
@@ -47,8 +63,6 @@ def loyalty(env: Mapping[str, str], *args: str, cwd: Path | str = REPO_ROOT,
     colours = [console._color_system for console in consoles]
     widths = [console._width for console in consoles]  # rich reads COLUMNS when a console is made
     columns = environment.get("COLUMNS", os.environ.get("COLUMNS"))
-    root = logging.getLogger()
-    saved_logging = (root.handlers[:], root.level, structlog.get_config())
     saved_runtime = workers.runtime._runtime
     saved_keys = personal_data._ring
     saved_broker = dramatiq.broker.global_broker  # the demo installs an in-process queue of its own
@@ -69,8 +83,9 @@ def loyalty(env: Mapping[str, str], *args: str, cwd: Path | str = REPO_ROOT,
         console._width = int(columns) if columns and columns.isdigit() else None
     try:
         os.chdir(cwd)
-        result = CliRunner().invoke(cli_module.cli, list(args), env=environment, input=input, prog_name="loyalty",
-                                    catch_exceptions=True)
+        with logging_kept():
+            result = CliRunner().invoke(cli_module.cli, list(args), env=environment, input=input, prog_name="loyalty",
+                                        catch_exceptions=True)
     finally:
         os.chdir(old_cwd)
         workers.runtime.build_runtime = original_build
@@ -84,9 +99,6 @@ def loyalty(env: Mapping[str, str], *args: str, cwd: Path | str = REPO_ROOT,
         get_settings.cache_clear()
         for console, colour, width in zip(consoles, colours, widths, strict=True):
             console._color_system, console._width = colour, width
-        root.handlers[:] = saved_logging[0]
-        root.setLevel(saved_logging[1])
-        structlog.configure(**saved_logging[2])
     stderr = result.stderr
     code = result.exit_code
     if result.exception is not None and not isinstance(result.exception, SystemExit):

@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks.common import DatabaseInUse, alone_on
 from benchmarks.run import main
+from tests.cli import logging_kept
 
 
 def test_a_second_run_on_a_database_in_use_refuses_and_the_database_is_free_again_afterwards(capsys):
@@ -21,8 +22,9 @@ def test_a_second_run_on_a_database_in_use_refuses_and_the_database_is_free_agai
         with alone_on(f"loyalty_bench_alone_{os.getpid()}_other"):  # another database is free
             pass
 
-        assert main(["--members", "2000", "--quick", "--only", "audience",
-                     "--database", f"loyalty_bench_alone_{os.getpid()}"]) == 2
+        with logging_kept():  # main() sends the product's logs to this test's captured stderr
+            assert main(["--members", "2000", "--quick", "--only", "audience",
+                         "--database", f"loyalty_bench_alone_{os.getpid()}"]) == 2
         printed = capsys.readouterr().out
         assert f"another benchmark run is measuring on the database {database}" in " ".join(printed.split())
         assert "Traceback" not in printed
