@@ -1,7 +1,7 @@
 """(c) Delivery: messages per second from ``planned`` to accepted by the provider, and (d) memory.
 
 Ours: the real ``worker`` process of the ``Procfile`` (``dramatiq workers.main``, 2 processes × 8
-threads, prefetch 64) on the real Redis, against local provider servers that accept every message
+threads, prefetch 16) on the real Redis, against local provider servers that accept every message
 at once and count it, each in a process of its own: SMTP (aiosmtpd) and Twilio
 (``loyalty/standins/twilio_server.py``, with the product paced far above what it can take).
 Deliveries are planned by the product (``plan_campaign``, one birthday tick a day from the
@@ -74,7 +74,7 @@ FLOOR_RUNS = 3
 THREADS = 8
 PROCESSES = 2
 FALLBACK_COMMAND = (
-    "env dramatiq_queue_prefetch=${DRAMATIQ_PREFETCH:-64} dramatiq workers.main --processes ${WORKER_PROCESSES:-2}"
+    "env dramatiq_queue_prefetch=${DRAMATIQ_PREFETCH:-16} dramatiq workers.main --processes ${WORKER_PROCESSES:-2}"
     " --threads ${WORKER_THREADS:-8} --queues campaigns deliveries"
 )
 
@@ -332,8 +332,8 @@ def start_worker(database: str, namespace: str, log_path: Path, **extra: str) ->
     env = dict(os.environ)
     env.update(worker_env(database, REDIS_URL=REDIS_URL, LOYALTY_QUEUE_NAMESPACE=namespace, **extra))
     env.update({
-        "WORKER_PROCESSES": str(PROCESSES), "WORKER_THREADS": str(THREADS), "DRAMATIQ_PREFETCH": "64",
-        "dramatiq_queue_prefetch": "64",
+        "WORKER_PROCESSES": str(PROCESSES), "WORKER_THREADS": str(THREADS), "DRAMATIQ_PREFETCH": "16",
+        "dramatiq_queue_prefetch": "16",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     })
     log = open(log_path, "w")
