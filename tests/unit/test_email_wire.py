@@ -6,12 +6,13 @@ and subjects, long subjects, both parts; each header and body must come back as 
 from __future__ import annotations
 
 import email
+import email.header
 import email.policy
 import re
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from campaigns.context import sample_context
@@ -55,7 +56,14 @@ def check(sent: OutgoingEmail, extra: dict[str, str] | None = None, display_name
     assert ours["Subject"] == sent.subject
     (sender,) = ours["From"].addresses
     given_name, given_address = email.utils.parseaddr(sent.sender)
-    assert (sender.display_name, sender.addr_spec) == (display_name or given_name, given_address)
+    expected_name = display_name or given_name
+    assert sender.addr_spec == given_address
+    if sender.display_name != expected_name:
+        # The modern parser folds Unicode white space (U+0085, U+2028...) inside a decoded display
+        # name; the encoded words themselves must still carry the name exactly.
+        raw = email.message_from_string(wire.decode("utf-8"))["From"]  # compat32: the header as written
+        assert str(email.header.make_header(email.header.decode_header(raw))) == f"{expected_name} <{given_address}>"
+        assert " ".join(sender.display_name.split()) == " ".join(expected_name.split())
     assert len(ours["To"].addresses) == 1
     assert ours["To"].addresses[0].addr_spec == sent.to
     for name, value in HEADERS.items():
@@ -160,6 +168,7 @@ TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=120)
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=TEXT, subject=TEXT, body=TEXT)
+@example(name="\x1b \x850", subject="", body="")  # U+0085 inside the name: the parser folds it (found by CI)
 def test_random_names_and_subjects_round_trip(name, subject, body):
     # As LOYALTY_EMAIL_FROM gives it: a quoted name, unencoded (with no Unicode space at its ends,
     # which the parser trims from a display name whatever wrote it).
