@@ -63,15 +63,24 @@ def pg_database() -> str:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+#: What empties the test database between tests, as ``TRUNCATE ... RESTART IDENTITY`` would: every
+#: table's rows deleted, children before parents, and every sequence back to 1. On a test's few rows
+#: this takes a few milliseconds where TRUNCATE takes 50-60 (it makes new files for every table and
+#: index), about 50 s of the suite.
+EMPTY_EVERY_TABLE = "; ".join(
+    [f'DELETE FROM "{table.name}"' for table in reversed(Base.metadata.sorted_tables)]
+    + ["SELECT setval(c.oid, 1, false) FROM pg_class c WHERE c.relkind = 'S' "
+       "AND c.relnamespace = 'public'::regnamespace"])
+
+
 @pytest.fixture
 def pg_engine(pg_database):
     """The session's database, emptied before the test (committed data is visible to workers)."""
     engine = make_engine(pg_database)
-    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
     try:
         with engine.begin() as conn:
             conn.execute(text("SET LOCAL lock_timeout = '20s'"))
-            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            conn.execute(text(EMPTY_EVERY_TABLE))
     except OperationalError:
         engine.dispose()
         pytest.fail("Could not empty the test database: an earlier test left a transaction open "
