@@ -233,7 +233,7 @@ class ProviderProcess:
         count at that moment), in the order accepted; SMTP only."""
         ids = self._load("ids", since)
         if ids is None:
-            raise NotImplementedError(f"the benchmark's {self.kind} server keeps no message ids")
+            raise TypeError(f"the benchmark's {self.kind} server keeps no message ids; only the SMTP server does")
         return ids
 
     def _load(self, command: str, *argument):

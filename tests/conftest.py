@@ -14,8 +14,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from core.settings import load_settings
 from models.base import Base
@@ -95,6 +96,17 @@ def _open_transactions(database_url: str) -> list[str]:
         rows = conn.execute("SELECT state, left(query, 200) FROM pg_stat_activity "
                             "WHERE datname = %s AND state LIKE 'idle in transaction%%'", (name,)).fetchall()
     return [f"{state}: {query}" for state, query in rows]
+
+
+@pytest.fixture
+def sqlite_session():
+    """A session on an empty in-memory SQLite database with every table (the embedded default's
+    dialect, for what must agree on both databases)."""
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        yield session
+    engine.dispose()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from campaigns.audience_sql import PlanContext
@@ -16,7 +16,6 @@ from campaigns.loader import load_campaigns
 from campaigns.program import load_program
 from core import calendar
 from core.settings import DEFAULT_CAMPAIGNS_DIR, DEFAULT_PROGRAM_FILE
-from models.base import Base
 from models.points import EntryKind, PointEntry
 from models.tier import TierChange
 from tests.support.members import make_member
@@ -79,15 +78,6 @@ def cached_ids(session: Session, campaign, ctx: PlanContext):
 def fresh_ids(session: Session, campaign, ctx: PlanContext):
     query = audience_query(campaign, ctx)
     return None if query is None else Counter(session.scalars(select(query.subquery("q").c.member_id)).all())
-
-
-@pytest.fixture
-def sqlite_session():
-    engine = create_engine("sqlite://")
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        yield session
-    engine.dispose()
 
 
 @pytest.mark.parametrize("campaign", CAMPAIGNS, ids=[c.id for c in CAMPAIGNS])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from campaigns.audience_sql import PlanContext
@@ -16,7 +16,6 @@ from campaigns.kinds import kind_of
 from campaigns.loader import load_campaigns
 from campaigns.program import load_program
 from core.settings import DEFAULT_CAMPAIGNS_DIR, DEFAULT_PROGRAM_FILE
-from models.base import Base
 from models.delivery import Delivery
 from models.member import Member
 from tests.integration.test_audience_shapes import INSTANTS, ZONES, populate
@@ -49,15 +48,6 @@ def test_a_member_in_a_zone_nobody_had_is_planned_at_the_next_plan_of_the_same_i
         assert shape is not None and shape[0] is audience_statement(birthday, ctx)[0]  # the cached statement
     assert [planned[i] for i in first.planned_ids] == ["PARIS"]
     assert [planned[i] for i in second.planned_ids] == ["NAIROBI"]
-
-
-@pytest.fixture
-def sqlite_session():
-    engine = create_engine("sqlite://")
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        yield session
-    engine.dispose()
 
 
 def _add_capped_history(session: Session) -> None:

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, get_args
 
 import pytest
-from sqlalchemy import Select, create_engine, event
+from sqlalchemy import Select, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -24,7 +24,6 @@ from campaigns.loader import load_campaigns
 from campaigns.program import load_program
 from campaigns.schema import CampaignBase
 from core.settings import DEFAULT_CAMPAIGNS_DIR, DEFAULT_PROGRAM_FILE
-from models.base import Base
 from models.delivery import Delivery, Reason
 from models.member import Member
 from models.points import EntryKind, PointEntry
@@ -58,15 +57,6 @@ def shipped_campaign(kind: Kind[Any]) -> CampaignBase:
     campaigns = [c for c in SHIPPED.campaigns.values() if c.kind == kind.name]
     assert campaigns, f"the kind {kind.name!r} ships no definition in campaigns/definitions/"
     return campaigns[0]
-
-
-@pytest.fixture
-def session():
-    engine = create_engine("sqlite://")
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        yield session
-    engine.dispose()
 
 
 def a_member(session: Session) -> Member:
@@ -117,7 +107,8 @@ def test_an_audience_has_the_ledger_shape_and_obeys_the_audience_tiers(name: str
 
 
 @pytest.mark.parametrize("name", list(KINDS))
-def test_the_sample_offers_every_variable_a_message_has(name: str, session: Session):
+def test_the_sample_offers_every_variable_a_message_has(name: str, sqlite_session: Session):
+    session = sqlite_session
     kind = KINDS[name]
     campaign = shipped_campaign(kind)
     member = a_member(session)
