@@ -48,6 +48,7 @@ listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_failure_delay = 0
 default_login_user = {self.run_as}
 default_internal_user = {self.run_as}
 default_internal_group = {self.run_as if self.run_as == "dovecot" else os.getgid()}
@@ -125,9 +126,42 @@ userdb {{
                 pass
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
+                if _defunct(pid):  # gone, or a zombie left for the system to collect
                     break
+                # The master waits for its log process, which lingers about 2.5 s after the others have
+                # gone: once it is the last child left, it is ended (the master's own child, by pid).
+                living = [child for child in _children(pid) if not _defunct(child)]
+                if living and all(_name(child).endswith("/log") for child in living):
+                    for child in living:
+                        _kill(child)
                 time.sleep(0.05)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _defunct(pid: int) -> bool:
+    """Whether the process has ended (no entry left, or a zombie: ``kill(pid, 0)`` still finds those)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
