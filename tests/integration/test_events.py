@@ -21,7 +21,7 @@ from workers.event_actors import member_updated, order_placed, order_refunded, p
 @pytest.fixture
 def worker(env, runtime, redis_namespace):
     broker = install_broker(build_broker(load_settings({**env, "REDIS_URL": REDIS_URL}), namespace=redis_namespace))
-    running = Worker(broker, worker_threads=2)
+    running = Worker(broker, worker_threads=2, worker_timeout=100)  # stops in 0.1 s, not 1.3
     running.start()
     yield broker
     running.stop()

@@ -351,7 +351,7 @@ def test_the_poll_after_a_missed_woocommerce_webhook_applies_the_order(env, pg_e
 
         with runtime_of(environment) as runtime:
             broker = install_broker(StubBroker())
-            worker = Worker(broker, worker_threads=1)
+            worker = Worker(broker, worker_threads=1, worker_timeout=100)  # stops in 0.1 s, not 1.3
             worker.start()
             try:
                 poll_shops()  # what the clock enqueues: the poll, then each new entry through the queue
