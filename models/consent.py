@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import Connection, insert, or_, update
 from sqlalchemy.orm import Session
 
 from models.audit import AuditAction, AuditEntry
@@ -48,8 +48,8 @@ def apply_statement(session: Session, member: Member, channel: str, given: bool,
     return changed
 
 
-def record_consent(session: Session, member_id: int, channel: str, *, granted: bool, source: str, at: datetime,
-                   actor: str, reason: str, details: dict[str, Any] | None = None,
+def record_consent(session: Session | Connection, member_id: int, channel: str, *, granted: bool, source: str,
+                   at: datetime, actor: str, reason: str, details: dict[str, Any] | None = None,
                    over_unsaid: bool = False) -> bool:
     """Record that a member grants (``granted=True``) or withdraws their consent for ``channel``, said at
     ``at`` through ``source`` (``unsubscribe:page``, ``sms:STOP``, ``support:alice``, ``complaint:ses``;
@@ -77,7 +77,7 @@ def record_consent(session: Session, member_id: int, channel: str, *, granted: b
     return bool(written)
 
 
-def _audit(session: Session, member_id: int, channel: str, granted: bool, *, at: datetime, actor: str,
-           reason: str, details: dict[str, Any] | None = None) -> None:
-    session.add(AuditEntry(at=at, actor=actor[:120], action=AuditAction.consent(channel, granted),
-                           member_id=member_id, reason=reason, details=details or {}))
+def _audit(session: Session | Connection, member_id: int, channel: str, granted: bool, *, at: datetime,
+           actor: str, reason: str, details: dict[str, Any] | None = None) -> None:
+    session.execute(insert(AuditEntry).values(at=at, actor=actor[:120], action=AuditAction.consent(channel, granted),
+                                              member_id=member_id, reason=reason, details=details or {}))

@@ -27,12 +27,14 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Connection, insert, update
+from sqlalchemy.orm import Session
 
 from campaigns.send_views import DeliveryView, MemberView
 from core.redact import redact
 from models import ledger
 from models.audit import AuditAction, AuditEntry
 from models.base import utcnow
+from models.consent import record_consent
 from models.delivery import FINAL_STATES, DeliveryState, Reason
 from models.member import Member
 from models.points import EntryKind
@@ -172,7 +174,7 @@ def finish(
         values["coupon_code"] = coupon_code
 
     credit = _reward_lot(runtime, delivery, as_of) if state == DeliveryState.SENT and delivery.reward_points else None
-    then = _member_updates(delivery, failure, now) if failure is not None and failure.member_updates else None
+    then = _member_updates(delivery, failure, now) if failure is not None and failure.teaches else None
     if then is None:  # written with the next claim's commit, or alone at the end of the batch
         link.record(delivery.id, DeliveryState.SENDING, values, credit=credit)
     else:
@@ -197,16 +199,28 @@ def where(exc: BaseException) -> str:
 
 
 def _member_updates(delivery: DeliveryView, failure: ChannelFailure, now: datetime) -> Callable[[Connection], None]:
-    """Writes what the provider told us about the member (e.g. an opted-out number), audited."""
+    """Writes what the provider told us about the member (e.g. an invalid number), audited."""
 
     def write(connection: Connection) -> None:
-        connection.execute(update(Member).where(Member.id == delivery.member_id).values(**failure.member_updates))
-        connection.execute(insert(AuditEntry).values(
-            actor=f"provider:{delivery.channel}", action=AuditAction.MEMBER_UPDATED_BY_PROVIDER,
-            member_id=delivery.member_id, reason=failure.reason,
-            details={"columns": sorted(failure.member_updates), "delivery_id": delivery.id}, at=now))
+        write_what_it_teaches(connection, delivery.member_id, failure, actor=f"provider:{delivery.channel}",
+                              delivery_id=delivery.id, at=now)
 
     return write
+
+
+def write_what_it_teaches(db: Session | Connection, member_id: int, failure: ChannelFailure, *, actor: str,
+                          delivery_id: int, at: datetime) -> None:
+    """What a provider's answer (at the send, or in a later status callback) teaches about the member:
+    status columns, audited as ``member.updated_by_provider``, and a withdrawn consent, through
+    :func:`models.consent.record_consent` like every other consent change (``optout.sms``)."""
+    if failure.member_updates:
+        db.execute(update(Member).where(Member.id == member_id).values(**failure.member_updates))
+        db.execute(insert(AuditEntry).values(
+            actor=actor, action=AuditAction.MEMBER_UPDATED_BY_PROVIDER, member_id=member_id, reason=failure.reason,
+            details={"columns": sorted(failure.member_updates), "delivery_id": delivery_id}, at=at))
+    if failure.withdraws is not None:
+        record_consent(db, member_id, failure.withdraws.channel, granted=False, source=failure.withdraws.source,
+                       at=at, actor=actor, reason=failure.reason, details={"delivery_id": delivery_id})
 
 
 def _reward_lot(runtime: Runtime, delivery: DeliveryView, as_of: datetime) -> dict[str, Any]:

@@ -116,6 +116,9 @@ def test_permanent_errors_end_with_a_reason_and_what_they_teach_about_the_member
     assert {key: getattr(member, key) for key in member_after} == member_after
     assert "0612345678" not in delivery.detail and "345678" not in delivery.detail  # no number in the ledger's detail
     assert (audit.actor, audit.reason) == ("provider:sms", reason)
+    # A STOP is a consent change like any other (record_consent); a number's status, the provider's update
+    assert audit.action == ("optout.sms" if setup == "stop" else "member.updated_by_provider")
+    assert audit.details["delivery_id"] == delivery.id
     if setup == "stop":
         assert member.sms_consent_at is not None
 

@@ -257,6 +257,9 @@ def test_a_stop_reported_late_by_the_messaging_service_withdraws_consent(live, p
     delivery = sms_delivery(pg_sessions)
     assert (delivery.state, delivery.reason) == ("failed", "sms_opted_out")
     assert consent(pg_sessions) == (False, "twilio:21610")
+    with pg_sessions() as session:  # audited as every consent change is, naming the delivery that learnt it
+        audit = session.execute(select(AuditEntry.action, AuditEntry.actor, AuditEntry.details)).one()
+    assert audit == ("optout.sms", "provider:sms", {"delivery_id": delivery.id})
 
 
 def test_a_member_who_texts_stop_gets_no_further_sms(live, pg_sessions):

@@ -14,15 +14,32 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 
-class ChannelFailure(Exception):
-    """``member_updates``: what the failure teaches about the member (e.g. ``{"sms_opt_in": False}``
-    after a STOP), written with the delivery's outcome."""
+@dataclass(frozen=True)
+class Withdrawal:
+    """The provider says the member withdrew their consent for ``channel`` (Twilio's 21610: they
+    texted STOP); ``source`` is what the member's consent source becomes (``twilio:21610``)."""
 
-    def __init__(self, reason: str, detail: str = "", member_updates: dict | None = None):
+    channel: str
+    source: str
+
+
+class ChannelFailure(Exception):
+    """What the failure teaches about the member, written with the delivery's outcome
+    (``workers.record.write_what_it_teaches``): ``member_updates``, contact or Mailchimp status
+    columns (``{"phone_status": "invalid"}``), and ``withdraws``, a consent withdrawn."""
+
+    def __init__(self, reason: str, detail: str = "", member_updates: dict | None = None, *,
+                 withdraws: Withdrawal | None = None):
         self.reason = reason
         self.detail = detail
         self.member_updates = member_updates or {}
+        self.withdraws = withdraws
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+    @property
+    def teaches(self) -> bool:
+        """Whether it says something about the member to write down."""
+        return bool(self.member_updates) or self.withdraws is not None
 
 
 class PermanentFailure(ChannelFailure):

@@ -33,7 +33,6 @@ import logging
 import re
 import threading
 import time
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -61,13 +60,13 @@ from urllib3.exceptions import SSLError as _Urllib3SSLError
 from urllib3.util import Timeout
 
 from core.settings import TwilioTarget
-from models.base import utcnow
 from models.member import ContactStatus
 from workers.channels.base import (
     AmbiguousFailure,
     OutgoingSms,
     PermanentFailure,
     RetryableFailure,
+    Withdrawal,
 )
 from workers.rate_limit import RateLimited, RateLimiter
 
@@ -82,16 +81,14 @@ def masked(text: str) -> str:
     return _NUMBER.sub("<number>", text or "")
 
 
-def failure_for_code(code: int | None, status: int | None, text: str, *,
-                     now: datetime | None = None) -> PermanentFailure | RetryableFailure:
+def failure_for_code(code: int | None, status: int | None, text: str) -> PermanentFailure | RetryableFailure:
     """The failure a Twilio error code means, with what it teaches about the member.
 
     Shared by the synchronous answer and the status callback (a Messaging Service may accept a
     message and report 21610 or 21614 later)."""
     detail = f"twilio {status or '-'} {code or '-'}: {masked(text)}"[:500]
     if code == OPTED_OUT:
-        return PermanentFailure("sms_opted_out", detail, {
-            "sms_opt_in": False, "sms_consent_at": now or utcnow(), "sms_consent_source": f"twilio:{OPTED_OUT}"})
+        return PermanentFailure("sms_opted_out", detail, withdraws=Withdrawal("sms", f"twilio:{OPTED_OUT}"))
     if code == INVALID_NUMBER:
         return PermanentFailure("sms_invalid_number", detail, {"phone_status": ContactStatus.INVALID})
     if code == NOT_MOBILE:

@@ -35,13 +35,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from twilio.request_validator import RequestValidator
 
 from campaigns.brand import Brand
-from models.audit import AuditAction, AuditEntry
 from models.base import utcnow
 from models.consent import record_consent
 from models.db import transaction
@@ -51,6 +50,7 @@ from models.personal_data import lookup
 from models.webhooks import EarlyStatusCallback, ProcessedWebhook
 from workers.channels.base import PermanentFailure
 from workers.channels.sms import failure_for_code
+from workers.record import write_what_it_teaches
 
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
 START_WORDS = frozenset({"START", "YES", "UNSTOP"})
@@ -166,18 +166,15 @@ def _apply(session: Session, sid: str, status: str, code: int | None) -> str:
     if status == "delivered":
         delivery.detail, delivery.updated_at = "delivered", now
         return "delivered"
-    failure = failure_for_code(code, None, status, now=now)
-    reason = failure.reason if isinstance(failure, PermanentFailure) and failure.member_updates else None
+    failure = failure_for_code(code, None, status)
+    reason = failure.reason if isinstance(failure, PermanentFailure) and failure.teaches else None
     delivery.state = DeliveryState.FAILED
     delivery.reason = reason or (f"twilio_{code}" if code else f"sms_{status}")
     delivery.detail = f"{status} {code or ''}".strip()
     delivery.updated_at = delivery.finished_at = now
     if reason:
-        session.execute(update(Member).where(Member.id == delivery.member_id).values(**failure.member_updates))
-        session.add(AuditEntry(actor="provider:sms", action=AuditAction.MEMBER_UPDATED_BY_PROVIDER,
-                               member_id=delivery.member_id,
-                               reason=reason, details={"columns": sorted(failure.member_updates),
-                                                       "delivery_id": delivery.id}))
+        write_what_it_teaches(session, delivery.member_id, failure, actor="provider:sms", delivery_id=delivery.id,
+                              at=now)
     return status
 
 
