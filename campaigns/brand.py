@@ -20,6 +20,7 @@ from campaigns.schema import StrictModel
 
 if TYPE_CHECKING:
     from campaigns.program import Program
+    from campaigns.schema import CampaignBase
 
 _COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 _URL = re.compile(r"^https?://[^\s/?#<>\"']+[^\s<>\"']*$")
@@ -75,6 +76,14 @@ class Brand(StrictModel):
         if value is not None and not value.strip():
             raise ValueError("it is empty; write the text or remove the key")
         return value.strip() if value is not None else None
+
+
+def lacks_postal_address(campaign: CampaignBase, brand: Brand) -> bool:
+    """True when ``campaign`` is a marketing email (it counts toward the frequency cap and has an
+    email message) and ``brand`` has no postal address for its footer, which the US CAN-SPAM Act
+    requires in every commercial email. ``loyalty validate`` refuses such a campaign and the worker
+    sends nothing of it (``campaigns.validation.check_postal_address`` says so in one sentence)."""
+    return not campaign.frequency_cap_exempt and campaign.messages.email is not None and not brand.postal_address
 
 
 def localized(texts: dict[str, str], locale: str) -> str | None:

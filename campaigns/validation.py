@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from campaigns import yaml_source
-from campaigns.brand import localized
+from campaigns.brand import lacks_postal_address, localized
 from campaigns.context import sample_context
 from campaigns.loader import load_campaigns
 from campaigns.program import Program, load_program
@@ -89,15 +89,18 @@ def check_tiers(campaign: CampaignBase, definition_path: Path, program: Program)
 
 
 def check_postal_address(campaign: CampaignBase, definition_path: Path, program: Program, program_file: Path) -> list[str]:
-    """A marketing email (one that counts toward the frequency cap) must carry the shop's postal
-    address (the US CAN-SPAM Act requires one in every commercial email): the layout's footer shows
-    ``brand.postal_address``, so a marketing campaign that can send an email needs it."""
-    if campaign.frequency_cap_exempt or campaign.messages.email is None or program.brand.postal_address:
+    """A marketing email must carry the shop's postal address (:func:`campaigns.brand.lacks_postal_address`):
+    the sentence saying why such a campaign is refused, the same for ``loyalty validate``, the worker's
+    log and ``loyalty send``."""
+    if not lacks_postal_address(campaign, program.brand):
         return []
     line = _line(definition_path, ["frequency_cap_exempt"]) or _line(definition_path, ["messages", "email"])
-    return [f"{_shown(definition_path)}, line {line}: {campaign.id!r} is a marketing email (it counts toward the "
-            f"frequency cap), and {_shown(program_file)} has no brand.postal_address to put in its footer, which "
-            "the law requires in every marketing email (US CAN-SPAM); add the shop's postal address under brand:."]
+    where = f"{_shown(definition_path)}, line {line}" if line else _shown(definition_path)
+    program_shown = _shown(program_file)
+    return [f"{where}: {campaign.id!r} is a marketing email (it counts toward the frequency cap), and {program_shown} "
+            "has no brand.postal_address to put in its footer, which the law requires in every marketing email "
+            f"(US CAN-SPAM); nothing of this campaign is sent until you add the shop's postal address under brand: "
+            f"in {program_shown}."]
 
 
 def check_templates(campaign: CampaignBase, renderer: Renderer, definition_path: Path, program: Program,

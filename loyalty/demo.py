@@ -172,7 +172,7 @@ def run_demo(settings: Settings, console: Console, *, member_count: int = 240, n
                           if isinstance(birthday, BirthdayCampaign) else "feb28")
     console.print(f"Seeded {member_count} members in {len(ZONES)} time zones (English and French): "
                   + ", ".join(f"{n} {story.replace('_', ' ')}" for story, n in sorted(seeded.stories.items())) + ".")
-    for problem in runtime.campaigns.errors:
+    for problem in [*map(str, runtime.campaigns.errors), *runtime.refusals().values()]:
         console.print(f"[yellow]warning:[/] skipping a broken campaign: {problem}", highlight=False)
 
     with runtime.sessions() as session:

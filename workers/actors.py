@@ -46,6 +46,10 @@ def evaluate_campaign(campaign_id: str, at: str) -> None:
     if campaign is None or not campaign.enabled:
         log.warning("campaign.not_evaluated", campaign=campaign_id, reason="unknown or disabled")
         return
+    refused = runtime.refusal(campaign_id)
+    if refused is not None:  # as the clock reports a broken definition: loudly, on every tick, nothing planned
+        log.error("campaign.broken", campaign=campaign_id, problem=refused)
+        return
     instant = parse_instant(at)
     with transaction(runtime.sessions) as session:
         plan = plan_campaign(session, campaign, plan_context(session, runtime.campaigns, runtime.program, instant))

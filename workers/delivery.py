@@ -31,6 +31,10 @@ Two rules across campaigns are enforced at the claim:
 
 A message that ends before its send (skipped by a re-check, a template error) is recorded straight
 from ``planned``, guarded by that state, so a row another worker has claimed meanwhile is left alone.
+A message of a campaign that may send nothing (:meth:`workers.runtime.Runtime.refusal`: a marketing
+email while the brand has no postal address) is neither composed nor written: it stays ``planned``,
+the batch says why in one log line (``delivery.kept_planned``), and the sweeper offers it again until the
+campaign is fixed.
 """
 
 from __future__ import annotations
@@ -156,6 +160,8 @@ def deliver(runtime: Runtime, delivery_ids: list[int], *, as_of: datetime | None
         link.drop()
         for channel in channels.values():
             channel.close()
+        for campaign, count in sorted(report.kept_planned.items()):
+            log.error("delivery.kept_planned", campaign=campaign, deliveries=count, problem=runtime.refusal(campaign))
     return report
 
 
@@ -202,7 +208,11 @@ def _compose_chunk(runtime: Runtime, ids: list[int], as_of: datetime, report: De
             if row.send_at > as_of:
                 report.later[row.id] = row.send_at
                 continue
-            due.append(_Planned(*row[2:]))
+            planned = _Planned(*row[2:])
+            if _refused(runtime, planned.campaign):  # left planned, untouched: it goes once the campaign is fixed
+                report.kept_planned[planned.campaign] += 1
+                continue
+            due.append(planned)
         if not due:
             return []
         unread = _unread_member_fields(runtime, due)
@@ -218,6 +228,13 @@ def _compose_chunk(runtime: Runtime, ids: list[int], as_of: datetime, report: De
                 runtime, session, campaigns.get(delivery.campaign), member, delivery, as_of,
                 balance=member.balance, merge_fields=fields)))
         return items
+
+
+def _refused(runtime: Runtime, campaign_id: str) -> bool:
+    """An enabled campaign that may send nothing (``Runtime.refusal``: a marketing email without the
+    brand's postal address); a disabled one ends ``skipped: campaign_disabled`` as before."""
+    campaign = runtime.campaigns.campaigns.get(campaign_id)
+    return campaign is not None and campaign.enabled and runtime.refusal(campaign_id) is not None
 
 
 NAMES = frozenset({"first_name", "last_name"})

@@ -13,6 +13,7 @@ import sys
 from typing import NoReturn
 
 import dramatiq
+import structlog
 
 from core import logs
 from core.errors import LoyaltyError
@@ -61,6 +62,8 @@ def _start() -> dramatiq.Broker:
     settings = get_settings()
     logs.configure(settings.log_level)
     runtime = get_runtime()  # at start, not at the first message: a wrong key or an unmigrated database stops here
+    for campaign, problem in runtime.refusals().items():  # said again on each tick that evaluates it
+        structlog.get_logger("loyalty.worker").error("campaign.broken", campaign=campaign, problem=problem)
     runtime.twilio_api()  # with Twilio configured: the SDK imported and its client built now, not by the first texts
     pass_on_first_sigterm_only()
     broker = install_broker(build_broker(settings))

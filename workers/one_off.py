@@ -107,6 +107,9 @@ def send_one_off(
     if not reason:
         raise InputError("--reason is empty; say in a few words why this send is made, for the audit log.")
     campaign = runtime.campaigns.get(campaign_id)
+    refused = runtime.refusal(campaign.id)
+    if refused is not None:  # what `loyalty validate` says of it, and the worker's log
+        raise InputError(refused)
     if not campaign.enabled:
         raise InputError(f"The campaign {campaign.id!r} is disabled; enable it before sending it to anyone.")
     if channel is not None and channel not in campaign.channels:

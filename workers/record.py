@@ -60,12 +60,14 @@ class DeliveryReport:
     reasons: Counter[str] = field(default_factory=Counter)  # skip/failure reason → count
     later: dict[int, datetime] = field(default_factory=dict)  # still planned: id → when it is due
     unstarted: list[int] = field(default_factory=list)  # not looked at: the worker is stopping
+    kept_planned: Counter[str] = field(default_factory=Counter)  # campaign → due deliveries left planned (Runtime.refusal)
 
     def merge(self, other: DeliveryReport) -> None:
         self.outcomes.update(other.outcomes)
         self.reasons.update(other.reasons)
         self.later.update(other.later)
         self.unstarted.extend(other.unstarted)
+        self.kept_planned.update(other.kept_planned)
 
     def count(self, state: str, reason: str | None) -> None:
         self.outcomes[state] += 1

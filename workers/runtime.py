@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from campaigns.brand import lacks_postal_address
 from campaigns.loader import CampaignSet, load_campaigns
 from campaigns.program import Program, load_program
 from campaigns.rendering import Renderer
+from campaigns.validation import check_postal_address
 from core.settings import Settings, get_settings
 from models.db import engine_for, make_sessionmaker, migrate
 from workers.channels.email import SmtpEmailChannel, return_path_for
@@ -53,6 +55,26 @@ class Runtime:
     _mailchimp_slots: ConnectionSlots | None = field(default=None, repr=False)
     _twilio_api: TwilioApi | None = field(default=None, repr=False)
     _limiter_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _refusals: dict[str, str] = field(default_factory=dict, repr=False)  # campaign id -> its sentence
+
+    def refusal(self, campaign_id: str) -> str | None:
+        """Why nothing of campaign ``campaign_id`` may be sent, as ``loyalty validate`` says it (a
+        marketing email while the brand has no postal address: :func:`campaigns.brand.lacks_postal_address`),
+        or None. Such a campaign is not planned, its planned deliveries stay planned, and a support
+        send of it is refused with this sentence."""
+        campaign = self.campaigns.campaigns.get(campaign_id)
+        if campaign is None or not lacks_postal_address(campaign, self.program.brand):
+            return None
+        sentence = self._refusals.get(campaign_id)
+        if sentence is None:  # the definition's line is read once
+            path = self.settings.campaigns_dir / f"{campaign_id}.yaml"
+            problems = check_postal_address(campaign, path, self.program, self.settings.program_file)
+            sentence = self._refusals[campaign_id] = problems[0]
+        return sentence
+
+    def refusals(self) -> dict[str, str]:
+        """Every loaded campaign that may send nothing (:meth:`refusal`), with its sentence."""
+        return {c: sentence for c in sorted(self.campaigns.campaigns) if (sentence := self.refusal(c)) is not None}
 
     def email_channel(self) -> SmtpEmailChannel | OutboxEmailChannel:
         if self.settings.smtp is not None:

@@ -52,6 +52,8 @@ def run_tick(runtime: Runtime, at: datetime, *, campaign_ids: list[str] | None =
     for campaign in runtime.campaigns.enabled:
         if campaign_ids is not None and campaign.id not in campaign_ids:
             continue
+        if runtime.refusal(campaign.id) is not None:  # sends nothing: not planned (its planned rows wait)
+            continue
         with transaction(runtime.sessions) as session:
             report.plans.append(plan_campaign(session, campaign, ctx))
     report.delivery.merge(deliver(runtime, due_delivery_ids(runtime, at, campaign_ids), as_of=at))

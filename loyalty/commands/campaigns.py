@@ -126,11 +126,13 @@ def run(at: str | None, campaign_ids: tuple[str, ...]) -> None:
     console.print(
         "Delivered: " + (", ".join(f"{n} {state}" for state, n in sorted(outcomes.items())) or "nothing new")
         + (f"; {len(report.delivery.later)} waiting for a later time" if report.delivery.later else "")
+        + (f"; {sum(report.delivery.kept_planned.values())} kept planned, not sent (see the warning above)"
+           if report.delivery.kept_planned else "")
     )
     if report.delivery.reasons:
         console.print("Reasons: " + ", ".join(f"{n} {r}" for r, n in sorted(report.delivery.reasons.items())))
 
 
 def _warn_broken_definitions(runtime) -> None:
-    for problem in runtime.campaigns.errors:
+    for problem in [*map(str, runtime.campaigns.errors), *runtime.refusals().values()]:
         errors.print(f"[yellow]warning:[/] skipping a broken campaign: {problem}", highlight=False, soft_wrap=True)
