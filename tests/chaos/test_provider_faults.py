@@ -155,7 +155,7 @@ def test_providers_failing_20_percent_and_timing_out_5_percent(
     assert planned == MEMBERS
     scenario.worker("worker", threads=8)  # the Procfile's threads: more of the time-outs waited out at once
     states = drain(scenario.sessions, sweep=lambda: enqueue_due_later(scenario), timeout=600,
-                   idle_seconds=2, sweep_every=2)
+                   idle_seconds=2, sweep_every=2, waiting=scenario.deliveries_waiting)
 
     with scenario.sessions() as session:
         rows = session.execute(select(Delivery.channel, Delivery.occurrence_key, Member.phone)
