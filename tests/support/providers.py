@@ -132,7 +132,8 @@ def deliver_until_done(runtime, at: datetime = AT, *, threads: int = 8, rounds: 
         if not due and left is None:
             return as_of
         if due:  # small batches, so that a thread held by time-outs does not hold the round back
-            batches = [due[i:i + 10] for i in range(0, len(due), 10)]
+            size = max(1, min(10, len(due) // (threads * 4)))  # a small round: a few deliveries a batch
+            batches = [due[i:i + size] for i in range(0, len(due), size)]
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(lambda ids, at=as_of: deliver(runtime, ids, as_of=at), batches))
         as_of = max(as_of + timedelta(minutes=16), left or as_of)
