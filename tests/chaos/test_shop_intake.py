@@ -33,7 +33,7 @@ from tests.support.chaos import VENV_BIN, ChaosRun, Process, Tally, free_port, s
 CUSTOMERS = 100  # ~320 inbox entries (each webhook sent twice); the Redis-flush scenario takes half
 SECRET = "shpss_chaos_secret"
 FIRST_ORDER_BONUS = 50  # campaigns/program.yaml: points.first_order_bonus
-SWEEP_AFTER = 5  # LOYALTY_INBOX_STALE_AFTER_SECONDS (60 by default): the inbox sweep's threshold and period
+SWEEP_AFTER = 2  # LOYALTY_INBOX_STALE_AFTER_SECONDS (60 by default): the inbox sweep's threshold and period
 
 
 # --- the processes ------------------------------------------------------------------------------------
@@ -168,8 +168,8 @@ def credits(run: ChaosRun) -> tuple[list[tuple[str, int]], dict[str, int]]:
     return earned, balances
 
 
-def drain_inbox(run: ChaosRun, *, timeout: float, sweep: bool = True, idle_seconds: float = 3.0,
-                sweep_every: float = 5.0) -> tuple[Counter, int]:
+def drain_inbox(run: ChaosRun, *, timeout: float, sweep: bool = True, idle_seconds: float = 1.0,
+                sweep_every: float = SWEEP_AFTER) -> tuple[Counter, int]:
     """Wait until no entry is ``received``; while nothing moves, send ``sweep_inbox`` as the clock does
     every SWEEP_AFTER seconds (it enqueues only the entries left received for that long). Returns the final
     count per state, and how many entries were stranded (still received when the workers went idle)."""
@@ -190,7 +190,7 @@ def drain_inbox(run: ChaosRun, *, timeout: float, sweep: bool = True, idle_secon
             last_sweep = now
         if now > deadline:
             raise AssertionError(f"inbox entries still received after {timeout:.0f} s: {dict(states)}")
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
 def swept(*workers: Process) -> int:
