@@ -180,10 +180,10 @@ def spawn(name: str, args: list[str], env: dict[str, str], log_path: Path) -> Pr
 
 def start_worker(env: dict[str, str], log_path: Path, *, processes: int = 1, threads: int = 4,
                  ready_timeout: float = 90) -> Process:
-    """``dramatiq workers.main`` (prefetch 64), every process of it ready for messages."""
+    """``dramatiq workers.main`` with the Procfile's prefetch (16), every process of it ready for messages."""
     worker = spawn(f"worker ({log_path.name})", [str(VENV_BIN / "dramatiq"), *WORKER_ARGS, "--processes",
                                                  str(processes), "--threads", str(threads)],
-                   {"dramatiq_queue_prefetch": "64", **env}, log_path)
+                   {"dramatiq_queue_prefetch": "16", **env}, log_path)
 
     def ready() -> bool:
         if not worker.alive():
