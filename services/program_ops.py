@@ -3,6 +3,12 @@
 Every write is keyed so that applying the same order, refund or expiry twice changes nothing:
 ``order:{order id}`` (earned), ``first_order:{member}`` (bonus), ``refund:{order id}`` (reversal),
 ``refund:{order id}:{refund id}`` (a partial refund's share), ``expire:{lot id}`` (expiry).
+
+The first-order bonus goes with the member's first order that stands: an order refunded or cancelled
+whole gives its bonus back (``first_order_back:{member}``), and the member's earliest order that still
+stands, or else the next one placed, earns it again (``first_order:{member}:{order id}``, given back as
+``first_order_back:{member}:{order id}``). While a bonus is held (not wholly given back: spent points
+are not recoverable) no other is given.
 """
 
 from __future__ import annotations
@@ -11,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from campaigns.program import Program
 from core import calendar
@@ -76,6 +82,16 @@ def apply_pending_orders(session: Session, program: Program, *, now: datetime, l
     return len(pending)
 
 
+def earn_as_placed(session: Session, program: Program, order: Order) -> None:
+    """What ``order`` earned while it stood, for an order a shop shows already refunded or cancelled
+    after payment: the ledger only (its last order and tier never counted it). Its final status, applied
+    next (:func:`apply_pending_orders`), takes back what its refunds did not."""
+    member = session.get(Member, order.member_id, with_for_update={"key_share": True})
+    if member is None:  # the foreign key keeps every order's member
+        raise LookupError(f"order row {order.id} names member row {order.member_id}, which does not exist")
+    _earn_for_order(session, program, member, order)
+
+
 def _earn_for_order(session: Session, program: Program, member: Member, order: Order) -> None:
     rules = program.points
     expires_at = order.placed_at + timedelta(days=rules.expires_after_days)
@@ -83,20 +99,87 @@ def _earn_for_order(session: Session, program: Program, member: Member, order: O
     if points > 0:
         ledger.credit(session, member_id=member.id, entry_key=f"order:{order.order_id}", kind=EntryKind.EARN,
                       points=points, occurred_at=order.placed_at, expires_at=expires_at, source=f"order:{order.order_id}")
-    if rules.first_order_bonus:
-        ledger.credit(session, member_id=member.id, entry_key=f"first_order:{member.external_id}", kind=EntryKind.EARN,
-                      points=rules.first_order_bonus, occurred_at=order.placed_at, expires_at=expires_at,
-                      source=f"first_order_bonus:{order.order_id}")
+    _grant_bonus(session, program, member, order)
+
+
+_BONUS, _GIVEN_BACK = "first_order:", "first_order_back:"  # + the member's external id [+ ":" + order id]
+_BONUS_SOURCE = "first_order_bonus:"  # + the order's id
+_GIVEN_BACK_ENTRY = aliased(PointEntry)
+_FIRST_BONUS = select(PointEntry.points, select(_GIVEN_BACK_ENTRY.points).where(
+    _GIVEN_BACK_ENTRY.entry_key == bindparam("given_back")).scalar_subquery()).where(PointEntry.entry_key == bindparam("bonus"))
+
+
+def _grant_bonus(session: Session, program: Program, member: Member, order: Order) -> None:
+    """The first-order bonus, earned by ``order`` as its points are, unless the member holds one."""
+    rules = program.points
+    if not rules.first_order_bonus:
+        return
+    base = f"{_BONUS}{member.external_id}"
+    # The first bonus and its give-back, by the unique key alone: the common case, one statement built once.
+    first = session.execute(_FIRST_BONUS, {"bonus": base, "given_back": _GIVEN_BACK + base[len(_BONUS):]}).first()
+    if first is not None and first[0] + (first[1] or 0) > 0:
+        return  # the first bonus, held
+    if first is not None and any(bonus.held for bonus in _bonuses(session, member)):
+        return  # a later one, held
+    ledger.credit(session, member_id=member.id, entry_key=f"{base}:{order.order_id}" if first is not None else base,
+                  kind=EntryKind.EARN, points=rules.first_order_bonus, occurred_at=order.placed_at,
+                  expires_at=order.placed_at + timedelta(days=rules.expires_after_days),
+                  source=f"{_BONUS_SOURCE}{order.order_id}")
+
+
+@dataclass(frozen=True)
+class _Bonus:
+    given_back_key: str  # first_order_back:{member}[:{order id}]
+    points: int
+    source: str | None  # first_order_bonus:{order id}
+    given_back: int | None  # the points its give-back took (negative), None: not given back
+
+    @property
+    def held(self) -> bool:
+        """Not given back, or not wholly (its points were spent)."""
+        return self.points + (self.given_back or 0) > 0
+
+
+def _bonuses(session: Session, member: Member) -> list[_Bonus]:
+    """The first-order bonuses credited to the member (the first ever keyed ``first_order:{member}``),
+    each with its give-back, in one query."""
+    base = f"{_BONUS}{member.external_id}"
+    back = aliased(PointEntry)
+    given_back_key = literal(_GIVEN_BACK) + func.substr(PointEntry.entry_key, len(_BONUS) + 1)
+    rows = session.execute(
+        select(given_back_key, PointEntry.points, PointEntry.source, back.points)
+        .outerjoin(back, back.entry_key == given_back_key)
+        .where(PointEntry.member_id == member.id, PointEntry.kind == EntryKind.EARN,
+               (PointEntry.entry_key == base) | PointEntry.entry_key.startswith(f"{base}:", autoescape=True)))
+    return [_Bonus(key, points, source, given_back) for key, points, source, given_back in rows]
+
+
+def _give_back_bonus(session: Session, program: Program, member: Member, order: Order, now: datetime) -> RefundOutcome:
+    """The first-order bonus ``order`` earned, taken back (once, never below zero) as the order no longer
+    stands; given back whole, it goes to the member's earliest order that still stands, if any (else to
+    the next one placed)."""
+    bonus = next((b for b in _bonuses(session, member) if b.source == f"{_BONUS_SOURCE}{order.order_id}"), None)
+    if bonus is None or bonus.given_back is not None:
+        return RefundOutcome(0, 0)
+    outcome = _take_back(session, member, bonus.given_back_key, bonus.points, now,
+                         source=f"{_GIVEN_BACK}{order.order_id}")
+    standing = session.scalars(
+        select(Order).where(Order.member_id == member.id, Order.status == OrderStatus.PLACED)
+        .order_by(Order.placed_at, Order.id).limit(1)).first()
+    if standing is not None:
+        _grant_bonus(session, program, member, standing)
+    return outcome
 
 
 def reverse_order(session: Session, program: Program, member: Member, order: Order, *, now: datetime) -> RefundOutcome:
-    """Take back what the order earned and partial refunds did not already, never below zero; what was
-    already spent is recorded."""
+    """Take back what the order earned and partial refunds did not already, then the first-order bonus
+    it earned, never below zero; what was already spent is recorded."""
     key = f"refund:{order.order_id}"
-    if ledger.entry_exists(session, key):
-        return RefundOutcome(0, 0)
-    return _take_back(session, member, key, _earned(session, order) - _partially_taken(session, order), now,
-                      source=f"refund:{order.order_id}")
+    earned = RefundOutcome(0, 0) if ledger.entry_exists(session, key) else _take_back(
+        session, member, key, _earned(session, order) - _partially_taken(session, order), now,
+        source=f"refund:{order.order_id}")
+    bonus = _give_back_bonus(session, program, member, order, now)
+    return RefundOutcome(earned.taken_back + bonus.taken_back, earned.not_recoverable + bonus.not_recoverable)
 
 
 def reverse_refund(session: Session, member: Member, order: Order, *, refund_id: str, amount: Decimal,

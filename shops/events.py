@@ -8,7 +8,7 @@ its delivery unique in the inbox, the resource it is about and the instant of th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -52,6 +52,18 @@ class ShopEvent:
     member_id: str | None = None
     #: An email to find the member by (a guest order), when ``member_id`` is None.
     member_email: str | None = None
+
+
+#: An ORDER event's field: the order was paid before the state it is in now (refunded, cancelled).
+PAID_FIRST = "paid_first"
+
+
+def paid_first(order: ShopEvent, refunds: list[ShopEvent]) -> list[ShopEvent]:
+    """The events of an order the shop shows refunded or cancelled after it was paid, in the order its
+    webhooks told it: paid (an order stored here already skips this step; a new one earns what it earned
+    while it stood), then its refunds, each taking back its share, then its state, taking back the rest.
+    Read whole by a backfill, such an order then ends with the ledger its webhooks would have written."""
+    return [replace(order, fields={**order.fields, PAID_FIRST: "true"}), *refunds, order]
 
 
 def import_status(state: OrderState) -> str | None:

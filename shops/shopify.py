@@ -29,7 +29,7 @@ from shops.common import (
     text_or_empty,
     used_codes,
 )
-from shops.events import EventKind, OrderState, PayloadProblem, ShopEvent
+from shops.events import EventKind, OrderState, PayloadProblem, ShopEvent, paid_first
 
 PLATFORM = "shopify"
 
@@ -172,28 +172,33 @@ def order_events(order: Mapping[str, Any], key: str, triggered_at: datetime | No
     placed = instant(order.get("processed_at") or order.get("created_at"), "the order's processed_at")
     currency = ((order.get("subtotal_price_set") or {}).get("shop_money") or {}).get("currency_code") \
         or order.get("currency")
+    state = order_state(order)
     fields = {
         "order_id": order_id,
         "member_id": member_id or "",
         "placed_at": iso(placed),
         "total": money_text(earning_amount(order, mapping)),
         "currency": text_or_empty(currency).upper(),
-        "state": order_state(order).value,
+        "state": state.value,
     }
     if order.get("test"):
         fields["test"] = "true"
     if codes := used_codes(order.get("discount_codes"), "code"):
         fields["coupon_codes"] = codes
     version = optional_instant(order.get("updated_at"), "the order's updated_at") or triggered_at
-    events = [ShopEvent(PLATFORM, EventKind.ORDER, key, f"order:{order_id}", version, fields,
-                        member_id=member_id, member_email=None if member_id else email)]
+    placed_event = ShopEvent(PLATFORM, EventKind.ORDER, key, f"order:{order_id}", version, fields,
+                             member_id=member_id, member_email=None if member_id else email)
     # Refunds also ride on the order (orders/updated): the same refund from refunds/create is the same
     # refund id, applied once, so a lost refunds/create delivery is caught up here.
-    for refund in order.get("refunds") or ():
-        if isinstance(refund, dict) and refund.get("id"):
-            events.append(refund_event({**refund, "order_id": order_id}, f"{key}:refund:{refund['id']}",
-                                       version, member_id=member_id, member_email=None if member_id else email))
-    return events
+    refunds = [refund_event({**refund, "order_id": order_id}, f"{key}:refund:{refund['id']}", version,
+                            member_id=member_id, member_email=None if member_id else email)
+               for refund in order.get("refunds") or () if isinstance(refund, dict) and refund.get("id")]
+    if state in (OrderState.REFUNDED, OrderState.CANCELLED) and order.get("financial_status") in _PAID:
+        return paid_first(placed_event, refunds)
+    return [placed_event, *refunds]
+
+
+_PAID = frozenset({"paid", "partially_refunded", "refunded"})  # money was taken (and maybe given back)
 
 
 def refund_event(refund: Mapping[str, Any], key: str, triggered_at: datetime | None,

@@ -28,7 +28,7 @@ from shops.common import (
     text_or_empty,
     used_codes,
 )
-from shops.events import EventKind, OrderState, PayloadProblem, ShopEvent
+from shops.events import EventKind, OrderState, PayloadProblem, ShopEvent, paid_first
 
 PLATFORM = "woocommerce"
 
@@ -143,24 +143,28 @@ def order_events(order: Mapping[str, Any], mapping: ShopMapping) -> list[ShopEve
     if codes := used_codes(order.get("coupon_lines"), "code"):
         fields["coupon_codes"] = codes
     guest = None if member_id else email
-    events = [ShopEvent(PLATFORM, EventKind.ORDER, f"{PLATFORM}:order:{order_id}:{iso(version)}",
-                        f"order:{order_id}", version, fields, member_id=member_id, member_email=guest)]
+    placed = ShopEvent(PLATFORM, EventKind.ORDER, f"{PLATFORM}:order:{order_id}:{iso(version)}",
+                       f"order:{order_id}", version, fields, member_id=member_id, member_email=guest)
     # A refund's total is negative and includes its share of shipping and taxes: what it gives back of
     # the merchandise is that share of the order's earning amount.
     order_total = amount(order.get("total"), "the order's total")
+    refunds = []
     for refund in order.get("refunds") or ():
         if not isinstance(refund, dict) or not refund.get("id"):
             continue
         refund_id = resource_id(refund["id"], "a refund's id")
         refunded = abs(amount(refund.get("total"), "a refund's total"))
         share = min(refunded / order_total, Decimal(1)) if order_total > 0 else Decimal(1)
-        events.append(ShopEvent(
+        refunds.append(ShopEvent(
             PLATFORM, EventKind.REFUND, f"{PLATFORM}:refund:{refund_id}", f"order:{order_id}", version,
             {"refund_id": refund_id, "order_id": order_id, "refunded_at": iso(version),
              "amount": money_text(earning * share), "currency": fields["currency"]},
             member_id=member_id, member_email=guest,
         ))
-    return events
+    state = OrderState(fields["state"])
+    if state in (OrderState.REFUNDED, OrderState.CANCELLED) and order.get("date_paid_gmt"):
+        return paid_first(placed, refunds)  # refunded or cancelled after it was paid
+    return [placed, *refunds]
 
 
 def delivery_key(topic: str, payload: Any) -> str:

@@ -32,10 +32,10 @@ from models.personal_data import lookup
 from models.privacy import erase_member
 from services.imports import apply_record
 from services.imports.rows import RowProblem
-from services.program_ops import apply_pending_orders, recalculate_tier, reverse_refund
+from services.program_ops import apply_pending_orders, earn_as_placed, recalculate_tier, reverse_refund
 from shops import api, prestashop, shopify, woocommerce
 from shops.common import ShopMapping, instant
-from shops.events import EventKind, OrderState, PayloadProblem, ShopEvent, import_status
+from shops.events import PAID_FIRST, EventKind, OrderState, PayloadProblem, ShopEvent, import_status
 from workers.actors import _placeholder
 from workers.runtime import Runtime, get_runtime
 
@@ -225,22 +225,40 @@ def _apply_order(session: Session, runtime: Runtime, event: ShopEvent) -> Outcom
         return Outcome(reason="a test order: no points", member_ref=ref)
     status = import_status(OrderState(event.fields["state"]))
     order_id = event.fields["order_id"]
+    paid_first = event.fields.get(PAID_FIRST) == "true"
+    if paid_first and _order(session, order_id) is not None:
+        return Outcome(member_ref=ref)  # stored already: its refunds and its state, next, apply as usual
     if not _versioned(session, event):
         return Outcome(reason="older than the version already applied", member_ref=ref)
     if status is None:
         return Outcome(reason="awaiting payment: points when it is paid", member_ref=ref)
-    fields = {k: v for k, v in event.fields.items() if k not in ("state", "test", "coupon_codes")}
+    fields = {k: v for k, v in event.fields.items() if k not in _NOT_IMPORTED}
     settings = runtime.settings
     apply_record(session, "orders", {**fields, "member_id": ref, "status": status}, source=f"shop:{event.platform}",
                  program=runtime.program, default_timezone=settings.default_timezone,
                  default_locale=settings.default_locale)
+    order = _order(session, order_id)
+    if order is None:  # apply_record stored it, or raised RowProblem
+        raise LookupError(f"order {order_id!r} is not there after it was applied")
     if event.fields.get("coupon_codes"):  # codes we made, now used at the shop's checkout
         from workers.coupons import mark_used
 
         mark_used(session, event.fields["coupon_codes"].split(","), f"{event.platform}:order:{order_id}",
                   instant(event.fields["placed_at"], "placed_at"))
+    if paid_first:
+        # What it earned while it stood; its refunds (next) take back their shares, then its state the rest.
+        earn_as_placed(session, runtime.program, order)
+        return Outcome(member_ref=ref)
     apply_pending_orders(session, runtime.program, now=utcnow())
     return Outcome(member_ref=ref, woken=wake(session, f"order:{order_id}"))
+
+
+#: An order event's fields that are not the import's: its shop state, and what the inbox keeps apart.
+_NOT_IMPORTED = frozenset({"state", "test", "coupon_codes", PAID_FIRST})
+
+
+def _order(session: Session, order_id: str) -> Order | None:
+    return session.scalars(select(Order).where(Order.order_id == order_id)).first()
 
 
 def _apply_refund(session: Session, runtime: Runtime, event: ShopEvent) -> Outcome:
@@ -255,7 +273,9 @@ def _apply_refund(session: Session, runtime: Runtime, event: ShopEvent) -> Outco
         return Outcome(reason="this refund was already applied", member_ref=ref)
     at = instant(event.fields["refunded_at"], "refunded_at") if event.fields.get("refunded_at") else utcnow()
     text = event.fields.get("amount") or ""
-    if not text or order.status != OrderStatus.PLACED:
+    # An order read already refunded or cancelled after payment stands until its state applies (paid_first).
+    stands = order.status == OrderStatus.PLACED or order.applied_status is None
+    if not text or not stands:
         order.status = OrderStatus.REFUNDED if order.status == OrderStatus.PLACED else order.status
         apply_pending_orders(session, runtime.program, now=utcnow())
         return Outcome(reason="the whole order refunded", member_ref=ref)

@@ -163,8 +163,12 @@ def test_a_backfill_brings_the_shops_history_and_a_second_one_changes_nothing(pl
         assert "0 new inbox entries" in second.stdout
         assert ledger(pg_sessions) == before and count(pg_sessions, InboxEntry) == entries
     with pg_sessions() as session:
-        refunded = session.scalars(select(Order).where(Order.refunded_amount > 0)).all()
-        assert [str(o.refunded_amount) for o in refunded] == ["40.00"]
+        refunded = session.scalars(select(Order).where(Order.refunded_amount > 0).order_by(Order.id)).all()
+        # A Shopify or WooCommerce order read already refunded is told as its webhooks told it: paid, then
+        # its refund (the kettle's 30.00, its points taken back by that refund), then refunded. PrestaShop's
+        # credit slips are read after the orders: the order is refunded whole when its slip comes.
+        expected_refunded = ["40.00"] if platform == "prestashop" else ["40.00", "30.00"]
+        assert [str(o.refunded_amount) for o in refunded] == expected_refunded
 
 
 @pytest.mark.parametrize("platform", list(SHOPS))
@@ -395,3 +399,59 @@ def test_a_shopify_backfill_after_the_webhooks_changes_nothing(env, pg_engine, p
         result = loyalty(environment, "shop", "backfill", "shopify")
         assert result.returncode == 0, result.stderr
     assert ledger(pg_sessions) == by_webhooks
+
+
+# -- refunds: what they take back, through the webhooks and through the backfill alike ---------------
+def through_webhooks_then_the_backfill(env, pg_engine, pg_sessions, history, platform: str = "shopify"
+                                       ) -> dict[str, object]:
+    """The same store history twice: applied live from its webhooks, then (the database emptied) read
+    whole by a backfill. What each way ends with: the balances and the ledger."""
+    make, _ = SHOPS[platform]
+    with make() as shop:
+        environment = {**shop_env(env, platform, shop.url), "SHOPIFY_WEBHOOK_SECRET": "shpss_test_secret"}
+        with serving(load_settings(environment)) as url:
+            if platform == "shopify":
+                shop.subscribe(f"{url}/webhooks/shopify")
+            else:
+                for topic in ("order.created", "order.updated", "customer.created", "customer.updated"):
+                    shop.subscribe(f"{url}/webhooks/woocommerce", topic)
+            expected = history(shop)
+        webhooks = {"balances": balances(pg_sessions), "ledger": ledger(pg_sessions)}
+        empty(pg_engine)
+        result = loyalty(environment, "shop", "backfill", platform)
+        assert result.returncode == 0, result.stderr
+    assert count(pg_sessions, InboxEntry, InboxEntry.state.in_([InboxState.WAITING, InboxState.REJECTED])) == 0
+    return {"expected": expected, "webhooks": webhooks,
+            "backfill": {"balances": balances(pg_sessions), "ledger": ledger(pg_sessions)}}
+
+
+@pytest.mark.parametrize("platform", ["shopify", "woocommerce"])
+def test_a_first_order_refunded_or_cancelled_whole_ends_with_the_same_ledger_through_webhooks_and_backfill(
+        platform, env, pg_engine, pg_sessions):
+    def history(shop) -> dict[str, int]:
+        """A first order given back whole earns no first-order bonus: the first order that stands does."""
+        bob = shop.add_customer("bob@example.com", "Bob", "Martin")
+        kettle = shop.place_order(bob["id"], [("Kettle", 1, "30.00")])
+        shop.refund(kettle["id"])  # the whole first order
+        shop.place_order(bob["id"], [("Cup", 4, "5.00")])  # 20, and now the bonus
+        cyd = shop.add_customer("cyd@example.com", "Cyd", "Charisse")
+        teapot = shop.place_order(cyd["id"], [("Teapot", 1, "40.00")])
+        if platform == "shopify":
+            shop.cancel_order(teapot["id"])  # paid, then cancelled
+        else:
+            shop.set_status(teapot["id"], "cancelled")
+        shop.place_order(cyd["id"], [("Tea tin", 1, "25.00")])
+        dee = shop.add_customer("dee@example.com", "Dee", "Dee")
+        tins = shop.place_order(dee["id"], [("Tea tin", 2, "15.00")])
+        shop.place_order(dee["id"], [("Cup", 2, "5.00")])
+        if platform == "shopify":  # one tin, then the other: the first order is given back whole after
+            shop.refund(tins["id"], {tins["line_items"][0]["id"]: 1})  # the second was placed, which then
+        else:  # earns the bonus
+            shop.refund(tins["id"], "18.00")  # one tin of two, its tax included
+        shop.refund(tins["id"])
+        return {str(bob["id"]): 20 + 50, str(cyd["id"]): 25 + 50, str(dee["id"]): 10 + 50}
+
+    run = through_webhooks_then_the_backfill(env, pg_engine, pg_sessions, history, platform)
+    assert run["webhooks"]["balances"] == run["expected"]
+    assert run["backfill"]["balances"] == run["expected"]
+    assert run["backfill"]["ledger"] == run["webhooks"]["ledger"]

@@ -18,7 +18,7 @@ import pytest
 from services.imports.rows import parse_member, parse_order
 from shops import prestashop, shopify, woocommerce
 from shops.common import ShopMapping, country_timezone
-from shops.events import EventKind, OrderState, PayloadProblem, import_status
+from shops.events import PAID_FIRST, EventKind, OrderState, PayloadProblem, import_status
 from shops.signatures import body_signature, valid_bearer, valid_body_signature
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "shops"
@@ -130,9 +130,28 @@ def test_shopify_statuses_map_to_ours(financial_status, cancelled, state, status
     order = load("shopify_order")
     order["financial_status"] = financial_status
     order["cancelled_at"] = "2026-11-02T10:00:00-05:00" if cancelled else None
-    [event] = shopify.parse("orders/updated", "evt-7", TRIGGERED, order, MAPPING)
-    assert OrderState(event.fields["state"]) is state
+    event = shopify.parse("orders/updated", "evt-7", TRIGGERED, order, MAPPING)[-1]  # its state comes last
+    assert OrderState(event.fields["state"]) is state and PAID_FIRST not in event.fields
     assert import_status(state) == status
+
+
+@pytest.mark.parametrize(("financial_status", "cancelled", "paid_first"), [
+    ("refunded", False, True), ("paid", True, True), ("partially_refunded", True, True),
+    ("pending", True, False), ("voided", False, False), ("paid", False, False), ("partially_refunded", False, False),
+])
+def test_an_order_refunded_or_cancelled_after_payment_is_told_paid_then_refunded(financial_status, cancelled,
+                                                                                  paid_first):
+    """As its webhooks told it: paid (to an order not stored yet), its refunds, then its state."""
+    order = load("shopify_order")
+    order.update(financial_status=financial_status, refunds=[load("shopify_refund")],
+                 cancelled_at="2026-11-02T10:00:00-05:00" if cancelled else None)
+    events = shopify.parse("orders/updated", "evt-7", TRIGGERED, order, MAPPING)
+    if paid_first:
+        assert [e.kind for e in events] == [EventKind.ORDER, EventKind.REFUND, EventKind.ORDER]
+        assert events[0].fields == {**events[2].fields, PAID_FIRST: "true"}
+    else:
+        assert [e.kind for e in events] == [EventKind.ORDER, EventKind.REFUND]
+        assert PAID_FIRST not in events[0].fields
 
 
 def test_a_guest_order_is_matched_by_email():
