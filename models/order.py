@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, Index, Integer, Numeric, String, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, Numeric, String, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UtcDateTime, utcnow
@@ -34,6 +34,9 @@ class Order(Base):
     # What partial refunds gave back of ``total``: it no longer counts toward tier spend, and each took
     # back its share of the order's points (services.program_ops.reverse_refund).
     refunded_amount: Mapped[Decimal] = mapped_column(Numeric(12, 2), default=Decimal(0), server_default="0")
+    # The shop's prices for this order include taxes (Shopify's ``taxes_included``): a refund then states
+    # its merchandise taxes included, and its taxes, which earned nothing, come off (workers/inbox.py).
+    prices_include_tax: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 

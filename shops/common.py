@@ -30,6 +30,13 @@ def amount(value: Any, what: str) -> Decimal:
     return number.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
+def refunded_merchandise(given: str, tax: str, prices_include_tax: bool) -> Decimal:
+    """What a refund gave back of the merchandise that earned: the amount ``given``, less its ``tax``
+    when the order's prices include taxes (they earned nothing); never below zero."""
+    merchandise, taxes = amount(given, "the refund's amount"), amount(tax or "0", "the refund's tax")
+    return max(merchandise - taxes if prices_include_tax else merchandise, Decimal(0))
+
+
 def money_text(number: Decimal) -> str:
     return str(max(number, Decimal(0)).quantize(CENT, rounding=ROUND_HALF_UP))
 

@@ -18,7 +18,9 @@ class EventKind(StrEnum):
     MEMBER_DELETED = "member_deleted"  # the shop deleted the customer (not an erasure request)
     ORDER = "order"  # created or updated: the fields of `loyalty import orders`, with `state`
     ORDER_DELETED = "order_deleted"
-    REFUND = "refund"  # refund_id, order_id, refunded_at, amount (merchandise refunded; empty: all), currency
+    # refund_id, order_id, refunded_at, amount (merchandise refunded; empty: all), currency; tax (optional: the
+    # taxes of that merchandise, in the amount when the order's prices include taxes, then taken off)
+    REFUND = "refund"
     ERASE_MEMBER = "erase_member"  # a privacy request: erase the customer's personal data
     ERASE_SHOP = "erase_shop"  # the shop uninstalled us and asks for its data to go
     EXPORT_MEMBER = "export_member"  # a privacy request: everything held about the customer

@@ -68,7 +68,7 @@ def parse(topic: str, event_id: str, triggered_at: datetime | None, payload: Any
         return [ShopEvent(PLATFORM, EventKind.ORDER_DELETED, key, f"order:{order}", triggered_at,
                           fields={"order_id": order})]
     if topic == "refunds/create":
-        return [refund_event(payload, key, triggered_at)]
+        return [refund_event(payload, key, triggered_at, mapping)]
     return [privacy_event(topic, payload, key, triggered_at)]
 
 
@@ -180,6 +180,7 @@ def order_events(order: Mapping[str, Any], key: str, triggered_at: datetime | No
         "total": money_text(earning_amount(order, mapping)),
         "currency": text_or_empty(currency).upper(),
         "state": state.value,
+        "taxes_included": flag(bool(order.get("taxes_included"))),
     }
     if order.get("test"):
         fields["test"] = "true"
@@ -190,7 +191,7 @@ def order_events(order: Mapping[str, Any], key: str, triggered_at: datetime | No
                              member_id=member_id, member_email=None if member_id else email)
     # Refunds also ride on the order (orders/updated): the same refund from refunds/create is the same
     # refund id, applied once, so a lost refunds/create delivery is caught up here.
-    refunds = [refund_event({**refund, "order_id": order_id}, f"{key}:refund:{refund['id']}", version,
+    refunds = [refund_event({**refund, "order_id": order_id}, f"{key}:refund:{refund['id']}", version, mapping,
                             member_id=member_id, member_email=None if member_id else email)
                for refund in order.get("refunds") or () if isinstance(refund, dict) and refund.get("id")]
     if state in (OrderState.REFUNDED, OrderState.CANCELLED) and order.get("financial_status") in _PAID:
@@ -201,20 +202,27 @@ def order_events(order: Mapping[str, Any], key: str, triggered_at: datetime | No
 _PAID = frozenset({"paid", "partially_refunded", "refunded"})  # money was taken (and maybe given back)
 
 
-def refund_event(refund: Mapping[str, Any], key: str, triggered_at: datetime | None,
+def refund_event(refund: Mapping[str, Any], key: str, triggered_at: datetime | None, mapping: ShopMapping,
                  member_id: str | None = None, member_email: str | None = None) -> ShopEvent:
-    """The merchandise a refund gives back: its line items' subtotals (shipping and taxes left out)."""
+    """The merchandise a refund gives back: its line items' subtotals, and their taxes, which come off
+    when the order's prices include them (the refund does not say: the order does). Shipping (its
+    ``refund_shipping_lines``, or ``order_adjustments``), duties and amounts refunded without a line
+    earned nothing and take nothing back. Earning on the total, the taxes are not set apart."""
     refund_id = resource_id(refund.get("id"), "the refund's id")
     order_id = resource_id(refund.get("order_id"), "the refund's order_id")
-    refunded = Decimal(0)
+    refunded, taxes = Decimal(0), Decimal(0)
     currency = ""
     for line in refund.get("refund_line_items") or ():
         money = ((line.get("subtotal_set") or {}).get("shop_money") or {})
         refunded += amount(money.get("amount", line.get("subtotal")), "a refund line's subtotal")
+        tax = ((line.get("total_tax_set") or {}).get("shop_money") or {}).get("amount", line.get("total_tax"))
+        taxes += amount(tax, "a refund line's total_tax") if tax not in (None, "") else Decimal(0)
         currency = currency or text_or_empty(money.get("currency_code"))
     at = instant(refund.get("processed_at") or refund.get("created_at"), "the refund's created_at")
     fields = {"refund_id": refund_id, "order_id": order_id, "refunded_at": iso(at),
               "amount": money_text(refunded), "currency": currency.upper()}
+    if mapping.points_on != "total":
+        fields["tax"] = money_text(taxes)
     return ShopEvent(PLATFORM, EventKind.REFUND, key, f"order:{order_id}", triggered_at or at, fields,
                      member_id=member_id, member_email=member_email)
 

@@ -77,13 +77,15 @@ def customer_payload(node: Mapping[str, Any]) -> dict[str, Any]:
 
 def _refund(refund: Mapping[str, Any], order: Mapping[str, Any], earning_share: Decimal | None,
             currency: str) -> dict[str, Any]:
-    """A refund, with the merchandise it gave back as ``refund_line_items`` subtotals: its own line items
-    when the query selected them, else its share of the order's total applied to the merchandise."""
+    """A refund, with the merchandise it gave back as ``refund_line_items`` (``subtotal_set`` and
+    ``total_tax_set``, as a webhook has them). A refund without line items (shipping, an amount) gives
+    back no merchandise; only a node read without its line items (a query that did not select them)
+    gives back its share of what was paid, applied to the merchandise (taxes out)."""
     lines = []
     for line in _nodes(refund.get("refundLineItems")):
         if isinstance(line, Mapping) and (money := _money_set(line.get("subtotalSet"))):
-            lines.append({"subtotal_set": money})
-    if not lines and earning_share is not None:
+            lines.append({"subtotal_set": money, "total_tax_set": _money_set(line.get("totalTaxSet"))})
+    if "refundLineItems" not in refund and earning_share is not None:
         refunded = amount(((refund.get("totalRefundedSet") or {}).get("shopMoney") or {}).get("amount"),
                           "the refund's totalRefundedSet")
         lines.append({"subtotal_set": {"shop_money": {

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import dramatiq
@@ -34,7 +33,7 @@ from services.imports import apply_record
 from services.imports.rows import RowProblem
 from services.program_ops import apply_pending_orders, earn_as_placed, recalculate_tier, reverse_refund
 from shops import api, prestashop, shopify, woocommerce
-from shops.common import ShopMapping, instant
+from shops.common import ShopMapping, instant, refunded_merchandise
 from shops.events import PAID_FIRST, EventKind, OrderState, PayloadProblem, ShopEvent, import_status
 from workers.actors import _placeholder
 from workers.runtime import Runtime, get_runtime
@@ -240,6 +239,8 @@ def _apply_order(session: Session, runtime: Runtime, event: ShopEvent) -> Outcom
     order = _order(session, order_id)
     if order is None:  # apply_record stored it, or raised RowProblem
         raise LookupError(f"order {order_id!r} is not there after it was applied")
+    if "taxes_included" in event.fields:
+        order.prices_include_tax = event.fields["taxes_included"] == "true"
     if event.fields.get("coupon_codes"):  # codes we made, now used at the shop's checkout
         from workers.coupons import mark_used
 
@@ -254,7 +255,7 @@ def _apply_order(session: Session, runtime: Runtime, event: ShopEvent) -> Outcom
 
 
 #: An order event's fields that are not the import's: its shop state, and what the inbox keeps apart.
-_NOT_IMPORTED = frozenset({"state", "test", "coupon_codes", PAID_FIRST})
+_NOT_IMPORTED = frozenset({"state", "test", "coupon_codes", "taxes_included", PAID_FIRST})
 
 
 def _order(session: Session, order_id: str) -> Order | None:
@@ -279,10 +280,7 @@ def _apply_refund(session: Session, runtime: Runtime, event: ShopEvent) -> Outco
         order.status = OrderStatus.REFUNDED if order.status == OrderStatus.PLACED else order.status
         apply_pending_orders(session, runtime.program, now=utcnow())
         return Outcome(reason="the whole order refunded", member_ref=ref)
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        raise PayloadProblem("the refund's amount is not an amount") from None
+    amount = refunded_merchandise(text, event.fields.get("tax") or "0", order.prices_include_tax)
     outcome = reverse_refund(session, member, order, refund_id=event.fields["refund_id"], amount=amount, now=at)
     recalculate_tier(session, runtime.program, member, now=max(at, utcnow()), cause=f"refund:{order_id}")
     return Outcome(reason=f"{outcome.taken_back} points taken back" + (

@@ -97,8 +97,23 @@ def order_node(o: dict[str, Any]) -> dict[str, Any]:
             ("totalShippingPriceSet", "total_shipping_price_set"), ("totalDiscountsSet", "total_discounts_set"))},
         "customer": {"id": gid("Customer", customer["id"]), "legacyResourceId": str(customer["id"])}
         if customer else None,
-        "refunds": [{"id": gid("Refund", r["id"]), "legacyResourceId": str(r["id"]), "createdAt": utc(r["created_at"]),
-                     "totalRefundedSet": money_set(r.get("total_refunded_set"))} for r in o.get("refunds") or ()],
+        "refunds": [refund_node(r) for r in o.get("refunds") or ()],
+    }
+
+
+def refund_node(r: dict[str, Any]) -> dict[str, Any]:
+    """A ``Refund``: what it paid back, its line items (``subtotalSet`` taxes included when the order's
+    prices include them, ``totalTaxSet``) and its shipping lines."""
+    return {
+        "id": gid("Refund", r["id"]), "legacyResourceId": str(r["id"]), "createdAt": utc(r["created_at"]),
+        "totalRefundedSet": money_set(r.get("total_refunded_set")),
+        "refundLineItems": {"nodes": [
+            {"quantity": line["quantity"], "lineItem": {"id": gid("LineItem", line["line_item_id"])},
+             "subtotalSet": money_set(line["subtotal_set"]), "totalTaxSet": money_set(line["total_tax_set"])}
+            for line in r.get("refund_line_items") or ()]},
+        "refundShippingLines": {"nodes": [
+            {"subtotalAmountSet": money_set(line["subtotal_amount_set"]),
+             "taxAmountSet": money_set(line["tax_amount_set"])} for line in r.get("refund_shipping_lines") or ()]},
     }
 
 

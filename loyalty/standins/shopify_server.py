@@ -235,10 +235,14 @@ class ShopifyServer(ShopifyDiscountsMixin, ShopServer):
             self._publish("orders/paid", order, when)
         return json.loads(json.dumps(order))
 
-    def refund(self, order_id: int, lines: dict[int, int] | None = None, *, note: str = "",
-               at: datetime | None = None) -> dict[str, Any]:
-        """Refund ``{line_item_id: quantity}`` (default: everything not yet refunded) at each line's price
-        after discount. Fires ``refunds/create`` (the Refund) then ``orders/updated``."""
+    def refund(self, order_id: int, lines: dict[int, int] | None = None, *, shipping: bool = False,
+               note: str = "", at: datetime | None = None) -> dict[str, Any]:
+        """Refund ``{line_item_id: quantity}`` (default: everything not yet refunded; ``{}``: no line) at each
+        line's price after discount, and with ``shipping`` the order's shipping not yet refunded (its
+        ``refund_shipping_lines``, API 2024-10 on). Each refund line's ``subtotal`` is that price, taxes
+        included when the order's prices include them (``taxes_included``), its taxes in ``total_tax``; the
+        transaction is the money paid back. The order is ``refunded`` once its lines and its shipping are all
+        given back. Fires ``refunds/create`` (the Refund) then ``orders/updated``."""
         with self._lock:
             order = self.orders[order_id]
             when = self._time(self.clock.tick(at))
@@ -264,17 +268,23 @@ class ShopifyServer(ShopifyDiscountsMixin, ShopServer):
                 refund_lines.append({"id": self._next("line"), "line_item_id": li["id"], "quantity": qty,
                                      "restock_type": "return", "subtotal": str(part), "total_tax": str(tax),
                                      "subtotal_set": self._set(part), "total_tax_set": self._set(tax), "line_item": li})
-            paid_back = subtotal + (0 if order["taxes_included"] else taxes)
+            shipped = Decimal(order["total_shipping_price_set"]["shop_money"]["amount"])
+            ship_back = shipped - self._shipping_refunded(order) if shipping else Decimal(0)
+            shipping_lines = [{"id": self._next("line"), "subtotal_amount_set": self._set(ship_back),
+                               "tax_amount_set": self._set(Decimal(0))}] if ship_back else []
+            paid_back = subtotal + (0 if order["taxes_included"] else taxes) + ship_back
             rid = self._next("refund")
             refund = {"id": rid, "order_id": order_id, "admin_graphql_api_id": gql.gid("Refund", rid),
                       "created_at": when, "processed_at": when, "note": note, "restock": True,
-                      "refund_line_items": refund_lines, "total_refunded_set": self._set(paid_back),
+                      "refund_line_items": refund_lines, "refund_shipping_lines": shipping_lines,
+                      "total_refunded_set": self._set(paid_back),
                       "transactions": [{"id": rid + 1, "kind": "refund", "status": "success",
                                         "amount": str(money(paid_back)), "currency": self.currency,
                                         "gateway": "shopify_payments"}],
                       "order_adjustments": []}
             order["refunds"].append(refund)
-            everything = all(done[li["id"]] + lines.get(li["id"], 0) >= li["quantity"] for li in order["line_items"])
+            everything = (all(done[li["id"]] + lines.get(li["id"], 0) >= li["quantity"] for li in order["line_items"])
+                          and self._shipping_refunded(order) >= shipped)
             order["financial_status"] = "refunded" if everything else "partially_refunded"
             current = Decimal(order["current_subtotal_price"]) - subtotal
             order.update(current_subtotal_price=str(money(current)), current_subtotal_price_set=self._set(current),
@@ -282,6 +292,11 @@ class ShopifyServer(ShopifyDiscountsMixin, ShopServer):
         self._publish("refunds/create", refund, when)
         self._publish("orders/updated", order, when)
         return json.loads(json.dumps(refund))
+
+    @staticmethod
+    def _shipping_refunded(order: dict[str, Any]) -> Decimal:
+        return sum((Decimal(line["subtotal_amount_set"]["shop_money"]["amount"]) for refund in order["refunds"]
+                    for line in refund.get("refund_shipping_lines") or ()), Decimal(0))
 
     def mark_paid(self, order_id: int, *, at: datetime | None = None) -> dict[str, Any]:
         """A pending order gets paid: ``orders/paid`` then ``orders/updated``."""

@@ -425,6 +425,36 @@ def through_webhooks_then_the_backfill(env, pg_engine, pg_sessions, history, pla
             "backfill": {"balances": balances(pg_sessions), "ledger": ledger(pg_sessions)}}
 
 
+def taken_back(run_ledger: dict, order_id: int) -> int:
+    """The points the refunds of one order took back (``refund:ORDER`` and ``refund:ORDER:REFUND``)."""
+    return sum(points for _, _, points, key in run_ledger["entries"]
+               if key == f"refund:{order_id}" or key.startswith(f"refund:{order_id}:"))
+
+
+def test_tax_inclusive_refunds_take_back_the_merchandise_without_tax_through_webhooks_and_backfill(
+        env, pg_engine, pg_sessions):
+    orders: dict[str, int] = {}
+
+    def history(shop: ShopifyServer) -> dict[str, int]:
+        """Prices include 20 % VAT (taxes_included): a box at 60.00 is 50.00 of merchandise and earns 50."""
+        vera = shop.add_customer("vera@example.com", "Vera", "Lindqvist")
+        two = shop.place_order(vera["id"], [("Tea box", 1, "60.00"), ("Tea box XL", 1, "60.00")], shipping="6.00",
+                               taxes_included=True)  # 100 + the first-order bonus
+        shop.refund(two["id"], {two["line_items"][0]["id"]: 1})  # one box: 50 of the 100, not 60
+        shop.refund(two["id"], {}, shipping=True)  # the shipping alone: it earned nothing
+        one = shop.place_order(vera["id"], [("Tea box", 1, "60.00")], taxes_included=True)  # 50
+        shop.refund(one["id"])  # all of it: exactly the 50 it earned
+        orders.update(two=two["id"], one=one["id"])
+        return {str(vera["id"]): 100 + 50 - 50 + 50 - 50}
+
+    run = through_webhooks_then_the_backfill(env, pg_engine, pg_sessions, history)
+    for way in ("webhooks", "backfill"):
+        assert run[way]["balances"] == run["expected"], way
+        assert taken_back(run[way]["ledger"], orders["two"]) == -50, way
+        assert taken_back(run[way]["ledger"], orders["one"]) == -50, way
+    assert run["backfill"]["ledger"] == run["webhooks"]["ledger"]
+
+
 @pytest.mark.parametrize("platform", ["shopify", "woocommerce"])
 def test_a_first_order_refunded_or_cancelled_whole_ends_with_the_same_ledger_through_webhooks_and_backfill(
         platform, env, pg_engine, pg_sessions):

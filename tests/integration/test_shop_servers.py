@@ -18,7 +18,7 @@ from loyalty.standins.http_server import BackgroundServer, send_response
 from loyalty.standins.prestashop_server import PrestaShopServer
 from loyalty.standins.shopify_server import ShopifyServer
 from loyalty.standins.woocommerce_server import WooCommerceServer
-from shops import prestashop, shopify, woocommerce
+from shops import prestashop, shopify, shopify_graphql, woocommerce
 from shops.common import ShopMapping
 from shops.events import EventKind
 from shops.signatures import valid_body_signature
@@ -110,6 +110,26 @@ def test_shopify_tax_inclusive_guest_order_earns_on_merchandise_without_tax(shop
     [event] = shopify_events(headers, body)
     assert event.fields["total"] == "100.00" and event.fields["state"] == "pending"
     assert event.member_id is None and event.member_email == "guest@example.org"
+
+
+def test_shopify_tax_inclusive_refunds_mean_the_same_by_webhook_and_by_graphql(shop, receiver):
+    """A refund's line subtotals include the taxes when the order's prices do: the webhook and the node
+    the backfill reads both carry them apart; the shipping refunded alone has no line (nothing earned)."""
+    ana = shop.add_customer("ana@example.org", "Ana")
+    order = shop.place_order(ana["id"], [("Tea box", 1, "60.00"), ("Tea box XL", 1, "60.00")], shipping="6.00",
+                             taxes_included=True)
+    shop.refund(order["id"], {order["line_items"][0]["id"]: 1})
+    shop.refund(order["id"], {}, shipping=True)
+    created = [shopify_events(h, body)[0] for h, body in receiver.got if h["x-shopify-topic"] == "refunds/create"]
+    assert [(e.fields["amount"], e.fields["tax"]) for e in created] == [("60.00", "10.00"), ("0.00", "0.00")]
+    assert json.loads(receiver.got[-2][1])["refund_shipping_lines"][0]["subtotal_amount_set"]["shop_money"][
+        "amount"] == "6.00"
+    node = graphql(shop, PAGE % "orders", {"first": 1}).json()["data"]["orders"]["edges"][0]["node"]
+    assert node["displayFinancialStatus"] == "PARTIALLY_REFUNDED"  # the second box is not refunded
+    placed, box, shipping = shopify.order_events(shopify_graphql.order_payload(node), "k", None, MAPPING)
+    assert placed.fields["total"] == "100.00" and placed.fields["taxes_included"] == "true"
+    assert [(e.fields["refund_id"], e.fields["amount"], e.fields["tax"]) for e in (box, shipping)] == [
+        (e.fields["refund_id"], e.fields["amount"], e.fields["tax"]) for e in created]
 
 
 def test_shopify_payment_cancellation_and_privacy_topics_parse(shop, receiver):

@@ -17,7 +17,7 @@ import pytest
 
 from services.imports.rows import parse_member, parse_order
 from shops import prestashop, shopify, woocommerce
-from shops.common import ShopMapping, country_timezone
+from shops.common import ShopMapping, country_timezone, refunded_merchandise
 from shops.events import PAID_FIRST, EventKind, OrderState, PayloadProblem, import_status
 from shops.signatures import body_signature, valid_bearer, valid_body_signature
 
@@ -165,7 +165,36 @@ def test_a_refund_gives_back_its_merchandise_not_shipping_nor_taxes():
     [event] = shopify.parse("refunds/create", "evt-9", TRIGGERED, load("shopify_refund"), MAPPING)
     assert event.kind is EventKind.REFUND and event.resource == "order:820982911946154508"
     assert event.fields["amount"] == "45.00" and event.fields["currency"] == "EUR"
+    assert event.fields["tax"] == "9.00"  # taken off only if the order's prices include taxes
     assert event.fields["refund_id"] == "929361462"
+
+
+def test_a_tax_inclusive_refund_gives_back_its_lines_without_their_taxes_and_nothing_for_shipping():
+    """``subtotal_set`` includes the taxes when the order's prices do (``taxes_included``, which a
+    refund does not carry: the stored order says it); shipping refunds have no line item."""
+    refund = load("shopify_refund")
+    refund["refund_line_items"] = [
+        {"id": 1, "line_item_id": 11, "quantity": 1, "subtotal_set": {"shop_money": {"amount": "60.00"}},
+         "total_tax_set": {"shop_money": {"amount": "10.00"}}},
+        {"id": 2, "line_item_id": 12, "quantity": 2, "subtotal": 24.0, "total_tax": 4.0}]  # numbers, REST-style
+    refund["refund_shipping_lines"] = [{"id": 3, "subtotal_amount_set": {"shop_money": {"amount": "6.00"}}}]
+    [event] = shopify.parse("refunds/create", "evt-11", TRIGGERED, refund, MAPPING)
+    assert (event.fields["amount"], event.fields["tax"]) == ("84.00", "14.00")
+    assert refunded_merchandise(event.fields["amount"], event.fields["tax"], prices_include_tax=True) == 70
+    assert refunded_merchandise(event.fields["amount"], event.fields["tax"], prices_include_tax=False) == 84
+    refund["refund_line_items"] = []  # the shipping alone
+    [shipping] = shopify.parse("refunds/create", "evt-12", TRIGGERED, refund, MAPPING)
+    assert (shipping.fields["amount"], shipping.fields["tax"]) == ("0.00", "0.00")
+    # Earning on the total, the taxes earned too: nothing comes off.
+    [total] = shopify.parse("refunds/create", "evt-13", TRIGGERED, load("shopify_refund"), ShopMapping(points_on="total"))
+    assert "tax" not in total.fields
+
+
+def test_a_refunds_merchandise_is_never_below_zero_and_a_bad_amount_is_one_sentence():
+    assert refunded_merchandise("0.00", "0.40", prices_include_tax=True) == 0
+    assert refunded_merchandise("12.5", "", prices_include_tax=True) == Decimal("12.50")
+    with pytest.raises(PayloadProblem, match="^the refund's tax is not an amount$"):
+        refunded_merchandise("10.00", "ten", prices_include_tax=True)
 
 
 def test_a_refund_riding_on_an_order_update_is_the_same_refund():

@@ -59,7 +59,7 @@ def test_a_graphql_order_with_a_refund_without_line_items_gives_back_the_merchan
     placed, refund = events
     assert placed.fields == {"order_id": "6100000000001", "member_id": "7300000000001",
                              "placed_at": "2026-11-03T10:00:00Z", "total": "90.00", "currency": "EUR",
-                             "state": "partially_refunded"}
+                             "state": "partially_refunded", "taxes_included": "false"}
     # 54.00 paid back of 108.00 (taxes excluded from the 90.00 of merchandise): half, 45.00
     assert refund.kind is EventKind.REFUND and refund.fields["amount"] == "45.00"
     assert refund.fields["refund_id"] == "930000000001" and refund.fields["order_id"] == "6100000000001"
@@ -71,6 +71,24 @@ def test_a_refund_with_its_line_items_gives_back_their_subtotals():
                                  "refundLineItems": {"nodes": [{"subtotalSet": money("40.00")}]}}])
     refund = shopify.order_events(shopify_graphql.order_payload(with_lines), "k", None, MAPPING)[1]
     assert refund.fields["amount"] == "40.00" and refund.fields["refund_id"] == "5"
+
+
+def test_a_refunds_line_items_carry_their_taxes_and_a_refund_without_any_gives_back_no_merchandise():
+    """As a webhook: ``subtotalSet`` (taxes included when the order's prices include them) and
+    ``totalTaxSet``; a refund whose line items were read and are none (the shipping, an amount) gave
+    back no merchandise, whatever it paid back."""
+    vat = order(taxesIncluded=True, subtotalPriceSet=money("120.00"), totalPriceSet=money("126.00"),
+                totalTaxSet=money("20.00"), refunds=[
+                    {"id": "gid://shopify/Refund/7", "createdAt": "2026-11-04T10:00:00Z",
+                     "totalRefundedSet": money("60.00"),
+                     "refundLineItems": {"nodes": [{"subtotalSet": money("60.00"), "totalTaxSet": money("10.00")}]}},
+                    {"id": "gid://shopify/Refund/8", "createdAt": "2026-11-04T11:00:00Z",
+                     "totalRefundedSet": money("6.00"), "refundLineItems": {"nodes": []},
+                     "refundShippingLines": {"nodes": [{"subtotalAmountSet": money("6.00")}]}}])
+    placed, box, shipping = shopify.order_events(shopify_graphql.order_payload(vat), "k", None, MAPPING)
+    assert placed.fields["total"] == "100.00" and placed.fields["taxes_included"] == "true"
+    assert (box.fields["amount"], box.fields["tax"]) == ("60.00", "10.00")
+    assert (shipping.fields["amount"], shipping.fields["tax"]) == ("0.00", "0.00")
 
 
 def test_taxes_included_are_not_earned_on_nor_given_back():

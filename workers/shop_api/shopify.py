@@ -33,7 +33,7 @@ FIELDS = {
         f"totalTaxSet {_MONEY} totalShippingPriceSet {_MONEY} totalDiscountsSet {_MONEY} "
         "customer { id legacyResourceId } "
         f"refunds {{ id legacyResourceId createdAt totalRefundedSet {_MONEY} "
-        f"refundLineItems(first: 100) {{ nodes {{ subtotalSet {_MONEY} }} }} }}"
+        f"refundLineItems(first: 100) {{ nodes {{ subtotalSet {_MONEY} totalTaxSet {_MONEY} }} }} }}"
     ),
 }
 
