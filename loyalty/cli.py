@@ -18,13 +18,10 @@ import click
 from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderableType, RenderHook, RenderResult
 from rich.markup import escape
 from rich.segment import Segment
-from sqlalchemy.exc import OperationalError
 
-from core import logs
 from core.calendar import parse_instant
 from core.errors import InputError, LoyaltyError
 from core.settings import get_settings
-from models.base import utcnow
 
 #: ANSI escape sequences (CSI, OSC, two-character), then any C0 control but tab and newline, DEL and C1.
 _CONTROL = re.compile(
@@ -88,18 +85,31 @@ class LoyaltyGroup(click.Group):
             return super().invoke(ctx)
         except LoyaltyError as exc:
             _fail(str(exc), 2)
-        except OperationalError as exc:
-            origin = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
-            _fail(f"The database cannot be reached ({origin}); check DATABASE_URL and that the server is running.", 3)
         except BrokenPipeError:  # the reader went away (`loyalty history ... | head`): not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # the last line of defence: still one sentence
+            origin = _unreachable_database(exc)
+            if origin is not None:
+                _fail(f"The database cannot be reached ({origin}); check DATABASE_URL and that the server is running.", 3)
             if os.environ.get("LOYALTY_DEBUG"):
                 raise
             _fail(f"Unexpected error: {type(exc).__name__}: {exc} (set LOYALTY_DEBUG=1 to see where).", 1)
+
+
+def _unreachable_database(exc: Exception) -> str | None:
+    """The driver's first line when ``exc`` is SQLAlchemy's ``OperationalError`` (the database cannot
+    be reached), else None. A command that never imported SQLAlchemy cannot have raised it: the CLI
+    does not import it (about 100 ms of every start, ``--help`` included) only to ask."""
+    if "sqlalchemy.exc" not in sys.modules:
+        return None
+    from sqlalchemy.exc import OperationalError
+
+    if not isinstance(exc, OperationalError):
+        return None
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
 
 
 def _fail(message: str, code: int):
@@ -109,6 +119,8 @@ def _fail(message: str, code: int):
 
 def instant_option(value: str | None) -> datetime:
     if value is None or value == "now":
+        from models.base import utcnow
+
         return utcnow().replace(microsecond=0)
     try:
         return parse_instant(value)
@@ -117,15 +129,18 @@ def instant_option(value: str | None) -> datetime:
 
 
 def runtime_for_cli():
+    settings = get_settings()  # a malformed variable is one sentence before the runtime's imports, not after
     from workers.runtime import build_runtime
 
-    return build_runtime(get_settings())
+    return build_runtime(settings)
 
 
 @click.group(cls=LoyaltyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="loyalty-worker")
 def cli() -> None:
     """Run a store's loyalty program: who hears what, when, over which channel, exactly once."""
+    from core import logs  # structlog, about 40 ms: not for `loyalty --help`, which ends before this runs
+
     logs.configure_quiet()
 
 

@@ -19,7 +19,6 @@ delivery (a retry carries the payload of when the event happened) never overwrit
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import Index, Integer, String, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -28,13 +27,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from models.base import Base, BigIntKey, UtcDateTime, utcnow
 from models.db import rows_changed
 from models.personal_data import EncryptedText
-
-
-class InboxState(StrEnum):
-    RECEIVED = "received"
-    APPLIED = "applied"
-    WAITING = "waiting"
-    REJECTED = "rejected"
+from shops.events import InboxState
 
 
 class InboxEntry(Base):

@@ -38,6 +38,16 @@ class OrderState(StrEnum):
     VOIDED = "voided"  # authorisation dropped, payment failed: never paid
 
 
+class InboxState(StrEnum):
+    """What became of an event in the inbox (``models/inbox.py`` says what each state means); here, with
+    no database around it, so the CLI lists the states without importing the models."""
+
+    RECEIVED = "received"
+    APPLIED = "applied"
+    WAITING = "waiting"
+    REJECTED = "rejected"
+
+
 class PayloadProblem(ValueError):
     """A payload that cannot mean anything here; the message is one sentence, without personal data."""
 

@@ -55,12 +55,13 @@ def _tell_dramatiq_this_process_booted() -> None:
 
 def _start() -> dramatiq.Broker:
     from core.settings import get_settings
+
+    settings = get_settings()  # a malformed variable is one sentence before the runtime's imports, not after
+    logs.configure(settings.log_level)
     from workers.broker import build_broker, install_broker
     from workers.runtime import get_runtime
     from workers.shutdown import pass_on_first_sigterm_only
 
-    settings = get_settings()
-    logs.configure(settings.log_level)
     runtime = get_runtime()  # at start, not at the first message: a wrong key or an unmigrated database stops here
     for campaign, problem in runtime.refusals().items():  # said again on each tick that evaluates it
         structlog.get_logger("loyalty.worker").error("campaign.broken", campaign=campaign, problem=problem)

@@ -15,7 +15,6 @@ import structlog
 from workers.actors import CAMPAIGN_QUEUE, _placeholder
 from workers.channels.email_feedback import FeedbackProblem
 from workers.email_bounces import read_mailbox
-from workers.mailchimp_sync import sync_members
 from workers.runtime import get_runtime
 
 log = structlog.get_logger("loyalty.mailchimp")
@@ -28,6 +27,8 @@ def sync_mailchimp_members() -> None:
     if runtime.settings.mailchimp is None:
         log.info("mailchimp.not_configured", detail="MAILCHIMP_API_KEY is not set: nothing to sync")
         return
+    from workers.mailchimp_sync import sync_members  # the Mailchimp SDK and requests: where Mailchimp is configured
+
     report = sync_members(runtime)
     if report.skipped:
         log.info("mailchimp.sync_skipped", reason="another sync is running")

@@ -22,9 +22,9 @@ def validate() -> None:
 
     Example: loyalty validate
     """
+    settings = get_settings()  # a malformed variable is one sentence before the templates' imports
     from campaigns.validation import validate_all
 
-    settings = get_settings()
     result = validate_all(settings.campaigns_dir, settings.templates_dir, settings.program_file)
     for campaign_id, locales in sorted(result.checked.items()):
         console.print(f"[green]ok[/]    {campaign_id} ({', '.join(locales)})")

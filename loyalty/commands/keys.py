@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 from rich.progress import BarColumn, Progress, TextColumn
-from sqlalchemy import func, select, update
 
 from core.settings import get_settings
 from loyalty.cli import cli, console, errors
@@ -26,6 +25,8 @@ def rotate(batch: int) -> None:
 
     Example: LOYALTY_DATA_KEYS=new,old loyalty keys rotate
     """
+    from sqlalchemy import func, select, update
+
     from models.db import transaction
     from models.member import Member
     from models.personal_data import lookup_columns

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from core import logs
 from core.errors import InputError
 from core.settings import get_settings
 from loyalty.cli import cli, console, instant_option
@@ -60,10 +59,12 @@ def clock() -> None:
 
     Example: loyalty clock
     """
+    from core import logs
+
+    settings = get_settings()  # a malformed variable is one sentence before the scheduler's imports
+    logs.configure(settings.log_level)
     from schedules.clock import run_clock
 
-    settings = get_settings()
-    logs.configure(settings.log_level)
     run_clock(settings)
 
 
@@ -75,11 +76,13 @@ def web(host: str, port: int) -> None:
 
     Example: loyalty web --port 8000
     """
+    from core import logs
+
+    settings = get_settings()  # a malformed variable is one sentence before the web framework's imports
+    logs.configure(settings.log_level)
     import uvicorn
 
     from loyalty.web import create_app
 
-    settings = get_settings()
-    logs.configure(settings.log_level)
     app = create_app(settings)  # a configuration or database problem is one sentence here, before serving
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)

@@ -17,7 +17,7 @@ from core.errors import InputError
 from loyalty.cli import cli, runtime_for_cli
 from loyalty.cli import plain as console
 from loyalty.commands.support import _echo_json, actor_option, json_option, member
-from models.inbox import InboxState
+from shops.events import InboxState
 
 STATES = click.Choice([state.value for state in InboxState])
 

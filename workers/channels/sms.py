@@ -4,7 +4,8 @@ The real ``twilio`` SDK, pointed at ``TWILIO_API_BASE_URL`` (``client.api.base_u
 a time-out (the SDK's default is none), never retrying by itself: a retry is a delivery put back
 in line by ``workers/delivery.py``. Each send first takes a slot from the shared rate limiter.
 
-How an answer is sorted:
+How an answer is sorted (the error codes by ``workers/channels/sms_codes.py``, shared with the
+status callback):
 
 =====================================================  =========================================
 Twilio says                                            outcome
@@ -30,7 +31,6 @@ phone number masked.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from typing import Any
@@ -60,44 +60,12 @@ from urllib3.exceptions import SSLError as _Urllib3SSLError
 from urllib3.util import Timeout
 
 from core.settings import TwilioTarget
-from models.member import ContactStatus
-from workers.channels.base import (
-    AmbiguousFailure,
-    OutgoingSms,
-    PermanentFailure,
-    RetryableFailure,
-    Withdrawal,
-)
+from workers.channels.base import AmbiguousFailure, OutgoingSms, RetryableFailure
+from workers.channels.sms_codes import failure_for_code
 from workers.rate_limit import RateLimited, RateLimiter
-
-OPTED_OUT, INVALID_NUMBER, NOT_MOBILE = 21610, 21211, 21614
-_NUMBER = re.compile(r"\+?\d[\d ().-]{5,}\d")
 
 # The SDK logs every request and response at INFO (URLs and headers): noise in a worker's log.
 logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
-
-
-def masked(text: str) -> str:
-    return _NUMBER.sub("<number>", text or "")
-
-
-def failure_for_code(code: int | None, status: int | None, text: str) -> PermanentFailure | RetryableFailure:
-    """The failure a Twilio error code means, with what it teaches about the member.
-
-    Shared by the synchronous answer and the status callback (a Messaging Service may accept a
-    message and report 21610 or 21614 later)."""
-    detail = f"twilio {status or '-'} {code or '-'}: {masked(text)}"[:500]
-    if code == OPTED_OUT:
-        return PermanentFailure("sms_opted_out", detail, withdraws=Withdrawal("sms", f"twilio:{OPTED_OUT}"))
-    if code == INVALID_NUMBER:
-        return PermanentFailure("sms_invalid_number", detail, {"phone_status": ContactStatus.INVALID})
-    if code == NOT_MOBILE:
-        return PermanentFailure("sms_not_mobile", detail, {"phone_status": ContactStatus.UNREACHABLE})
-    if status is not None and (status == 429 or code == 20429 or status >= 500):
-        return RetryableFailure("sms_provider_busy" if status == 429 else "sms_provider_error", detail)
-    if status in (401, 403):
-        return RetryableFailure("sms_auth_failed", detail)
-    return PermanentFailure("sms_rejected", detail)
 
 
 def never_reached(exc: requests.exceptions.ConnectionError) -> bool:

@@ -49,7 +49,7 @@ from models.member import Member
 from models.personal_data import lookup
 from models.webhooks import EarlyStatusCallback, ProcessedWebhook
 from workers.channels.base import PermanentFailure
-from workers.channels.sms import failure_for_code
+from workers.channels.sms_codes import failure_for_code
 from workers.record import write_what_it_teaches
 
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
