@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
@@ -12,6 +14,9 @@ from rich.table import Table
 from core.calendar import iso_utc
 from core.settings import get_settings
 from loyalty.cli import cli, console, errors, instant_option, runtime_for_cli
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
 
 
 @cli.command()
@@ -53,6 +58,7 @@ def preview(campaign: str, at: str | None, as_json: bool) -> None:
     instant = instant_option(at)
     runtime = runtime_for_cli()
     definition = runtime.campaigns.get(campaign)
+    warn_if_refused(runtime, [definition.id])
     with runtime.sessions() as session:
         rows = preview_campaign(session, definition, plan_context(session, runtime.campaigns, runtime.program, instant))
         expected_outcomes(runtime, session, definition, rows, instant)  # an SMS the sender would refuse, as it ends
@@ -79,6 +85,15 @@ def preview(campaign: str, at: str | None, as_json: bool) -> None:
         from loyalty.commands.simulate import print_preview_summary  # per channel, skips by reason, samples
 
         print_preview_summary(console, runtime, definition, rows, instant)
+
+
+def warn_if_refused(runtime: Runtime, campaign_ids: Iterable[str]) -> None:
+    """On stderr (a --json reader keeps clean lines): a campaign shown as due whose messages the worker
+    will not send now (``Runtime.refusal``: a marketing email while the brand has no postal address)."""
+    for campaign_id in campaign_ids:
+        if (problem := runtime.refusal(campaign_id)) is not None:
+            errors.print(f"[yellow]warning:[/] the worker sends nothing of {campaign_id!r} as it stands: {problem}",
+                         highlight=False, soft_wrap=True)
 
 
 def _preview_line(row: dict) -> dict:

@@ -139,6 +139,9 @@ def simulate(start: str, end: str, campaign_ids: tuple[str, ...], as_json: bool)
     campaigns = [runtime.campaigns.get(campaign_id) for campaign_id in dict.fromkeys(ids)]
     if not campaigns:
         raise InputError("There is no valid campaign to simulate; run loyalty validate to see why.")
+    from loyalty.commands.campaigns import warn_if_refused
+
+    warn_if_refused(runtime, [c.id for c in campaigns])
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=errors,
                   transient=True) as progress:

@@ -9,6 +9,7 @@ refused with the same sentence.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -128,3 +129,22 @@ def test_a_support_send_of_it_is_refused_with_the_same_sentence(env, tmp_path, p
                           "--as", "bob", drop=(*cli.SERVICE_VARIABLES, "LOYALTY_ACTOR"))
     assert shipped.returncode == 0, shipped.stderr
     assert [m["To"].addresses[0].username for m in smtp_sink.messages] == ["m0050"]
+
+
+def test_preview_and_simulate_show_who_is_due_and_warn_that_the_worker_sends_none_of_it(
+        env, tmp_path, pg_engine, pg_sessions):
+    add_members(pg_sessions, make_member("M0051", tier="silver"))
+    program = program_without_address(tmp_path)
+    (validated,) = [p for p in validate_all(DEFINITIONS, TEMPLATES, program).problems if "'member_day'" in p]
+    without = {**env, "COLUMNS": "400", "LOYALTY_PROGRAM_FILE": str(program)}
+    warning = f"warning: the worker sends nothing of 'member_day' as it stands: {validated}"
+    preview = cli.loyalty(without, "preview", "member_day", "--at", iso_utc(MEMBER_DAY), "--json")
+    assert preview.returncode == 0, preview.stderr
+    assert [json.loads(line)["member"] for line in preview.stdout.splitlines()] == ["M0051"]  # stdout stays JSON
+    assert preview.stderr.strip().splitlines() == [warning]
+    simulated = cli.loyalty(without, "simulate", "--from", "2027-06-01", "--to", "2027-06-01", "--campaign",
+                            "member_day", "--campaign", "birthday", "--json")
+    assert simulated.returncode == 0, simulated.stderr
+    assert warning in simulated.stderr.splitlines() and "'birthday'" not in simulated.stderr  # exempt: it goes
+    with_address = cli.loyalty({**env, "COLUMNS": "400"}, "preview", "member_day", "--at", iso_utc(MEMBER_DAY))
+    assert with_address.returncode == 0 and "warning" not in with_address.stderr
