@@ -23,6 +23,7 @@ from core.errors import DefinitionError, InputError
 class CampaignSet:
     campaigns: dict[str, CampaignBase] = field(default_factory=dict)
     errors: list[DefinitionError] = field(default_factory=list)
+    paths: dict[str, Path] = field(default_factory=dict)  # campaign id -> its file (``.yaml`` or ``.yml``)
 
     def get(self, campaign_id: str) -> CampaignBase:
         try:
@@ -53,6 +54,7 @@ def load_campaigns(directory: Path) -> CampaignSet:
             result.errors.append(DefinitionError(str(path), None, f"the id {campaign.id!r} is already used by another file."))
             continue
         result.campaigns[campaign.id] = campaign
+        result.paths[campaign.id] = path
     return result
 
 

@@ -42,7 +42,7 @@ def validate_all(campaigns_dir: Path, templates_dir: Path, program_file: Path) -
     result.problems.extend(str(error) for error in loaded.errors)
     renderer = Renderer(templates_dir, program)
     for campaign in loaded.campaigns.values():
-        path = campaigns_dir / f"{campaign.id}.yaml"
+        path = loaded.paths[campaign.id]
         problems = check_tiers(campaign, path, program)
         problems += check_postal_address(campaign, path, program, program_file)
         problems += check_templates(campaign, renderer, path, program, warnings=result.warnings)

@@ -67,7 +67,7 @@ class Runtime:
             return None
         sentence = self._refusals.get(campaign_id)
         if sentence is None:  # the definition's line is read once
-            path = self.settings.campaigns_dir / f"{campaign_id}.yaml"
+            path = self.campaigns.paths.get(campaign_id, self.settings.campaigns_dir / f"{campaign_id}.yaml")
             problems = check_postal_address(campaign, path, self.program, self.settings.program_file)
             sentence = self._refusals[campaign_id] = problems[0]
         return sentence

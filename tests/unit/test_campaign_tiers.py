@@ -44,3 +44,19 @@ def test_a_misspelled_tier_in_a_birthday_reward_is_refused_too(tmp_path):
         f"{birthday}, line {line}: reward.points_by_tier names the tier 'silvre', which is not one of "
         "the program's tiers (bronze, silver, gold); fix the name."
     ]
+
+
+def test_a_definition_in_a_yml_file_is_named_by_its_own_file_and_line(tmp_path):
+    definitions = copied_definitions(tmp_path)
+    member_day = definitions / "member_day.yml"
+    (definitions / "member_day.yaml").rename(member_day)
+    text = member_day.read_text(encoding="utf-8")
+    line = text.splitlines().index("  tiers: [silver, gold]") + 1
+    member_day.write_text(text.replace("  tiers: [silver, gold]", "  tiers: [silver, glod]"), encoding="utf-8")
+
+    result = validate_all(definitions, DEFAULT_TEMPLATES_DIR, DEFAULT_PROGRAM_FILE)
+
+    assert result.problems == [  # was "member_day.yaml, line None": a file that does not exist
+        f"{member_day}, line {line}: audience.tiers names the tier 'glod', which is not one of "
+        "the program's tiers (bronze, silver, gold); fix the name."
+    ]
