@@ -485,3 +485,24 @@ def test_a_first_order_refunded_or_cancelled_whole_ends_with_the_same_ledger_thr
     assert run["webhooks"]["balances"] == run["expected"]
     assert run["backfill"]["balances"] == run["expected"]
     assert run["backfill"]["ledger"] == run["webhooks"]["ledger"]
+
+
+def test_an_order_stored_before_its_tax_mode_was_kept_learns_it_from_a_backfill_before_its_refund(
+        env, pg_engine, pg_sessions):
+    """Migration 0016 gives the orders already stored prices without tax (false): in a tax-inclusive
+    shop a refund would take back the taxes too. The order read again (`loyalty shop backfill` after
+    the upgrade, as the README says) tells it: a version equal to the one applied applies again."""
+    with ShopifyServer() as shop:
+        environment = {**shop_env(env, "shopify", shop.url), "SHOPIFY_WEBHOOK_SECRET": "shpss_test_secret"}
+        with serving(load_settings(environment)) as url:
+            shop.subscribe(f"{url}/webhooks/shopify")
+            vera = shop.add_customer("vera@example.com", "Vera", "Lindqvist")
+            boxes = shop.place_order(vera["id"], [("Tea box", 2, "60.00")], taxes_included=True)  # earns 100
+            with pg_sessions() as session, session.begin():  # as the upgrade left an order stored before it
+                session.execute(text("UPDATE orders SET prices_include_tax = false"))
+            result = loyalty(environment, "shop", "backfill", "shopify")
+            assert result.returncode == 0, result.stderr
+            with pg_sessions() as session:
+                assert session.scalars(select(Order.prices_include_tax)).all() == [True]
+            shop.refund(boxes["id"], {boxes["line_items"][0]["id"]: 1})  # one box: 50 of merchandise, not 60
+    assert taken_back(ledger(pg_sessions), boxes["id"]) == -50
