@@ -6,26 +6,19 @@ import time
 from datetime import UTC
 
 import pytest
-from dramatiq import Worker
 from sqlalchemy import select
 
-from core.settings import load_settings
 from models import ledger
 from models.member import Member
 from models.tier import TierChange
-from tests.conftest import REDIS_URL
-from workers.broker import build_broker, install_broker
+from tests.support.queue import worker_on_redis
 from workers.event_actors import member_updated, order_placed, order_refunded, points_redeemed
 
 
 @pytest.fixture
 def worker(env, runtime, redis_namespace):
-    broker = install_broker(build_broker(load_settings({**env, "REDIS_URL": REDIS_URL}), namespace=redis_namespace))
-    running = Worker(broker, worker_threads=2, worker_timeout=100)  # stops in 0.1 s, not 1.3
-    running.start()
-    yield broker
-    running.stop()
-    broker.close()
+    with worker_on_redis(env, redis_namespace) as broker:
+        yield broker
 
 
 def settle(broker) -> None:

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import structlog
-from dramatiq import Worker
 from sqlalchemy import select
 
 from campaigns.validation import validate_all
@@ -24,9 +23,9 @@ from core.settings import load_settings
 from models.db import transaction
 from models.delivery import Delivery
 from tests import cli
-from tests.conftest import REDIS_URL, REPO_ROOT
+from tests.conftest import REPO_ROOT
 from tests.support.members import add_members, make_member
-from workers.broker import build_broker, install_broker
+from tests.support.queue import worker_on_redis
 from workers.runtime import build_runtime, set_runtime
 
 PROGRAM = REPO_ROOT / "campaigns" / "program.yaml"
@@ -45,12 +44,8 @@ def program_without_address(folder):
 
 @pytest.fixture
 def queue(env, redis_namespace):
-    broker = install_broker(build_broker(load_settings({**env, "REDIS_URL": REDIS_URL}), namespace=redis_namespace))
-    worker = Worker(broker, worker_threads=2, worker_timeout=100)
-    worker.start()
-    yield broker
-    worker.stop()
-    broker.close()
+    with worker_on_redis(env, redis_namespace) as broker:
+        yield broker
 
 
 def settle(broker) -> None:
