@@ -30,6 +30,9 @@ from tests.support.members import add_members, make_member
 PROCFILE = REPO_ROOT / "Procfile"
 VENV_BIN = Path(sys.executable).parent
 HONCHO_LINE = re.compile(r"^\d\d:\d\d:\d\d (?P<name>\S+?)\s*\| (?P<text>.*)$")
+#: honcho prints "SIGTERM received" from its signal handler, which can run between the two writes of
+#: the print() of a process's line (the text, then its newline): the two lines come out as one.
+GLUED = re.compile(r"(?<=\S)(?=\d\d:\d\d:\d\d system\s*\| )")
 STARTED = re.compile(r"^(?P<name>\S+) started \(pid=(?P<pid>\d+)\)$")
 MEMBERS = 60
 
@@ -109,7 +112,8 @@ def test_the_procfile_runs_delivers_and_stops_cleanly_on_sigterm(fresh_database,
         env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(line.rstrip("\n") for line in honcho.stdout), daemon=True)
+    reader = threading.Thread(target=lambda: output.extend(part for line in honcho.stdout
+                                                           for part in GLUED.split(line.rstrip("\n"))), daemon=True)
     reader.start()
     try:
         deadline = time.monotonic() + 40
